@@ -1,0 +1,78 @@
+"""The projector and predictor of the contrastive branch (ccMIM step 8)."""
+
+import keras
+
+
+def _mlp(hidden_dim, output_dim, affine_output, dtype, prefix):
+    return [
+        keras.layers.Dense(hidden_dim, use_bias=False, dtype=dtype, name=f"{prefix}fc1"),
+        keras.layers.BatchNormalization(epsilon=1e-5, dtype=dtype, name=f"{prefix}bn1"),
+        keras.layers.ReLU(dtype=dtype, name=f"{prefix}relu"),
+        keras.layers.Dense(output_dim, use_bias=False, dtype=dtype, name=f"{prefix}fc2"),
+        keras.layers.BatchNormalization(
+            epsilon=1e-5, center=affine_output, scale=affine_output, dtype=dtype, name=f"{prefix}bn2"
+        ),
+    ]
+
+
+class _TwoLayerMLP(keras.layers.Layer):
+    """Linear(no bias) - BN - ReLU - Linear(no bias) - BN."""
+
+    affine_output = False
+
+    def __init__(self, hidden_dim=None, output_dim=256, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = None if hidden_dim is None else int(hidden_dim)
+        self.output_dim = int(output_dim)
+        self.mlp = None
+
+    def build(self, input_shape):
+        hidden = self.hidden_dim or int(input_shape[-1])
+        self.mlp = _mlp(hidden, self.output_dim, self.affine_output, self.dtype_policy, "")
+        shape = tuple(input_shape)
+        for layer in self.mlp:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, x, training=None):
+        for layer in self.mlp:
+            x = layer(x, training=training) if isinstance(
+                layer, keras.layers.BatchNormalization
+            ) else layer(x)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.output_dim,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"hidden_dim": self.hidden_dim, "output_dim": self.output_dim})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ccmim")
+class ProjectionHead(_TwoLayerMLP):
+    """The projector `g`: Linear(D, hidden) - BN - ReLU - Linear(hidden, out) -
+    BN without affine, as the public ccMIM code.
+
+    Args:
+        hidden_dim: hidden width; `None` uses the input width `D`.
+        output_dim: projection width (256).
+
+    Call: `[B, D]` -> `[B, output_dim]`.
+    """
+
+    affine_output = False
+
+
+@keras.saving.register_keras_serializable(package="keras_ccmim")
+class PredictionHead(_TwoLayerMLP):
+    """The predictor `q` of the `align` loss (paper eq. 8): the same
+    two-layer MLP shape with an affine final BatchNorm.
+
+    Args:
+        hidden_dim: hidden width; `None` uses the input width.
+        output_dim: output width, equal to the projector's.
+    """
+
+    affine_output = True

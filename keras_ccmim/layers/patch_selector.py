@@ -1,0 +1,185 @@
+"""Choosing which patches to mask (ccMIM step 3), always with static shapes."""
+
+import math
+
+import keras
+from keras import ops
+
+MASKING_STRATEGIES = ("importance_sampling", "importance", "random", "block")
+SAMPLERS = ("gumbel", "uniform_noise")
+_EPS = 1e-12
+
+
+def num_masked_patches(num_patches, mask_ratio):
+    """`K = round(N * r)`, kept within `[1, N - 1]` so both sets are non-empty."""
+    return int(min(max(round(num_patches * mask_ratio), 1), num_patches - 1))
+
+
+@keras.saving.register_keras_serializable(package="keras_ccmim")
+class PatchSelector(keras.layers.Layer):
+    """Splits the N patches of each image into K masked and V visible ones.
+
+    Strategies (`masking`):
+      * `"importance_sampling"`: K patches sampled without replacement with
+        probability proportional to `s^(1/T)`. `sampler="gumbel"` ranks
+        `log(s)/T + g`, `g ~ Gumbel(0, 1)` (Gumbel-top-K, exact sampling
+        without replacement); `sampler="uniform_noise"` ranks
+        `attention_sum - u`, `u ~ U(0, 1)` (the public ccMIM code's rule).
+      * `"importance"`: deterministic top-K of `s`.
+      * `"random"`: uniformly random K patches (MAE).
+      * `"block"`: BEiT-style rectangular blocks of at least 16 patches with
+        aspect ratio in [0.3, 1/0.3], added until the next block would pass
+        K, then filled from that next block first and at random after it.
+
+    Args:
+        grid_size: int or `(rows, cols)` of the patch grid; `N = rows*cols`.
+        mask_ratio: fraction of patches masked, in (0, 1).
+        masking: one of `MASKING_STRATEGIES`.
+        sampler: one of `SAMPLERS` (importance sampling only).
+        temperature: sampling temperature `T > 0`.
+        seed: optional int seed of the layer's `SeedGenerator`.
+
+    Call:
+        patch_tokens: `[B, N, ...]`, used for its batch size.
+        scores: `[B, N]` importance (sums to 1), needed by the importance
+            strategies.
+        attention_sum: `[B, N]` summed [CLS] attention, needed by
+            `sampler="uniform_noise"`.
+        Returns a dict: `ids_keep [B, V]`, `ids_mask [B, K]`,
+        `ids_restore [B, N]` (the inverse of `concat(ids_keep, ids_mask)`),
+        `mask [B, N]` (1.0 = masked), all int32 but `mask` (float32).
+    """
+
+    def __init__(
+        self,
+        grid_size,
+        mask_ratio=0.75,
+        masking="importance_sampling",
+        sampler="gumbel",
+        temperature=1.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.grid_size = (
+            (int(grid_size), int(grid_size))
+            if isinstance(grid_size, int)
+            else tuple(int(g) for g in grid_size)
+        )
+        if not 0.0 < float(mask_ratio) < 1.0:
+            raise ValueError(
+                f"mask_ratio must be strictly between 0 and 1, got {mask_ratio}."
+            )
+        if masking not in MASKING_STRATEGIES:
+            raise ValueError(
+                f"Unknown masking {masking!r}; choose one of {', '.join(MASKING_STRATEGIES)}."
+            )
+        if sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if not float(temperature) > 0.0:
+            raise ValueError(f"Sampling temperature must be positive, got {temperature}.")
+        self.mask_ratio = float(mask_ratio)
+        self.masking = masking
+        self.sampler = sampler
+        self.temperature = float(temperature)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+        self.num_masked = num_masked_patches(self.num_patches, self.mask_ratio)
+        self.num_visible = self.num_patches - self.num_masked
+
+    @property
+    def needs_scores(self):
+        return self.masking in ("importance_sampling", "importance")
+
+    def _uniform(self, shape):
+        return keras.random.uniform(
+            shape, minval=_EPS, maxval=1.0, seed=self.seed_generator, dtype="float32"
+        )
+
+    def _priority(self, batch, scores, attention_sum):
+        """Higher priority = masked first. `[B, N]` float32."""
+        shape = (batch, self.num_patches)
+        if self.masking == "random":
+            return self._uniform(shape)
+        if self.masking == "block":
+            return self._block_priority(batch)
+        if scores is None:
+            raise ValueError(
+                f"masking={self.masking!r} needs importance scores; pass `scores`."
+            )
+        scores = ops.cast(scores, "float32")
+        if self.masking == "importance":
+            return scores
+        if self.sampler == "gumbel":
+            gumbel = -ops.log(-ops.log(self._uniform(shape)))
+            return ops.log(scores + _EPS) / self.temperature + gumbel
+        if attention_sum is None:
+            raise ValueError("sampler='uniform_noise' needs `attention_sum`.")
+        return ops.cast(attention_sum, "float32") / self.temperature - self._uniform(shape)
+
+    def _block_priority(self, batch):
+        rows, cols = self.grid_size
+        min_area = min(16, self.num_masked)
+        max_area = max(min_area, self.num_masked)
+        num_blocks = max(8, 3 * math.ceil(self.num_masked / min_area))
+        shape = (batch, num_blocks)
+        area = min_area + (max_area - min_area) * self._uniform(shape)
+        log_ratio = math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * self._uniform(shape)
+        aspect = ops.exp(log_ratio)
+        height = ops.clip(ops.round(ops.sqrt(area * aspect)), 1, rows)
+        width = ops.clip(ops.round(ops.sqrt(area / aspect)), 1, cols)
+        top = ops.floor(self._uniform(shape) * (rows - height + 1))
+        left = ops.floor(self._uniform(shape) * (cols - width + 1))
+        r = ops.reshape(ops.arange(rows, dtype="float32"), (1, 1, rows, 1))
+        c = ops.reshape(ops.arange(cols, dtype="float32"), (1, 1, 1, cols))
+        inside = (
+            (r >= top[..., None, None])
+            & (r < (top + height)[..., None, None])
+            & (c >= left[..., None, None])
+            & (c < (left + width)[..., None, None])
+        )
+        inside = ops.reshape(ops.cast(inside, "float32"), (batch, num_blocks, self.num_patches))
+        # Union of the first m blocks, for every m.
+        covered = ops.cast(ops.cumsum(inside, axis=1) > 0, "float32")
+        counts = ops.sum(covered, axis=-1)  # [B, M], non-decreasing
+        # Number of whole blocks that fit within K.
+        fit = ops.sum(ops.cast(counts <= self.num_masked, "int32"), axis=1)  # [B]
+        steps = ops.arange(num_blocks, dtype="int32")[None, :]
+        chosen = ops.cast(steps < fit[:, None], "float32")  # blocks taken whole
+        nxt = ops.cast(steps == fit[:, None], "float32")  # the block that fills
+        in_union = ops.max(inside * chosen[..., None], axis=1)
+        in_next = ops.max(inside * nxt[..., None], axis=1)
+        noise = self._uniform((batch, self.num_patches))
+        return 2.0 * in_union + in_next + noise
+
+    def call(self, patch_tokens, scores=None, attention_sum=None):
+        batch = ops.shape(patch_tokens)[0]
+        priority = self._priority(batch, scores, attention_sum)
+        # Descending priority: the first K are masked, the remaining V kept.
+        ids_shuffle = ops.cast(ops.argsort(-priority, axis=-1), "int32")
+        ids_mask = ids_shuffle[:, : self.num_masked]
+        ids_keep = ids_shuffle[:, self.num_masked :]
+        ids_shuffle = ops.concatenate([ids_keep, ids_mask], axis=1)
+        ids_restore = ops.cast(ops.argsort(ids_shuffle, axis=-1), "int32")
+        mask = ops.cast(ids_restore >= self.num_visible, "float32")
+        return {
+            "ids_keep": ids_keep,
+            "ids_mask": ids_mask,
+            "ids_restore": ids_restore,
+            "mask": mask,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "grid_size": list(self.grid_size),
+                "mask_ratio": self.mask_ratio,
+                "masking": self.masking,
+                "sampler": self.sampler,
+                "temperature": self.temperature,
+                "seed": self.seed,
+            }
+        )
+        return config

@@ -1,0 +1,122 @@
+"""ccMIM losses: masked-patch reconstruction and the [CLS] contrastive terms.
+
+All functions take and return backend tensors through `keras.ops` and compute
+in float32.
+"""
+
+from keras import ops
+
+CONTRASTIVE_LOSSES = ("infonce", "infonce_cross", "align", "none")
+
+
+def normalize_patches(patches, epsilon=1e-6):
+    """Per-patch `(t - mean) / sqrt(var + eps)`, var unbiased (MAE's norm_pix).
+
+    Args:
+        patches: `[B, N, P]`.
+    """
+    patches = ops.cast(patches, "float32")
+    count = ops.shape(patches)[-1]
+    mean = ops.mean(patches, axis=-1, keepdims=True)
+    var = ops.sum(ops.square(patches - mean), axis=-1, keepdims=True) / (count - 1)
+    return (patches - mean) / ops.sqrt(var + epsilon)
+
+
+def reconstruction_loss(target, pred, mask, norm_pix_loss=True):
+    """Mean squared error per patch, averaged over masked patches only.
+
+    Args:
+        target: `[B, N, P]`, `patchify(images)`.
+        pred: `[B, N, P]`, decoder output.
+        mask: `[B, N]`, 1 for masked patches, 0 for visible ones.
+        norm_pix_loss: normalise each target patch first.
+
+    Returns:
+        scalar float32.
+    """
+    target = normalize_patches(target) if norm_pix_loss else ops.cast(target, "float32")
+    per_patch = ops.mean(ops.square(ops.cast(pred, "float32") - target), axis=-1)
+    mask = ops.cast(mask, "float32")
+    return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def l2_normalize(x, epsilon=1e-12):
+    x = ops.cast(x, "float32")
+    return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
+
+
+def infonce_loss(student, teacher, temperature):
+    """Paper eq. 7, with in-batch negatives from both views.
+
+    `l_i = -log( e^{u_i.t_i/tau} /
+                 (sum_{j != i} e^{u_i.u_j/tau} + sum_j e^{u_i.t_j/tau}) )`,
+    `u = normalize(student)`, `t = stop_gradient(normalize(teacher))`.
+
+    Args:
+        student: `[B, E]` projected visible-set [CLS].
+        teacher: `[B, E]` projected masked-set [CLS].
+        temperature: `tau`.
+
+    Returns:
+        scalar float32, the mean of `l_i`.
+    """
+    u = l2_normalize(student)
+    t = ops.stop_gradient(l2_normalize(teacher))
+    batch = ops.shape(u)[0]
+    logits_ut = ops.matmul(u, ops.transpose(t)) / temperature
+    logits_uu = ops.matmul(u, ops.transpose(u)) / temperature
+    eye = ops.eye(batch, dtype="float32")
+    logits_uu = logits_uu - eye * 1e9  # exclude j == i
+    positives = ops.sum(logits_ut * eye, axis=-1)
+    denominator = ops.logsumexp(ops.concatenate([logits_uu, logits_ut], axis=-1), axis=-1)
+    return ops.mean(denominator - positives)
+
+
+def infonce_cross_loss(student, teacher, temperature):
+    """The public code's variant: cross-entropy over `u_i.t_j/tau` with the
+    target `j = i`, times `2*tau`.
+    """
+    u = l2_normalize(student)
+    t = ops.stop_gradient(l2_normalize(teacher))
+    logits = ops.matmul(u, ops.transpose(t)) / temperature
+    positives = ops.diagonal(logits)
+    return 2.0 * temperature * ops.mean(ops.logsumexp(logits, axis=-1) - positives)
+
+
+def align_loss(prediction, teacher):
+    """Paper eq. 8: `1 - cos(stop_gradient(teacher_i), prediction_i)`, mean."""
+    p = l2_normalize(prediction)
+    z = ops.stop_gradient(l2_normalize(teacher))
+    return ops.mean(1.0 - ops.sum(p * z, axis=-1))
+
+
+def contrastive_loss(kind, student, teacher, temperature):
+    """Dispatch by name; `student` is the predictor output for `align`."""
+    if kind == "infonce":
+        return infonce_loss(student, teacher, temperature)
+    if kind == "infonce_cross":
+        return infonce_cross_loss(student, teacher, temperature)
+    if kind == "align":
+        return align_loss(student, teacher)
+    if kind == "none":
+        return ops.zeros((), dtype="float32")
+    raise ValueError(
+        f"Unknown contrastive loss {kind!r}; choose one of {', '.join(CONTRASTIVE_LOSSES)}."
+    )
+
+
+def foreground_lift(mask, foreground_patches):
+    """(fraction of masked patches that are foreground) /
+    (fraction of all patches that are foreground), over a batch.
+
+    Random masking gives about 1; above 1 means masking prefers the object.
+
+    Args:
+        mask: `[B, N]` 1 = masked.
+        foreground_patches: `[B, N]` 1 = foreground patch.
+    """
+    mask = ops.cast(mask, "float32")
+    fg = ops.cast(foreground_patches, "float32")
+    masked_fg = ops.sum(mask * fg) / ops.maximum(ops.sum(mask), 1.0)
+    all_fg = ops.mean(fg)
+    return masked_fg / ops.maximum(all_fg, 1e-6)

@@ -1,0 +1,5 @@
+"""The ViT encoder, the ccMIM pretrainer and the named presets."""
+
+from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.presets import ALIASES, PRESETS, get_preset, preset_names
+from keras_ccmim.models.vit_encoder import ViTEncoder

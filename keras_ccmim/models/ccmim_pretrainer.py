@@ -1,0 +1,278 @@
+"""The ccMIM pretrainer: one training step on every Keras backend."""
+
+import keras
+from keras import ops
+
+from keras_ccmim import backend_specific
+from keras_ccmim import losses as ccmim_losses
+from keras_ccmim.layers.contrastive_heads import PredictionHead, ProjectionHead
+from keras_ccmim.layers.importance_scorer import ImportanceScorer
+from keras_ccmim.layers.mae_decoder import MAEDecoder
+from keras_ccmim.layers.patch_selector import PatchSelector
+from keras_ccmim.layers.patching import patchify
+from keras_ccmim.models.vit_encoder import ViTEncoder
+
+
+@keras.saving.register_keras_serializable(package="keras_ccmim")
+class CCMIMPretrainer(keras.Model):
+    """ccMIM: importance-masked image modeling with single-view contrast.
+
+    `call(images)` runs the step of the spec: embed; score patches by [CLS]
+    attention (no gradient); select the masked set; encode the visible set
+    (student); encode the masked set (teacher, no gradient); decode. Its
+    dict output feeds `compute_loss`, which every backend's `train_step`
+    calls, so `compile(optimizer)` + `fit(images)` trains it anywhere.
+
+    MAE is the configuration `masking="random", contrastive="none"`: no
+    scoring pass and no teacher pass are executed.
+
+    Args:
+        encoder: a `ViTEncoder`.
+        decoder_hidden_dim, decoder_num_layers, decoder_num_heads: decoder size.
+        mask_ratio: fraction of patches masked.
+        masking: `"importance_sampling"`, `"importance"`, `"random"` or `"block"`.
+        sampler: `"gumbel"` or `"uniform_noise"` (importance sampling).
+        sampling_temperature: `T_s`.
+        score_layers: `"all"`, `"last"` or block indices.
+        contrastive: `"infonce"`, `"infonce_cross"`, `"align"` or `"none"`.
+        contrastive_weight: `lambda`.
+        temperature: `tau` of the InfoNCE losses.
+        projection_dim: projector output width.
+        norm_pix_loss: normalise target patches.
+        seed: optional int seed for masking.
+
+    Call output (dict):
+        `pred [B, N, p*p*C]`, `mask [B, N]`, `ids_keep [B, V]`,
+        `ids_mask [B, K]`, `ids_restore [B, N]`, `cls_visible [B, D]`;
+        with a contrastive term also `cls_masked [B, D]`, `student [B, E]`,
+        `teacher [B, E]`; with importance masking `scores [B, N]`.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        decoder_hidden_dim=512,
+        decoder_num_layers=8,
+        decoder_num_heads=16,
+        mask_ratio=0.75,
+        masking="importance_sampling",
+        sampler="gumbel",
+        sampling_temperature=1.0,
+        score_layers="all",
+        contrastive="infonce",
+        contrastive_weight=0.2,
+        temperature=0.5,
+        projection_dim=256,
+        norm_pix_loss=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(encoder, ViTEncoder):
+            raise TypeError(
+                f"encoder must be a keras_ccmim ViTEncoder, got {type(encoder).__name__}."
+            )
+        if contrastive not in ccmim_losses.CONTRASTIVE_LOSSES:
+            raise ValueError(
+                f"Unknown contrastive loss {contrastive!r}; choose one of "
+                f"{', '.join(ccmim_losses.CONTRASTIVE_LOSSES)}."
+            )
+        if float(contrastive_weight) < 0:
+            raise ValueError(f"contrastive_weight must be >= 0, got {contrastive_weight}.")
+        if not float(temperature) > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}.")
+        self.encoder = encoder
+        self.decoder_hidden_dim = int(decoder_hidden_dim)
+        self.decoder_num_layers = int(decoder_num_layers)
+        self.decoder_num_heads = int(decoder_num_heads)
+        self.mask_ratio = float(mask_ratio)
+        self.masking = masking
+        self.sampler = sampler
+        self.sampling_temperature = float(sampling_temperature)
+        self.score_layers = score_layers if isinstance(score_layers, str) else [
+            int(i) for i in score_layers
+        ]
+        self.contrastive = contrastive
+        self.contrastive_weight = float(contrastive_weight)
+        self.temperature = float(temperature)
+        self.projection_dim = int(projection_dim)
+        self.norm_pix_loss = bool(norm_pix_loss)
+        self.seed = seed
+
+        policy = self.dtype_policy
+        self.selector = PatchSelector(
+            encoder.grid_size,
+            mask_ratio=self.mask_ratio,
+            masking=masking,
+            sampler=sampler,
+            temperature=self.sampling_temperature,
+            seed=seed,
+            name="selector",
+        )
+        self.scorer = None
+        self.score_layer_indices = ()
+        if self.selector.needs_scores:
+            self.scorer = ImportanceScorer(self.score_layers, name="scorer")
+            self.score_layer_indices = self.scorer.layer_indices(encoder.num_layers)
+        self.decoder = MAEDecoder(
+            encoder.grid_size,
+            encoder.patch_size**2 * encoder.num_channels,
+            hidden_dim=self.decoder_hidden_dim,
+            num_layers=self.decoder_num_layers,
+            num_heads=self.decoder_num_heads,
+            mlp_ratio=encoder.mlp_ratio,
+            layer_norm_epsilon=encoder.layer_norm_epsilon,
+            dtype=policy,
+            name="decoder",
+        )
+        self.projector = None
+        self.predictor = None
+        if contrastive != "none":
+            self.projector = ProjectionHead(
+                output_dim=self.projection_dim, dtype=policy, name="projector"
+            )
+            if contrastive == "align":
+                self.predictor = PredictionHead(
+                    output_dim=self.projection_dim, dtype=policy, name="predictor"
+                )
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
+
+    @classmethod
+    def from_preset(cls, name, encoder_overrides=None, **kwargs):
+        """A pretrainer whose encoder and decoder come from a named preset.
+
+        `encoder_overrides` change encoder arguments (e.g. `drop_path_rate`);
+        other keyword arguments are the pretrainer's and win over the
+        preset's decoder size.
+        """
+        from keras_ccmim.models.presets import get_preset
+
+        preset = get_preset(name)
+        encoder_config = dict(preset["encoder"], **(encoder_overrides or {}))
+        decoder = preset["decoder"]
+        kwargs.setdefault("decoder_hidden_dim", decoder["hidden_dim"])
+        kwargs.setdefault("decoder_num_layers", decoder["num_layers"])
+        kwargs.setdefault("decoder_num_heads", decoder["num_heads"])
+        encoder = ViTEncoder(**encoder_config, name="encoder")
+        return cls(encoder, **kwargs)
+
+    # -- shapes --------------------------------------------------------------
+
+    @property
+    def num_masked(self):
+        return self.selector.num_masked
+
+    @property
+    def num_visible(self):
+        return self.selector.num_visible
+
+    def build(self, input_shape=None):
+        enc = self.encoder
+        h, w = enc.image_size
+        enc.build((None, h, w, enc.num_channels))
+        self.decoder.build((None, 1 + self.num_visible, enc.hidden_dim))
+        if self.projector is not None:
+            self.projector.build((None, enc.hidden_dim))
+        if self.predictor is not None:
+            self.predictor.build((None, self.projection_dim))
+        self.built = True
+
+    # -- the step ------------------------------------------------------------
+
+    def score_patches(self, patch_tokens):
+        """ccMIM step 2: importance scores from [CLS] attention, no gradient."""
+        with backend_specific.no_grad():
+            maps = self.encoder.cls_attention(
+                ops.stop_gradient(patch_tokens), self.score_layer_indices
+            )
+            result = self.scorer(maps)
+        return {key: ops.stop_gradient(value) for key, value in result.items()}
+
+    def call(self, images, training=None):
+        self._check_images(images)
+        tokens = self.encoder.embed(images)
+        outputs = {}
+        scores = attention_sum = None
+        if self.scorer is not None:
+            scored = self.score_patches(tokens)
+            scores, attention_sum = scored["scores"], scored["attention_sum"]
+            outputs["scores"] = scores
+        selection = self.selector(tokens, scores=scores, attention_sum=attention_sum)
+        outputs.update(selection)
+
+        latent = self.encoder.encode(tokens, selection["ids_keep"], training=training)
+        outputs["cls_visible"] = latent[:, 0]
+        outputs["pred"] = self.decoder(latent, selection["ids_restore"], training=training)
+
+        if self.projector is not None:
+            student = self.projector(latent[:, 0], training=training)
+            if self.predictor is not None:
+                student = self.predictor(student, training=training)
+            with backend_specific.no_grad():
+                teacher_latent = self.encoder.encode(
+                    ops.stop_gradient(tokens), selection["ids_mask"], training=training
+                )
+                cls_masked = ops.stop_gradient(teacher_latent[:, 0])
+                teacher = ops.stop_gradient(self.projector(cls_masked, training=training))
+            outputs.update(cls_masked=cls_masked, student=student, teacher=teacher)
+        return outputs
+
+    def _check_images(self, images):
+        shape = tuple(images.shape)
+        expected = tuple(self.encoder.image_size) + (self.encoder.num_channels,)
+        if len(shape) != 4 or tuple(shape[1:]) != expected:
+            raise ValueError(
+                f"Expected images of shape [batch, {expected[0]}, {expected[1]}, "
+                f"{expected[2]}], got {list(shape)}. Resize the input pipeline to "
+                f"the encoder's image_size or build the model for this size."
+            )
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        images = x[0] if isinstance(x, (tuple, list)) else x
+        target = patchify(images, self.encoder.patch_size)
+        reconstruction = ccmim_losses.reconstruction_loss(
+            target, y_pred["pred"], y_pred["mask"], self.norm_pix_loss
+        )
+        total = reconstruction
+        if self.projector is not None:
+            contrastive = ccmim_losses.contrastive_loss(
+                self.contrastive, y_pred["student"], y_pred["teacher"], self.temperature
+            )
+            total = total + self.contrastive_weight * contrastive
+        else:
+            contrastive = ops.zeros((), "float32")
+        if self.losses:
+            total = total + ops.cast(ops.sum(self.losses), "float32")
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.contrastive_tracker.update_state(contrastive)
+        return total
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "encoder": keras.saving.serialize_keras_object(self.encoder),
+                "decoder_hidden_dim": self.decoder_hidden_dim,
+                "decoder_num_layers": self.decoder_num_layers,
+                "decoder_num_heads": self.decoder_num_heads,
+                "mask_ratio": self.mask_ratio,
+                "masking": self.masking,
+                "sampler": self.sampler,
+                "sampling_temperature": self.sampling_temperature,
+                "score_layers": self.score_layers,
+                "contrastive": self.contrastive,
+                "contrastive_weight": self.contrastive_weight,
+                "temperature": self.temperature,
+                "projection_dim": self.projection_dim,
+                "norm_pix_loss": self.norm_pix_loss,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        return cls(**config)

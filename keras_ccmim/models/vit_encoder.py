@@ -1,0 +1,227 @@
+"""The ViT encoder: embeds patches and encodes any subset of them."""
+
+import keras
+from keras import ops
+
+from keras_ccmim.layers.patching import PatchEmbedding
+from keras_ccmim.layers.position_embedding import SinCosPositionEmbedding
+from keras_ccmim.layers.token_ops import gather_tokens
+from keras_ccmim.layers.transformer_block import TransformerBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_ccmim")
+class ViTEncoder(keras.layers.Layer):
+    """Vision Transformer encoder with a learned [CLS] token.
+
+    The encoder is split into the stages the pretrainer needs:
+
+    * `embed(images)`: patch embedding plus the fixed 2-D sin-cos position
+      embedding, `[B, H, W, C]` -> `[B, N, D]` (positions are added before
+      any token is dropped);
+    * `encode(patch_tokens, ids)`: `[CLS]` (zero position) plus the selected
+      patch tokens through all blocks and the final norm, `[B, 1+n, D]`;
+    * `cls_attention(patch_tokens, layer_indices)`: the [CLS] attention maps
+      `[B, N]` at the given blocks, running only up to the deepest of them.
+
+    `call(images)` is `encode(embed(images))` over all patches.
+
+    Args:
+        image_size: int or `(H, W)`.
+        patch_size: int `p`; must divide the image size.
+        hidden_dim: width `D`.
+        num_layers: number of transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width as a multiple of `D`.
+        num_channels: image channels `C`.
+        qkv_bias: bias in the query/key/value projection.
+        drop_path_rate: stochastic depth, rising linearly to this value over
+            the blocks.
+        layer_scale_init_value: LayerScale initial value, `None` for none.
+        layer_norm_epsilon: LayerNorm epsilon.
+        seed: optional seed for the stochastic-depth `SeedGenerator`s.
+    """
+
+    def __init__(
+        self,
+        image_size,
+        patch_size,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        mlp_ratio=4.0,
+        num_channels=3,
+        qkv_bias=True,
+        drop_path_rate=0.0,
+        layer_scale_init_value=None,
+        layer_norm_epsilon=1e-6,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        image_size = (
+            (int(image_size), int(image_size))
+            if isinstance(image_size, int)
+            else tuple(int(s) for s in image_size)
+        )
+        patch_size = int(patch_size)
+        if patch_size <= 0 or image_size[0] % patch_size or image_size[1] % patch_size:
+            raise ValueError(
+                f"image_size {image_size[0]}x{image_size[1]} is not divisible by "
+                f"patch_size {patch_size}. Choose an image size that is a multiple of "
+                f"the patch size (e.g. {patch_size * max(1, image_size[0] // max(patch_size, 1))})."
+            )
+        if int(hidden_dim) % 4:
+            raise ValueError(
+                f"hidden_dim must be divisible by 4 for the 2-D sin-cos position "
+                f"embedding, got {hidden_dim}."
+            )
+        if int(num_layers) < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.hidden_dim = int(hidden_dim)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.mlp_ratio = float(mlp_ratio)
+        self.num_channels = int(num_channels)
+        self.qkv_bias = bool(qkv_bias)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_scale_init_value = (
+            None if layer_scale_init_value is None else float(layer_scale_init_value)
+        )
+        self.layer_norm_epsilon = float(layer_norm_epsilon)
+        self.seed = seed
+        self.grid_size = (image_size[0] // patch_size, image_size[1] // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]
+
+        policy = self.dtype_policy
+        self.patch_embedding = PatchEmbedding(
+            patch_size, self.hidden_dim, dtype=policy, name="patch_embedding"
+        )
+        self.position_embedding = SinCosPositionEmbedding(
+            self.grid_size, dtype=policy, name="position_embedding"
+        )
+        rates = [
+            self.drop_path_rate * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)
+        ]
+        self.blocks = [
+            TransformerBlock(
+                self.hidden_dim,
+                self.num_heads,
+                mlp_ratio=self.mlp_ratio,
+                qkv_bias=self.qkv_bias,
+                drop_path_rate=rates[i],
+                layer_scale_init_value=self.layer_scale_init_value,
+                layer_norm_epsilon=self.layer_norm_epsilon,
+                seed=None if seed is None else seed + i,
+                dtype=policy,
+                name=f"block_{i}",
+            )
+            for i in range(self.num_layers)
+        ]
+        self.norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="norm"
+        )
+
+    def build(self, input_shape=None):
+        h, w = self.image_size
+        d = self.hidden_dim
+        self.patch_embedding.build((None, h, w, self.num_channels))
+        self.position_embedding.build((None, self.num_patches, d))
+        self.cls_token = self.add_weight(
+            name="cls_token",
+            shape=(1, 1, d),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+        for block in self.blocks:
+            block.build((None, self.num_patches + 1, d))
+        self.norm.build((None, None, d))
+
+    def embed(self, images):
+        """`[B, H, W, C]` -> position-embedded patch tokens `[B, N, D]`."""
+        return self.position_embedding(self.patch_embedding(images))
+
+    def _prepend_cls(self, tokens):
+        cls = ops.broadcast_to(
+            ops.cast(self.cls_token, tokens.dtype), (ops.shape(tokens)[0], 1, self.hidden_dim)
+        )
+        return ops.concatenate([cls, tokens], axis=1)
+
+    def encode(self, patch_tokens, ids=None, training=None):
+        """Encode [CLS] plus the patches `ids` (all patches when None).
+
+        Args:
+            patch_tokens: `[B, N, D]` from `embed`.
+            ids: optional `[B, n]` patch indices.
+
+        Returns:
+            `[B, 1+n, D]`, normalised; row 0 is [CLS].
+        """
+        if ids is not None:
+            patch_tokens = gather_tokens(patch_tokens, ids)
+        x = self._prepend_cls(patch_tokens)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.norm(x)
+
+    def cls_attention(self, patch_tokens, layer_indices):
+        """[CLS] attention maps at the given blocks, over all N patches.
+
+        Blocks past the deepest requested one are not run, and in that block
+        only the [CLS] attention row is computed.
+
+        Args:
+            patch_tokens: `[B, N, D]` from `embed`.
+            layer_indices: sorted block indices.
+
+        Returns:
+            list of `[B, N]` float32 maps, one per index.
+        """
+        layer_indices = sorted(set(int(i) for i in layer_indices))
+        deepest = layer_indices[-1]
+        x = self._prepend_cls(patch_tokens)
+        maps = []
+        for i, block in enumerate(self.blocks[: deepest + 1]):
+            if i == deepest:
+                maps.append(block(x, cls_attention_only=True))
+            elif i in layer_indices:
+                x, attention = block(x, return_cls_attention=True)
+                maps.append(attention)
+            else:
+                x = block(x)
+        return maps
+
+    def call(self, images, training=None):
+        return self.encode(self.embed(images), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.num_patches + 1, self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "image_size": list(self.image_size),
+                "patch_size": self.patch_size,
+                "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers,
+                "num_heads": self.num_heads,
+                "mlp_ratio": self.mlp_ratio,
+                "num_channels": self.num_channels,
+                "qkv_bias": self.qkv_bias,
+                "drop_path_rate": self.drop_path_rate,
+                "layer_scale_init_value": self.layer_scale_init_value,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "seed": self.seed,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """An encoder by preset name (see `keras_ccmim.models.presets`)."""
+        from keras_ccmim.models.presets import get_preset
+
+        config = dict(get_preset(name)["encoder"])
+        config.update(overrides)
+        return cls(**config)
