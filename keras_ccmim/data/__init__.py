@@ -1,0 +1,30 @@
+"""Input pipelines: TFDS datasets, image folders, `synthetic_objects`, augmentation.
+
+The entry point is `make_dataset`, which yields batches of `(images, extras)`
+for `model.fit` on every Keras backend.
+"""
+
+from keras_ccmim.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    normalize,
+    pretrain_transform,
+    random_resized_crop,
+    random_resized_crop_box,
+    unnormalize,
+)
+from keras_ccmim.data.dataset_info import DatasetInfo
+from keras_ccmim.data.image_folder import (
+    ImageFolder,
+    load_image_folder,
+    scan_image_folder,
+)
+from keras_ccmim.data.pipeline import describe_dataset, load_source, make_dataset
+from keras_ccmim.data.splits import parse_split, split_bounds
+from keras_ccmim.data.synthetic_objects import (
+    SYNTHETIC_OBJECTS_CLASS_NAMES,
+    load_synthetic_objects,
+    make_synthetic_objects,
+)
+from keras_ccmim.data.tfds_source import load_tfds

@@ -12,6 +12,10 @@ and "foreground lift" of a masking strategy is measurable.
 import functools
 
 import numpy as np
+import tensorflow as tf
+
+from keras_ccmim.data.dataset_info import DatasetInfo
+from keras_ccmim.data.splits import parse_split, split_bounds
 
 SYNTHETIC_OBJECTS_CLASS_NAMES = (
     "circle",
@@ -25,6 +29,11 @@ SYNTHETIC_OBJECTS_CLASS_NAMES = (
     "x_cross",
     "star",
 )
+
+# The data of each split is fixed: it is generated from the split's seed.
+SYNTHETIC_OBJECTS_SPLIT_SEEDS = {"train": 0, "test": 1}
+# Images generated for a split when `num_images` is not given.
+SYNTHETIC_OBJECTS_DEFAULT_SIZES = {"train": 10_000, "test": 2_000}
 
 # Fraction of the image area covered by the shape, drawn uniformly per image.
 _AREA_FRACTION_RANGE = (0.10, 0.35)
@@ -249,3 +258,59 @@ def make_synthetic_objects(num_images, image_size=32, seed=0):
             chunk_params, rng, image_size
         )
     return {"image": images, "label": params["label"], "foreground": foreground}
+
+
+def _split_size(split, num_images):
+    base = parse_split(split)[0]
+    if base not in SYNTHETIC_OBJECTS_SPLIT_SEEDS:
+        raise ValueError(
+            f"Invalid split {split!r} for synthetic_objects: its splits are "
+            f"{sorted(SYNTHETIC_OBJECTS_SPLIT_SEEDS)} (optionally sliced, e.g. "
+            "'train[:90%]')."
+        )
+    if num_images is None:
+        num_images = SYNTHETIC_OBJECTS_DEFAULT_SIZES[base]
+    _, start, stop = split_bounds(split, num_images)
+    return base, num_images, start, stop
+
+
+def describe_synthetic_objects(split="train", num_images=None, image_size=None):
+    """A `DatasetInfo` for a split of `synthetic_objects` (draws nothing)."""
+    _, _, start, stop = _split_size(split, num_images)
+    return DatasetInfo(
+        name="synthetic_objects",
+        split=split,
+        num_images=stop - start,
+        num_classes=len(SYNTHETIC_OBJECTS_CLASS_NAMES),
+        class_names=SYNTHETIC_OBJECTS_CLASS_NAMES,
+        has_foreground=True,
+        image_shape=(image_size, image_size, 3) if image_size else None,
+    )
+
+
+def load_synthetic_objects(*, split="train", image_size=32, num_images=None):
+    """Generates a split of `synthetic_objects` as a dataset.
+
+    `"train"` and `"test"` are different sets (generated with the seeds in
+    `SYNTHETIC_OBJECTS_SPLIT_SEEDS`), each of `num_images` images (default
+    `SYNTHETIC_OBJECTS_DEFAULT_SIZES`), drawn at `image_size`. A slice
+    (`"train[:90%]"`) then selects from that set.
+
+    Args:
+        split: str, `"train"` or `"test"`, optionally sliced.
+        image_size: int, size of the generated images.
+        num_images: optional int, images generated for the split before
+            slicing.
+
+    Returns:
+        `(dataset, info)`: a `tf.data.Dataset` of dicts `{"image": uint8
+        [image_size, image_size, 3], "label": int32 scalar, "foreground":
+        uint8 [image_size, image_size]}` and its `DatasetInfo`.
+    """
+    base, total, start, stop = _split_size(split, num_images)
+    data = make_synthetic_objects(
+        total, image_size=image_size, seed=SYNTHETIC_OBJECTS_SPLIT_SEEDS[base]
+    )
+    data = {key: value[start:stop] for key, value in data.items()}
+    info = describe_synthetic_objects(split, total, image_size)
+    return tf.data.Dataset.from_tensor_slices(data), info

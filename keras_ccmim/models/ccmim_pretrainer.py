@@ -170,13 +170,23 @@ class CCMIMPretrainer(keras.Model):
     def build(self, input_shape=None):
         enc = self.encoder
         h, w = enc.image_size
-        enc.build((None, h, w, enc.num_channels))
-        self.decoder.build((None, 1 + self.num_visible, enc.hidden_dim))
-        if self.projector is not None:
-            self.projector.build((None, enc.hidden_dim))
-        if self.predictor is not None:
-            self.predictor.build((None, self.projection_dim))
+        shapes = [
+            (enc, (None, h, w, enc.num_channels)),
+            (self.decoder, (None, 1 + self.num_visible, enc.hidden_dim)),
+            (self.projector, (None, enc.hidden_dim)),
+            (self.predictor, (None, self.projection_dim)),
+        ]
+        for layer, shape in shapes:
+            if layer is not None and not layer.built:
+                layer.build(shape)
         self.built = True
+
+    def get_build_config(self):
+        enc = self.encoder
+        return {"input_shape": (None,) + tuple(enc.image_size) + (enc.num_channels,)}
+
+    def build_from_config(self, config):
+        self.build(config.get("input_shape"))
 
     # -- the step ------------------------------------------------------------
 

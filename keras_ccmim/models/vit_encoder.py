@@ -10,8 +10,11 @@ from keras_ccmim.layers.transformer_block import TransformerBlock
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
-class ViTEncoder(keras.layers.Layer):
+class ViTEncoder(keras.Model):
     """Vision Transformer encoder with a learned [CLS] token.
+
+    A `keras.Model` (so it saves and loads weights on its own) used as a
+    layer inside the pretrainer.
 
     The encoder is split into the stages the pretrainer needs:
 
@@ -139,9 +142,16 @@ class ViTEncoder(keras.layers.Layer):
 
     def embed(self, images):
         """`[B, H, W, C]` -> position-embedded patch tokens `[B, N, D]`."""
+        self._ensure_built()
         return self.position_embedding(self.patch_embedding(images))
 
+    def _ensure_built(self):
+        if not self.built:
+            self.build()
+            self.built = True
+
     def _prepend_cls(self, tokens):
+        self._ensure_built()
         cls = ops.broadcast_to(
             ops.cast(self.cls_token, tokens.dtype), (ops.shape(tokens)[0], 1, self.hidden_dim)
         )

@@ -1,0 +1,289 @@
+"""`make_dataset`: the one input pipeline for training, evaluation and notebooks.
+
+Dataset names:
+- `"synthetic_objects"`: built-in shapes with foreground masks; splits
+  `"train"` and `"test"` are different fixed sets (see
+  `load_synthetic_objects`).
+- `"folder:/path/to/images"`: an image folder; one split, `"train"`,
+  sliced for held-out sets (see `load_image_folder`).
+- anything else: a TFDS dataset prepared under `data_dir` (`"cifar10_jpeg"`,
+  `"imagenet2012"`).
+
+Splits accept TFDS slicing everywhere: `"train[:90%]"`, `"train[45000:]"`.
+"""
+
+import numbers
+
+import tensorflow as tf
+
+from keras_ccmim.data import augment
+from keras_ccmim.data.image_folder import describe_image_folder, load_image_folder
+from keras_ccmim.data.synthetic_objects import (
+    describe_synthetic_objects,
+    load_synthetic_objects,
+)
+from keras_ccmim.data.tfds_source import describe_tfds, load_tfds
+
+SYNTHETIC_OBJECTS = "synthetic_objects"
+FOLDER_PREFIX = "folder:"
+
+
+def _check_positive_int(argument, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"{argument} must be a positive integer, got {value!r}. Pass e.g. "
+            f"{argument}=32."
+        )
+
+
+def _folder_path(name):
+    path = name[len(FOLDER_PREFIX) :]
+    if not path:
+        raise ValueError(
+            "Dataset name 'folder:' has no path. Write 'folder:/path/to/images'."
+        )
+    return path
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"Dataset name must be a non-empty string, got {name!r}. Use "
+            "'synthetic_objects', 'folder:/path/to/images' or a TFDS name."
+        )
+
+
+def describe_dataset(
+    name, *, split="train", data_dir=None, num_images=None, image_size=None
+):
+    """Describes a split of a dataset without building a pipeline.
+
+    Args:
+        name: str, see the module docstring.
+        split: str, split with optional slicing.
+        data_dir: str, folder of prepared TFDS datasets (TFDS names only).
+        num_images: optional int, as in `make_dataset`.
+        image_size: optional int, recorded as the image shape of
+            `synthetic_objects` (generated at that size).
+
+    Returns:
+        A `DatasetInfo` with the image count (`num_images`), `num_classes`
+        and `class_names` (`None` when unlabelled) and `has_foreground`.
+        Image folders are fully scanned (each file decoded once).
+    """
+    _check_name(name)
+    if name == SYNTHETIC_OBJECTS:
+        return describe_synthetic_objects(split, num_images, image_size)
+    if name.startswith(FOLDER_PREFIX):
+        return describe_image_folder(
+            _folder_path(name), split=split, num_images=num_images, name=name
+        )
+    return describe_tfds(name, split=split, data_dir=data_dir, num_images=num_images)
+
+
+def load_source(
+    name,
+    *,
+    split="train",
+    data_dir=None,
+    image_size=32,
+    num_images=None,
+    shuffle_files=False,
+    seed=0,
+):
+    """Reads a split of a dataset, unbatched and untransformed.
+
+    Args:
+        name: str, see the module docstring.
+        split: str, split with optional slicing.
+        data_dir: str, folder of prepared TFDS datasets (TFDS names only).
+        image_size: int, size `synthetic_objects` images are drawn at.
+        num_images: optional int; for `synthetic_objects`, the images
+            generated for the split before slicing; otherwise a cap on the
+            images kept after slicing.
+        shuffle_files: bool, read TFDS files / folder images in a seeded
+            random order.
+        seed: int, seed of that order.
+
+    Returns:
+        `(dataset, info)`: a `tf.data.Dataset` of dicts with `"image"`
+        (uint8 `[H, W, 3]` or tf.string encoded bytes), `"label"` (int32
+        scalar, -1 when unlabelled) and, for `synthetic_objects`,
+        `"foreground"` (uint8 `[H, W]`); and its `DatasetInfo`.
+    """
+    _check_name(name)
+    if num_images is not None:
+        _check_positive_int("num_images", num_images)
+    if name == SYNTHETIC_OBJECTS:
+        return load_synthetic_objects(
+            split=split, image_size=image_size, num_images=num_images
+        )
+    if name.startswith(FOLDER_PREFIX):
+        return load_image_folder(
+            _folder_path(name),
+            split=split,
+            num_images=num_images,
+            shuffle_files=shuffle_files,
+            seed=seed,
+            name=name,
+        )
+    return load_tfds(
+        name,
+        split=split,
+        data_dir=data_dir,
+        shuffle_files=shuffle_files,
+        seed=seed,
+        num_images=num_images,
+    )
+
+
+def _decode(image):
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+    return tf.ensure_shape(image, [None, None, 3])
+
+
+def _extras(example, mask):
+    extras = {"label": tf.cast(example["label"], tf.int32)}
+    if mask is not None:
+        extras["foreground"] = mask
+    return extras
+
+
+def make_dataset(
+    name,
+    *,
+    split="train",
+    batch_size,
+    image_size,
+    data_dir=None,
+    training=True,
+    seed=0,
+    shuffle_buffer=10_000,
+    repeat=False,
+    num_images=None,
+    crop_scale=augment.DEFAULT_CROP_SCALE,
+    crop_fraction=1.0,
+):
+    """Builds the batched input pipeline of images and their extras.
+
+    Training (`training=True`) shuffles, then applies
+    `augment.pretrain_transform` (RandomResizedCrop with `crop_scale` and
+    aspect ratio 3/4-4/3, bicubic; horizontal flip; ImageNet normalisation).
+    Evaluation applies `augment.eval_transform` (resize, center crop,
+    normalise) in file order. Both are deterministic for a `seed`: the
+    shuffle and the per-image augmentation seeds come from it (and from TF's
+    global seed, which `keras.utils.set_random_seed` also sets); each pass
+    over the dataset (each `fit` epoch) draws new ones.
+
+    The dataset feeds `model.fit` on every Keras backend.
+
+    Args:
+        name: str, `"synthetic_objects"`, `"folder:/path/to/images"` or a
+            TFDS name (`"cifar10_jpeg"`, `"imagenet2012"`).
+        split: str, split with optional TFDS slicing (`"train[:90%]"`).
+        batch_size: int > 0. The last partial batch is dropped, so every
+            batch has this static size.
+        image_size: int > 0, output height and width.
+        data_dir: str, folder of prepared TFDS datasets; required for TFDS
+            names, never downloaded into.
+        training: bool, augment and shuffle (True) or evaluation transform.
+        seed: int, seed of the shuffle and the augmentation.
+        shuffle_buffer: int, shuffle buffer size when training (capped at the
+            dataset size); 0 turns shuffling off.
+        repeat: bool, repeat indefinitely (use with `steps_per_epoch`).
+        num_images: optional int; for `synthetic_objects`, the images
+            generated for the split before slicing (default 10,000 for
+            `"train"`, 2,000 for `"test"`); otherwise a cap on the images
+            read after slicing.
+        crop_scale: pair of floats, RandomResizedCrop area range (training).
+        crop_fraction: float in (0, 1], evaluation center-crop fraction
+            (0.875 for the ImageNet "resize 256, crop 224").
+
+    Returns:
+        A `tf.data.Dataset` of `(images, extras)`:
+        - `images`: float32 `[batch_size, image_size, image_size, 3]`,
+          normalised (see `augment.unnormalize`).
+        - `extras`: dict with `"label"` int32 `[batch_size]` (-1 when
+          unlabelled) and, for `synthetic_objects` only, `"foreground"`
+          float32 `[batch_size, image_size, image_size]` of 0/1.
+    """
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("image_size", image_size)
+    batch_size, image_size = int(batch_size), int(image_size)
+    if (
+        isinstance(shuffle_buffer, bool)
+        or not isinstance(shuffle_buffer, numbers.Integral)
+        or shuffle_buffer < 0
+    ):
+        raise ValueError(
+            f"shuffle_buffer must be a non-negative integer, got "
+            f"{shuffle_buffer!r}."
+        )
+    low, high = crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(
+            f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale!r}; "
+            "MAE pretraining uses (0.2, 1.0)."
+        )
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(
+            f"crop_fraction must be in (0, 1], got {crop_fraction!r}; use 1.0 "
+            "for a plain resize or 0.875 for ImageNet's resize 256, crop 224."
+        )
+    dataset, info = load_source(
+        name,
+        split=split,
+        data_dir=data_dir,
+        image_size=image_size,
+        num_images=num_images,
+        shuffle_files=training and shuffle_buffer > 0,
+        seed=seed,
+    )
+    count = info.num_images
+    if count == 0 or (count is not None and count < batch_size and not repeat):
+        raise ValueError(
+            f"Split {split!r} of {name!r} has {count} image(s), fewer than "
+            f"batch_size={batch_size}, and the last partial batch is dropped. "
+            "Use a larger split or a smaller batch_size."
+        )
+
+    if training:
+        if shuffle_buffer:
+            buffer = min(shuffle_buffer, count) if count else shuffle_buffer
+            dataset = dataset.shuffle(
+                buffer, seed=seed, reshuffle_each_iteration=True
+            )
+        if repeat:
+            dataset = dataset.repeat()
+        seeds = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True
+        ).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+
+        def transform(example, element_seed):
+            image, mask = augment.pretrain_transform(
+                _decode(example["image"]),
+                element_seed,
+                image_size,
+                mask=example.get("foreground"),
+                scale=crop_scale,
+            )
+            return image, _extras(example, mask)
+
+    else:
+        if repeat:
+            dataset = dataset.repeat()
+
+        def transform(example):
+            image, mask = augment.eval_transform(
+                _decode(example["image"]),
+                image_size,
+                mask=example.get("foreground"),
+                crop_fraction=crop_fraction,
+            )
+            return image, _extras(example, mask)
+
+    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)

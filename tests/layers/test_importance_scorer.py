@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+
+from keras_ccmim.layers import ImportanceScorer, resolve_score_layers
+from keras_ccmim.models import ViTEncoder
+from tests.testing_utils import assert_config_round_trip, tiny_encoder_config, to_numpy
+
+
+def test_resolve_score_layers():
+    assert resolve_score_layers("all", 4) == (0, 1, 2, 3)
+    assert resolve_score_layers("last", 4) == (3,)
+    assert resolve_score_layers([2, -1, 2], 4) == (2, 3)
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_score_layers([4], 4)
+    with pytest.raises(ValueError, match="'all', 'last'"):
+        ImportanceScorer("first")
+
+
+def test_scores_are_softmax_of_summed_maps():
+    rng = np.random.RandomState(0)
+    maps = [rng.dirichlet(np.ones(9), size=2).astype("float32") for _ in range(3)]
+    out = ImportanceScorer("all")(maps)
+    total = sum(maps)
+    expected = np.exp(total) / np.exp(total).sum(-1, keepdims=True)
+    np.testing.assert_allclose(to_numpy(out["scores"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(out["attention_sum"]), total, rtol=1e-6)
+    assert_config_round_trip(ImportanceScorer([0, 2]), {"score_layers": [0, 2]})
+
+
+def test_encoder_cls_attention_matches_full_pass_and_stops_early():
+    encoder = ViTEncoder(**tiny_encoder_config(num_layers=3))
+    images = np.random.RandomState(1).randn(2, 16, 16, 3).astype("float32")
+    tokens = encoder.embed(images)
+    # Reference: run every block with return_cls_attention.
+    x = encoder._prepend_cls(tokens)
+    reference = []
+    for block in encoder.blocks:
+        x, attention = block(x, return_cls_attention=True)
+        reference.append(to_numpy(attention))
+    maps = encoder.cls_attention(tokens, (0, 1))
+    assert len(maps) == 2
+    for got, want in zip(maps, reference[:2]):
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-6)
+        # [CLS] attends to itself too, so the patch attention sums below 1.
+        assert np.all(to_numpy(got).sum(-1) < 1.0) and np.all(to_numpy(got) > 0)
+
+    calls = []
+    original = type(encoder.blocks[2]).call
+
+    def spy(self, *args, **kwargs):
+        calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    type(encoder.blocks[2]).call = spy
+    try:
+        encoder.cls_attention(tokens, (0,))
+    finally:
+        type(encoder.blocks[2]).call = original
+    assert calls == [encoder.blocks[0].name], "blocks after the deepest scoring layer must not run"

@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from keras_ccmim.layers import DropPath, LayerScale, TransformerBlock
+from tests.testing_utils import assert_config_round_trip, serialization_round_trip, to_numpy
+
+
+def layer_norm(x, gamma, beta, eps):
+    mean = x.mean(-1, keepdims=True)
+    var = x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(-1, keepdims=True)
+
+
+def gelu(x):
+    from math import erf
+
+    return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+
+def block_weights(block):
+    w = lambda v: to_numpy(v).astype("float64")  # noqa: E731
+    return {
+        "g1": w(block.norm1.gamma), "b1": w(block.norm1.beta),
+        "wqkv": w(block.qkv.kernel), "bqkv": w(block.qkv.bias),
+        "wo": w(block.proj.kernel), "bo": w(block.proj.bias),
+        "g2": w(block.norm2.gamma), "b2": w(block.norm2.beta),
+        "w1": w(block.fc1.kernel), "c1": w(block.fc1.bias),
+        "w2": w(block.fc2.kernel), "c2": w(block.fc2.bias),
+    }
+
+
+def reference_block(x, p, heads, eps=1e-6):
+    """The block in numpy: returns output and the full attention [B, H, T, T]."""
+    b, t, d = x.shape
+    dh = d // heads
+    qkv = layer_norm(x, p["g1"], p["b1"], eps) @ p["wqkv"] + p["bqkv"]
+    qkv = qkv.reshape(b, t, 3, heads, dh)
+    q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # [B, H, T, Dh]
+    attn = softmax(q @ k.transpose(0, 1, 3, 2) / np.sqrt(dh))
+    out = (attn @ v).transpose(0, 2, 1, 3).reshape(b, t, d)
+    x = x + out @ p["wo"] + p["bo"]
+    h = gelu(layer_norm(x, p["g2"], p["b2"], eps) @ p["w1"] + p["c1"])
+    return x + h @ p["w2"] + p["c2"], attn
+
+
+@pytest.fixture
+def block_and_input():
+    block = TransformerBlock(16, 4, mlp_ratio=2.0)
+    x = np.random.RandomState(3).randn(2, 7, 16).astype("float32")
+    block(x)
+    return block, x
+
+
+def test_block_matches_numpy_reference(block_and_input):
+    block, x = block_and_input
+    expected, _ = reference_block(x.astype("float64"), block_weights(block), 4)
+    np.testing.assert_allclose(to_numpy(block(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cls_attention_equals_direct_computation(block_and_input):
+    block, x = block_and_input
+    _, attn = reference_block(x.astype("float64"), block_weights(block), 4)
+    expected = attn[:, :, 0, 1:].mean(axis=1)  # [CLS] query, patch keys, head mean
+    out, cls_attention = block(x, return_cls_attention=True)
+    np.testing.assert_allclose(to_numpy(cls_attention), expected, rtol=1e-5, atol=1e-6)
+    only = block(x, cls_attention_only=True)
+    np.testing.assert_allclose(to_numpy(only), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(out), to_numpy(block(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        TransformerBlock(10, 3)
+
+
+def test_layer_scale_starts_at_its_init_value(block_and_input):
+    _, x = block_and_input
+    block = TransformerBlock(16, 4, layer_scale_init_value=0.0)
+    # With zero LayerScale both branches vanish: the block is the identity.
+    np.testing.assert_allclose(to_numpy(block(x)), x, atol=1e-6)
+    assert_config_round_trip(LayerScale(0.5), {"init_value": 0.5})
+
+
+def test_drop_path_identity_at_inference_and_per_sample_in_training():
+    x = np.ones((4000, 3), "float32")
+    layer = DropPath(0.25, seed=5)
+    np.testing.assert_array_equal(to_numpy(layer(x, training=False)), x)
+    y = to_numpy(layer(x, training=True))
+    # Each row is either all zero or all 1/(1-rate).
+    assert np.all(np.isclose(y, 0.0) | np.isclose(y, 1 / 0.75))
+    assert np.all(y.min(axis=1) == y.max(axis=1))
+    assert abs((y[:, 0] == 0).mean() - 0.25) < 0.03
+    assert abs(y.mean() - 1.0) < 0.05
+    with pytest.raises(ValueError, match="DropPath rate"):
+        DropPath(1.0)
+
+
+def test_block_config_round_trip():
+    args = dict(
+        hidden_dim=16, num_heads=4, mlp_ratio=2.0, qkv_bias=False, drop_path_rate=0.1,
+        layer_scale_init_value=1e-4, layer_norm_epsilon=1e-5, seed=3,
+    )
+    block = TransformerBlock(**args)
+    assert_config_round_trip(block, args)
+    assert serialization_round_trip(block).get_config() == block.get_config()
+    assert_config_round_trip(DropPath(0.2, seed=1), {"rate": 0.2, "seed": 1})

@@ -1,0 +1,108 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_ccmim.models import ViTEncoder, get_preset, preset_names
+from tests.testing_utils import (
+    assert_config_round_trip,
+    serialization_round_trip,
+    tiny_encoder_config,
+    to_numpy,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_output_shape_and_subset_encoding():
+    encoder = ViTEncoder(**tiny_encoder_config())
+    images = np.random.RandomState(0).randn(3, 16, 16, 3).astype("float32")
+    assert tuple(encoder(images).shape) == (3, 17, 32)
+    tokens = encoder.embed(images)
+    ids = np.array([[0, 5, 9], [15, 1, 2], [3, 3, 4]], "int32")
+    gathered = np.take_along_axis(to_numpy(tokens), ids[..., None], axis=1)
+    np.testing.assert_allclose(
+        to_numpy(encoder.encode(tokens, ids)), to_numpy(encoder.encode(ops.convert_to_tensor(gathered))),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_position_is_added_before_tokens_are_dropped():
+    encoder = ViTEncoder(**tiny_encoder_config())
+    images = np.random.RandomState(1).randn(1, 16, 16, 3).astype("float32")
+    # Swapping two patch tokens changes the encoding of the subset (positions travel with tokens).
+    tokens = encoder.embed(images)
+    a = to_numpy(encoder.encode(tokens, np.array([[0, 1]], "int32")))
+    b = to_numpy(encoder.encode(tokens, np.array([[1, 0]], "int32")))
+    np.testing.assert_allclose(a[0, 0], b[0, 0], rtol=1e-4, atol=1e-5)  # [CLS] is order-free
+    np.testing.assert_allclose(a[0, 1], b[0, 2], rtol=1e-4, atol=1e-5)
+
+
+def vit_parameter_count(image, patch, d, depth, mlp_ratio=4, channels=3):
+    per_block = 4 * d * d + 4 * d + 2 * mlp_ratio * d * d + mlp_ratio * d + d + 4 * d
+    return patch * patch * channels * d + d + d + depth * per_block + 2 * d
+
+
+def test_tiny_preset_parameter_count():
+    encoder = ViTEncoder.from_preset("vit_tiny_patch4_32")
+    encoder.build()
+    trainable = sum(int(np.prod(w.shape)) for w in encoder.trainable_weights)
+    assert trainable == vit_parameter_count(32, 4, 192, 12)
+    assert encoder.count_params() - trainable == 64 * 192  # the fixed position table
+    assert encoder.grid_size == (8, 8)
+
+
+def test_presets_and_errors():
+    assert set(preset_names()) == {
+        "vit_tiny_patch4_32", "vit_small_patch16_224", "vit_base_patch16_224",
+        "vit_large_patch16_224", "vit_huge_patch14_224",
+    }
+    assert get_preset("B/16")["encoder"]["hidden_dim"] == 768
+    assert get_preset("vit_huge_patch14_224")["encoder"]["patch_size"] == 14
+    with pytest.raises(ValueError, match="Valid presets: vit_base_patch16_224"):
+        get_preset("vit_giant")
+    with pytest.raises(ValueError, match="not divisible by patch_size"):
+        ViTEncoder(30, 4, 32, 1, 2)
+
+
+def test_config_round_trip():
+    args = dict(tiny_encoder_config(), mlp_ratio=2.0, num_channels=1, qkv_bias=False,
+                drop_path_rate=0.1, layer_scale_init_value=0.1, layer_norm_epsilon=1e-5, seed=4)
+    encoder = ViTEncoder(**args)
+    args["image_size"] = [16, 16]
+    assert_config_round_trip(encoder, args)
+    assert serialization_round_trip(encoder).get_config() == encoder.get_config()
+
+
+_WRITER = """
+import os, sys, numpy as np
+os.environ["KERAS_BACKEND"] = sys.argv[1]
+import keras
+from keras_ccmim.models import ViTEncoder
+keras.utils.set_random_seed(int(sys.argv[3]))
+enc = ViTEncoder(image_size=16, patch_size=4, hidden_dim=32, num_layers=2, num_heads=2)
+images = np.random.RandomState(0).randn(2, 16, 16, 3).astype("float32")
+features = keras.ops.convert_to_numpy(enc(images))
+enc.save_weights(os.path.join(sys.argv[2], "encoder.weights.h5"))
+np.save(os.path.join(sys.argv[2], "features.npy"), features)
+"""
+
+
+@pytest.mark.parametrize("source", ["tensorflow", "jax", "torch"])
+def test_encoder_weights_load_across_backends(source, tmp_path):
+    """Weights saved by `source` load here and give the same features."""
+    import keras
+
+    env = dict(os.environ, KERAS_BACKEND=source, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    subprocess.run([sys.executable, "-c", _WRITER, source, str(tmp_path), "3"],
+                   check=True, env=env, capture_output=True)
+    keras.utils.set_random_seed(99)  # different init here: the weights must come from the file
+    encoder = ViTEncoder(**tiny_encoder_config())
+    encoder.build()
+    encoder.load_weights(str(tmp_path / "encoder.weights.h5"))
+    images = np.random.RandomState(0).randn(2, 16, 16, 3).astype("float32")
+    np.testing.assert_allclose(to_numpy(encoder(images)), np.load(tmp_path / "features.npy"), atol=1e-4)
