@@ -140,3 +140,17 @@ def test_from_preset():
     model = CCMIMPretrainer.from_preset("vit_tiny_patch4_32", encoder_overrides={"num_layers": 2})
     assert model.decoder.hidden_dim == 128 and model.encoder.num_layers == 2
     assert model.num_masked == 48 and model.num_visible == 16
+
+
+def test_mixed_bfloat16_trains_with_float32_weights_and_losses():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny_pretrainer(seed=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile(optimizer=keras.optimizers.AdamW(3e-3))
+    history = model.fit(smooth_images(16), batch_size=16, epochs=20, verbose=0).history
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    out = model(smooth_images(2))
+    assert keras.backend.standardize_dtype(out["pred"].dtype) == "bfloat16"
+    assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in model.trainable_weights)
