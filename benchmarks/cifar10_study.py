@@ -1,0 +1,200 @@
+"""CIFAR-10 study: ccMIM against MAE and its ablations, at the scale this
+machine allows.
+
+Pretrains ViT-T/4 (32 px) on `cifar10_jpeg` `train[:45000]` with the same
+schedule for each variant:
+
+  mae          masking=random,              contrastive=none
+  ccmim        the defaults (importance sampling + InfoNCE, lambda 0.2)
+  importance   deterministic top-K masking + InfoNCE
+  is_lambda0   importance sampling, lambda = 0
+  block        block masking + InfoNCE
+
+then evaluates each encoder (and a randomly initialised one) with weighted
+k-NN and a linear probe on the held-out `train[45000:]` (mean patch feature).
+A second, small part pretrains on `synthetic_objects` to plot the
+reconstruction and contrastive losses and the foreground lift over training.
+
+Writes results.json, results.md, curves_synthetic.png and curves_cifar10.png
+to --output_dir.
+
+    python benchmarks/cifar10_study.py --epochs=1 --num_images=45000
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+VARIANTS = {
+    "mae": dict(masking="random", contrastive="none"),
+    "ccmim": dict(),
+    "importance": dict(masking="importance"),
+    "is_lambda0": dict(contrastive_weight=0.0),
+    "block": dict(masking="block"),
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", "runs/cifar10_study", "Where runs and results go.")
+flags.DEFINE_string("data_dir", os.path.join(REPO, "..", "shared", "data", "tfds"), "TFDS data_dir holding cifar10_jpeg.")
+flags.DEFINE_list("variants", list(VARIANTS), "Variants to run.")
+flags.DEFINE_integer("epochs", 1, "Pretraining epochs (over --num_images).")
+flags.DEFINE_integer("num_images", 45000, "Pretraining images taken from train[:45000].")
+flags.DEFINE_integer("num_layers", 12, "Encoder depth (ViT-T/4 has 12).")
+flags.DEFINE_integer("batch_size", 128, "Pretraining batch size.")
+flags.DEFINE_float("blr", 1.5e-3, "Base learning rate (lr = blr * batch / 256).")
+flags.DEFINE_float("warmup_epochs", 0.2, "Warmup epochs.")
+flags.DEFINE_integer("probe_train_images", 10000, "Images of train[:45000] used as k-NN bank / probe training set.")
+flags.DEFINE_integer("probe_epochs", 30, "Linear-probe epochs.")
+flags.DEFINE_integer("seed", 0, "Seed of every run.")
+flags.DEFINE_integer("synthetic_epochs", 4, "Epochs of the synthetic_objects curve runs (0 skips them).")
+flags.DEFINE_integer("synthetic_images", 2048, "Images of the synthetic_objects curve runs.")
+flags.DEFINE_string("hardware", None, "Hardware label for the table (default: the CPU model and core count).")
+
+
+def hardware_label():
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def evaluate_encoder(encoder, data_dir):
+    from keras_ccmim.data import make_dataset
+    from keras_ccmim.evaluation.features import extract_features
+    from keras_ccmim.evaluation.knn import knn_classify
+    from keras_ccmim.evaluation.linear_probe import linear_probe
+
+    def features(split, num):
+        ds = make_dataset("cifar10_jpeg", split=split, batch_size=250, image_size=32,
+                          data_dir=data_dir, training=False, num_images=num)
+        return extract_features(encoder, ds)
+
+    train_x, train_y = features("train[:45000]", FLAGS.probe_train_images)
+    eval_x, eval_y = features("train[45000:]", None)
+    knn = knn_classify(train_x, train_y, eval_x, eval_y, num_classes=10)
+    probe = linear_probe(train_x, train_y, eval_x, eval_y, num_classes=10,
+                         epochs=FLAGS.probe_epochs, seed=FLAGS.seed)
+    probe = probe.to_dict() if hasattr(probe, "to_dict") else dict(probe)
+    return {"knn_top1": knn["top1"], "knn_top5": knn["top5"],
+            "probe_top1": probe["top1"], "probe_top5": probe["top5"],
+            "num_probe_train": int(len(train_y)), "num_eval": int(len(eval_y))}
+
+
+def pretrain_variant(name, dataset, workdir, epochs, num_images, data_dir, split):
+    from keras_ccmim.training.config import PretrainConfig
+    from keras_ccmim.training.pretrain import pretrain
+
+    config = PretrainConfig(
+        preset="vit_tiny_patch4_32", num_layers=FLAGS.num_layers, dataset=dataset,
+        data_dir=data_dir, split=split, num_images=num_images, batch_size=FLAGS.batch_size,
+        epochs=epochs, blr=FLAGS.blr, warmup_epochs=FLAGS.warmup_epochs, seed=FLAGS.seed,
+        workdir=workdir, verbose=2, tensorboard_every_steps=0, **VARIANTS[name])
+    start = time.time()
+    results = pretrain(config)
+    return results, time.time() - start
+
+
+def markdown_table(rows):
+    header = ("| variant | masking | contrastive | lambda | epochs | images | steps | pretrain s | "
+              "k-NN top-1 | probe top-1 | hardware |")
+    lines = [header, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['masking']} | {r['contrastive']} | {r['lambda']} | {r['epochs']} | "
+            f"{r['images']} | {r['steps']} | {r['pretrain_seconds']:.0f} | {r['knn_top1']:.2f} | "
+            f"{r['probe_top1']:.2f} | {r['hardware']} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
+    if unknown:
+        raise app.UsageError(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+    import keras
+
+    from benchmarks.line_plot import line_plot
+    from keras_ccmim.evaluation.encoders import load_encoder, random_encoder
+
+    out = os.path.abspath(FLAGS.output_dir)
+    os.makedirs(out, exist_ok=True)
+    hardware = FLAGS.hardware or hardware_label()
+    data_dir = os.path.abspath(FLAGS.data_dir)
+    study_start = time.time()
+    rows, curves = [], {}
+
+    # Foreground lift and loss curves on synthetic_objects (ccMIM vs MAE).
+    synthetic = {}
+    if FLAGS.synthetic_epochs > 0:
+        for name in ("mae", "ccmim"):
+            results, seconds = pretrain_variant(
+                name, "synthetic_objects", os.path.join(out, f"synthetic_{name}"),
+                FLAGS.synthetic_epochs, FLAGS.synthetic_images, None, "train")
+            synthetic[name] = results.history
+        line_plot(os.path.join(out, "curves_synthetic.png"), [
+            ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in synthetic.items()}),
+            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in synthetic.items()}),
+            ("foreground lift", {n: h.get("foreground_lift", []) for n, h in synthetic.items()}),
+        ])
+
+    for name in FLAGS.variants:
+        results, seconds = pretrain_variant(
+            name, "cifar10_jpeg", os.path.join(out, name), FLAGS.epochs, FLAGS.num_images,
+            data_dir, "train[:45000]")
+        curves[name] = results.history
+        metrics = evaluate_encoder(load_encoder(results.workdir), data_dir)
+        settings = dict(masking="importance_sampling", contrastive="infonce", contrastive_weight=0.2)
+        settings.update(VARIANTS[name])
+        rows.append(dict(variant=name, masking=settings["masking"], contrastive=settings["contrastive"],
+                         **{"lambda": settings["contrastive_weight"] if settings["contrastive"] != "none" else "-"},
+                         epochs=FLAGS.epochs, images=FLAGS.num_images, steps=results.global_step,
+                         pretrain_seconds=seconds, final_loss=results.final_loss,
+                         hardware=hardware, backend=keras.backend.backend(), **metrics))
+        print(json.dumps(rows[-1]), flush=True)
+        keras.backend.clear_session()
+
+    encoder = random_encoder("vit_tiny_patch4_32", seed=FLAGS.seed, num_layers=FLAGS.num_layers)
+    rows.append(dict(variant="random init", masking="-", contrastive="-", **{"lambda": "-"}, epochs=0,
+                     images=0, steps=0, pretrain_seconds=0.0, final_loss=None, hardware=hardware,
+                     backend=keras.backend.backend(), **evaluate_encoder(encoder, data_dir)))
+    if curves:
+        line_plot(os.path.join(out, "curves_cifar10.png"), [
+            ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in curves.items()}),
+            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in curves.items()}),
+        ])
+    summary = {
+        "rows": rows,
+        "synthetic_history": synthetic,
+        "cifar10_history": curves,
+        "study_seconds": time.time() - study_start,
+        "flags": {k: FLAGS[k].value for k in ("epochs", "num_images", "num_layers", "batch_size", "blr",
+                                              "warmup_epochs", "probe_train_images", "probe_epochs", "seed",
+                                              "synthetic_epochs", "synthetic_images")},
+        "eval_split": "cifar10_jpeg train[45000:] (5,000 held-out images)",
+    }
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=float)
+    table = markdown_table(rows)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"study wall time: {summary['study_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,42 @@
+"""A dependency-free line plot (PIL only) for the study's curves."""
+
+from PIL import Image, ImageDraw
+
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def line_plot(path, panels, width=420, height=300):
+    """Writes a PNG with one panel per `(title, {label: [y values]})`.
+
+    Each series is drawn against its index (epoch or logging step).
+    """
+    margin = 44
+    image = Image.new("RGB", (width * len(panels), height), "white")
+    draw = ImageDraw.Draw(image)
+    for p, (title, series) in enumerate(panels):
+        x0 = p * width
+        values = [v for ys in series.values() for v in ys if v is not None]
+        if not values:
+            continue
+        lo, hi = min(values), max(values)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        left, right, top, bottom = x0 + margin, x0 + width - 12, 28, height - 36
+        draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+        draw.text((left, 8), title, fill=(0, 0, 0))
+        draw.text((x0 + 4, top), f"{hi:.3g}", fill=(0, 0, 0))
+        draw.text((x0 + 4, bottom - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        for s, (label, ys) in enumerate(series.items()):
+            colour = COLOURS[s % len(COLOURS)]
+            points = [
+                (left + (right - left) * i / max(len(ys) - 1, 1), bottom - (bottom - top) * (y - lo) / (hi - lo))
+                for i, y in enumerate(ys)
+                if y is not None
+            ]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=2)
+            elif points:
+                draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
+            draw.text((left + 6, bottom + 4 + 0 * s) if False else (left + 6 + 110 * (s % 3), bottom + 6 + 12 * (s // 3)), label, fill=colour)
+    image.save(path)
+    return path
