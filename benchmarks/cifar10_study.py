@@ -148,7 +148,7 @@ def main(argv):
             synthetic[name] = results.history
         line_plot(os.path.join(out, "curves_synthetic.png"), [
             ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in synthetic.items()}),
-            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in synthetic.items()}),
+            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in synthetic.items() if n != "mae"}),
             ("foreground lift", {n: h.get("foreground_lift", []) for n, h in synthetic.items()}),
         ])
 
@@ -175,7 +175,7 @@ def main(argv):
     if curves:
         line_plot(os.path.join(out, "curves_cifar10.png"), [
             ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in curves.items()}),
-            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in curves.items()}),
+            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in curves.items() if VARIANTS[n].get("contrastive") != "none"}),
         ])
     summary = {
         "rows": rows,

@@ -24,8 +24,8 @@ def line_plot(path, panels, width=420, height=300):
         left, right, top, bottom = x0 + margin, x0 + width - 12, 28, height - 36
         draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
         draw.text((left, 8), title, fill=(0, 0, 0))
-        draw.text((x0 + 4, top), f"{hi:.3g}", fill=(0, 0, 0))
-        draw.text((x0 + 4, bottom - 10), f"{lo:.3g}", fill=(0, 0, 0))
+        draw.text((x0 + 4, top), f"{hi:.4g}", fill=(0, 0, 0))
+        draw.text((x0 + 4, bottom - 10), f"{lo:.4g}", fill=(0, 0, 0))
         for s, (label, ys) in enumerate(series.items()):
             colour = COLOURS[s % len(COLOURS)]
             points = [
@@ -37,6 +37,6 @@ def line_plot(path, panels, width=420, height=300):
                 draw.line(points, fill=colour, width=2)
             elif points:
                 draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
-            draw.text((left + 6, bottom + 4 + 0 * s) if False else (left + 6 + 110 * (s % 3), bottom + 6 + 12 * (s // 3)), label, fill=colour)
+            draw.text((left + 6 + 110 * (s % 3), bottom + 6 + 12 * (s // 3)), label, fill=colour)
     image.save(path)
     return path
