@@ -256,7 +256,7 @@ class CCMIMPretrainer(keras.Model):
             total = total + ops.cast(ops.sum(self.losses), "float32")
         self.reconstruction_tracker.update_state(reconstruction)
         self.contrastive_tracker.update_state(contrastive)
-        return total
+        return backend_specific.scale_loss_for_replicas(total)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,40 @@
+"""Driving a pretraining run: optimizer, schedule, callbacks, resume, distribution.
+
+The entry point is `pretrain(config)`; the pieces it assembles are usable on
+their own with `model.fit` (see `examples/pretrain_in_notebook.py`).
+"""
+
+from keras_ccmim.training.callbacks import (
+    ForegroundLift,
+    LogLearningRate,
+    MetricsCSV,
+    StopOnNonFiniteLoss,
+    TensorBoardScalars,
+    TrainingCheckpoint,
+    foreground_patches,
+    latest_checkpoint,
+    predict_outputs,
+)
+from keras_ccmim.training.config import (
+    ConfigError,
+    PretrainConfig,
+    parse_score_layers,
+    resolve_config,
+    validate_config,
+)
+from keras_ccmim.training.distribution import (
+    DISTRIBUTIONS,
+    DistributionSetup,
+    plan_distribution,
+    setup_distribution,
+)
+from keras_ccmim.training.export import (
+    load_encoder,
+    mask_picture,
+    save_encoder,
+    save_mask_picture,
+)
+from keras_ccmim.training.optimizer import is_decayed, make_optimizer, scaled_learning_rate
+from keras_ccmim.training.pretrain import PretrainResults, build_pretrainer, pretrain
+from keras_ccmim.training.resume import NonFiniteLossError, fit_resumable
+from keras_ccmim.training.schedules import WarmupCosine

@@ -1,0 +1,382 @@
+"""Callbacks of a pretraining run: NaN guard, checkpoints, logs, foreground lift.
+
+Order them as `fit_resumable` does: `StopOnNonFiniteLoss` first, callbacks
+that add entries to the epoch `logs` (`ForegroundLift`, `LogLearningRate`)
+before the ones that write them (`MetricsCSV`,
+`TensorBoardScalars`), and `TrainingCheckpoint` last.
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ccmim.layers.patching import patchify
+from keras_ccmim.losses import foreground_lift
+
+CHECKPOINT_POINTER = "checkpoint.json"
+CHECKPOINT_LOG = "checkpoints.jsonl"
+_CHECKPOINT_PATTERN = "ckpt-{:08d}.weights.h5"
+
+
+def _to_float(value):
+    return float(np.asarray(ops.convert_to_numpy(value)).reshape(()))
+
+
+def _iterations(model):
+    return int(ops.convert_to_numpy(model.optimizer.iterations))
+
+
+def _write_json_atomically(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(directory):
+    """The pointer record of the newest complete checkpoint in `directory`,
+    or None. Keys: `weights` (a path), `global_step`, `epoch`, `batch`,
+    `steps_per_epoch`, `loss`, `batch_loss`, `learning_rate`, `time`."""
+    path = os.path.join(directory, CHECKPOINT_POINTER)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    record["weights"] = os.path.join(directory, record["weights"])
+    return record
+
+
+def _all_finite(variables):
+    for variable in variables:
+        if "float" not in str(variable.dtype):
+            continue
+        if not np.all(np.isfinite(ops.convert_to_numpy(variable))):
+            return False
+    return True
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite.
+
+    `failure` then holds a message naming the step and the last good
+    checkpoint; `fit_resumable` raises it as a `NonFiniteLossError`. Put this
+    callback before `TrainingCheckpoint`, which itself never saves a
+    non-finite state, so the last good checkpoint stays.
+
+    Args:
+        checkpoint_dir: optional folder of the run's `TrainingCheckpoint`,
+            named in the message.
+    """
+
+    def __init__(self, checkpoint_dir=None):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self.failure = None
+        self._step = 0
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.failure = None
+        self._step = _iterations(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(_to_float(loss)):
+            return
+        last = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        if last is None:
+            kept = "No checkpoint had been written yet."
+        else:
+            kept = (
+                f"The last good checkpoint, {last['weights']} (step "
+                f"{last['global_step']}), is kept, and running again resumes from it."
+            )
+        self.failure = (
+            f"Loss became {_to_float(loss)} at step {self._step} (epoch "
+            f"{self._epoch + 1}); training stopped. {kept} Lower the learning rate "
+            "(blr), lengthen the warmup or train in float32 for the rerun."
+        )
+        print("\n" + self.failure)
+        self.model.stop_training = True
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Checkpoints the whole training state for an exact resume.
+
+    Each checkpoint is `ckpt-<global step>.weights.h5` (model weights plus
+    the optimizer's variables: moments and `iterations`, hence the learning
+    rate schedule's position). It is written in full before the pointer
+    `checkpoint.json` is atomically replaced to name it, so a run killed at
+    any moment leaves a complete checkpoint behind. The newest
+    `max_to_keep` are kept. Each save first appends its record to
+    `checkpoints.jsonl` (so every step the pointer ever named is logged).
+    A state whose loss or variables are not finite is never saved.
+
+    The epoch and the batch within it are derived from the optimizer's
+    `iterations` and `steps_per_epoch`, so they can never disagree with the
+    weights.
+
+    Args:
+        directory: folder of the checkpoints.
+        steps_per_epoch: int, steps in a full epoch.
+        save_every_steps: int, also save every this many steps (0: only at
+            epoch ends).
+        max_to_keep: int >= 1.
+    """
+
+    def __init__(self, directory, steps_per_epoch, save_every_steps=0, max_to_keep=2):
+        super().__init__()
+        if int(steps_per_epoch) <= 0:
+            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}.")
+        if int(save_every_steps) < 0:
+            raise ValueError(f"save_every_steps must be >= 0, got {save_every_steps}.")
+        if int(max_to_keep) < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}.")
+        self.directory = os.fspath(directory)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.save_every_steps = int(save_every_steps)
+        self.max_to_keep = int(max_to_keep)
+        self._step = 0
+        self._saved_step = None
+        self._batches = 0
+        self._mean_loss = 0.0
+        self._batch_loss = None
+
+    def restore(self, model):
+        """Loads the newest checkpoint into `model` (built and compiled).
+
+        Returns:
+            The global step restored (the optimizer's `iterations`), 0 when
+            there is no checkpoint.
+        """
+        record = latest_checkpoint(self.directory)
+        if record is None:
+            return 0
+        if not model.built:
+            model.build()
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(record["weights"])
+        step = _iterations(model)
+        if step != record["global_step"]:
+            raise ValueError(
+                f"Checkpoint {record['weights']} holds step {step} but "
+                f"{CHECKPOINT_POINTER} says {record['global_step']}; the checkpoint "
+                "folder is inconsistent. Delete it to start over."
+            )
+        return step
+
+    def on_train_begin(self, logs=None):
+        self._step = _iterations(self.model)
+        self._saved_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._batches = 0
+        self._mean_loss = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            # `logs["loss"]` is the running mean over the epoch so far.
+            mean = _to_float(loss)
+            self._batches += 1
+            self._batch_loss = self._batches * mean - (self._batches - 1) * self._mean_loss
+            self._mean_loss = mean
+        if self.save_every_steps and self._step % self.save_every_steps == 0:
+            self._save(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._saved_step != self._step:
+            self._save(logs)
+
+    def _save(self, logs):
+        loss = (logs or {}).get("loss")
+        loss = None if loss is None else _to_float(loss)
+        if loss is not None and not math.isfinite(loss):
+            return
+        model = self.model
+        if not _all_finite(model.trainable_variables + model.optimizer.variables):
+            print(
+                f"\nNot checkpointing step {self._step}: some weights are not finite."
+            )
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        name = _CHECKPOINT_PATTERN.format(self._step)
+        model.save_weights(os.path.join(self.directory, name), overwrite=True)
+        epoch, batch = divmod(self._step, self.steps_per_epoch)
+        record = {
+            "weights": name,
+            "global_step": self._step,
+            "epoch": epoch,
+            "batch": batch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "loss": loss,
+            "batch_loss": self._batch_loss,
+            "learning_rate": _to_float(model.optimizer.learning_rate),
+            "time": time.time(),
+            "pid": os.getpid(),
+        }
+        with open(os.path.join(self.directory, CHECKPOINT_LOG), "a") as f:
+            f.write(json.dumps(record) + "\n")
+        _write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
+        self._saved_step = self._step
+        self._remove_old(name)
+
+    def _remove_old(self, newest):
+        prefix, suffix = _CHECKPOINT_PATTERN.split("{")[0], ".weights.h5"
+        names = sorted(
+            n for n in os.listdir(self.directory) if n.startswith(prefix) and n.endswith(suffix)
+        )
+        for name in names[: -self.max_to_keep]:
+            if name != newest:
+                os.remove(os.path.join(self.directory, name))
+
+
+class ForegroundLift(keras.callbacks.Callback):
+    """Logs `foreground_lift` of the model's masks on a fixed batch.
+
+    At each epoch end runs `predict_outputs(model, images)` (the compiled
+    `model(images, training=False)`; masks are still sampled) and adds
+    `foreground_lift` = (fraction of masked patches that are foreground) /
+    (fraction of all patches that are foreground) to the epoch `logs`. A
+    patch is foreground when at least half of its pixels are. Random masking
+    gives about 1. Put it before the callbacks that write `logs`
+    (`MetricsCSV`, `TensorBoardScalars`).
+
+    Args:
+        images: `[B, S, S, 3]` float32, as the model takes them.
+        foreground: `[B, S, S]` 0/1 masks of the same images.
+        patch_size: the model's patch size.
+    """
+
+    def __init__(self, images, foreground, patch_size):
+        super().__init__()
+        self.images = np.asarray(images, dtype="float32")
+        self.foreground_patches = foreground_patches(foreground, patch_size)
+        self.value = None
+
+    def compute(self, model):
+        return self.lift_of(predict_outputs(model, self.images)["mask"])
+
+    def lift_of(self, mask):
+        """The lift of a `[B, N]` mask of these images."""
+        return _to_float(foreground_lift(mask, self.foreground_patches))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.value = self.compute(self.model)
+        if logs is not None:
+            logs["foreground_lift"] = self.value
+
+
+def predict_outputs(model, images):
+    """`model(images, training=False)` as one compiled batch, numpy outputs.
+
+    `model.predict` rather than `predict_on_batch`: under `tf.distribute`
+    the latter hands the whole batch to every replica.
+    """
+    return model.predict(images, batch_size=len(images), verbose=0)
+
+
+def foreground_patches(foreground, patch_size):
+    """`[B, S, S]` pixel masks -> `[B, N]` float32, 1 where >= half a patch is
+    foreground."""
+    foreground = np.asarray(foreground, dtype="float32")[..., None]
+    fraction = ops.mean(patchify(foreground, patch_size), axis=-1)
+    return np.asarray(ops.convert_to_numpy(fraction) >= 0.5, dtype="float32")
+
+
+class MetricsCSV(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` (append mode, so a resumed run adds rows)
+    without the empty `val_*` columns it adds for runs without validation."""
+
+    def __init__(self, filename):
+        super().__init__(filename, append=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.keys is None:
+            self.keys = sorted(logs or {})
+        super().on_epoch_end(epoch, logs)
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Adds the optimizer's current `learning_rate` to the epoch `logs`."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _to_float(self.model.optimizer.learning_rate)
+
+
+class TensorBoardScalars(keras.callbacks.Callback):
+    """Writes the epoch `logs` (and every `update_freq` steps the batch
+    `logs`) as TensorBoard scalar events under `log_dir`, indexed by epoch
+    and by global step.
+
+    `keras.callbacks.TensorBoard` writes scalars through
+    `tf.summary.scalar`, which needs the `tensorboard` package (not a
+    dependency of this project); this writes the same scalar events with
+    TensorFlow's core `tf.summary.write`, on every Keras backend.
+
+    Args:
+        log_dir: folder of the event files (`train/` below it).
+        update_freq: int, steps between batch scalars; 0 for epochs only.
+    """
+
+    def __init__(self, log_dir, update_freq=0):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.update_freq = int(update_freq)
+        self._writer = None
+        self._step = 0
+
+    def _write(self, prefix, logs, step):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR,
+        )
+        with self._writer.as_default():
+            for key, value in sorted((logs or {}).items()):
+                try:
+                    value = _to_float(value)
+                except (TypeError, ValueError):
+                    continue
+                tf.summary.write(
+                    f"{prefix}{key}",
+                    tf.constant(value, tf.float32),
+                    step=step,
+                    metadata=metadata,
+                )
+        self._writer.flush()
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
+        self._step = _iterations(self.model)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self.update_freq and self._step % self.update_freq == 0:
+            self._write("batch_", logs, self._step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write("epoch_", logs, epoch)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,367 @@
+"""The configuration of a pretraining run, and its validation.
+
+`PretrainConfig()` with no arguments is the README demo: a short ccMIM
+pretraining of a small ViT on `synthetic_objects` that finishes in a few
+minutes on a 2-core CPU. `resolve_config` checks every field before any work
+starts and fills the ones left to the preset or the data.
+"""
+
+import dataclasses
+import json
+import numbers
+import os
+
+from keras_ccmim.layers.importance_scorer import resolve_score_layers
+from keras_ccmim.layers.patch_selector import MASKING_STRATEGIES, SAMPLERS
+from keras_ccmim.losses import CONTRASTIVE_LOSSES
+from keras_ccmim.models.presets import get_preset
+from keras_ccmim.training.distribution import plan_distribution
+
+ENCODER_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
+DECODER_FIELDS = {
+    "decoder_hidden_dim": "hidden_dim",
+    "decoder_num_layers": "num_layers",
+    "decoder_num_heads": "num_heads",
+}
+# Images of `synthetic_objects` generated when num_images is None: the demo's
+# size (the data package's own default is 10,000).
+DEMO_SYNTHETIC_IMAGES = 3072
+# Fields a resumed run may change (the optimisation knobs one turns after a
+# NaN, and the run's length and logistics); any other change needs a new
+# workdir.
+RESUMABLE_CHANGES = (
+    "epochs",
+    "blr",
+    "warmup_epochs",
+    "weight_decay",
+    "mixed_precision",
+    "workdir",
+    "distribution",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+    "verbose",
+    "jit_compile",
+    "tensorboard_every_steps",
+)
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs; `None` means "from the preset" or
+    "from the data".
+
+    Model (`preset` plus overrides; see `keras_ccmim.models.presets`):
+        preset, image_size, patch_size, hidden_dim, num_layers, num_heads,
+        decoder_hidden_dim, decoder_num_layers, decoder_num_heads.
+    ccMIM (see `CCMIMPretrainer`): mask_ratio, masking, sampler,
+        sampling_temperature, score_layers (`"all"`, `"last"` or a list of
+        block indices), contrastive, contrastive_weight (lambda),
+        temperature (tau), projection_dim, norm_pix_loss.
+    Data (see `keras_ccmim.data.make_dataset`): dataset, data_dir, split,
+        num_images (None: `DEMO_SYNTHETIC_IMAGES` for `synthetic_objects`,
+        every image of other data).
+    Optimisation: batch_size (global), epochs, steps_per_epoch (None: one
+        pass over the split), blr (`lr = blr * batch_size / 256`),
+        warmup_epochs, weight_decay, seed, mixed_precision (`"bfloat16"`
+        for Keras' `mixed_bfloat16` policy, else `"float32"`), distribution
+        (see `keras_ccmim.training.distribution`), jit_compile.
+    Output: workdir, checkpoint_every_steps (0: epoch ends only),
+        keep_checkpoints, tensorboard_every_steps (0: epochs only),
+        lift_images (images of the fixed foreground-lift batch), verbose
+        (Keras `fit` verbosity).
+    """
+
+    preset: str = "vit_tiny_patch4_32"
+    image_size: int = None
+    patch_size: int = None
+    hidden_dim: int = None
+    num_layers: int = None
+    num_heads: int = None
+    decoder_hidden_dim: int = None
+    decoder_num_layers: int = None
+    decoder_num_heads: int = None
+
+    mask_ratio: float = 0.75
+    masking: str = "importance_sampling"
+    sampler: str = "gumbel"
+    sampling_temperature: float = 1.0
+    score_layers: object = "all"
+    contrastive: str = "infonce"
+    contrastive_weight: float = 0.2
+    temperature: float = 0.5
+    projection_dim: int = 256
+    norm_pix_loss: bool = True
+
+    dataset: str = "synthetic_objects"
+    data_dir: str = None
+    split: str = "train"
+    num_images: int = None
+
+    batch_size: int = 64
+    epochs: int = 2
+    steps_per_epoch: int = None
+    blr: float = 1.5e-3
+    warmup_epochs: float = 0.5
+    weight_decay: float = 0.05
+    seed: int = 0
+    mixed_precision: str = "float32"
+    distribution: str = "auto"
+    jit_compile: object = "auto"
+
+    workdir: str = "runs/demo"
+    checkpoint_every_steps: int = 0
+    keep_checkpoints: int = 2
+    tensorboard_every_steps: int = 10
+    lift_images: int = 64
+    verbose: object = "auto"
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"Unknown config field(s) {unknown}. Valid fields: {', '.join(sorted(names))}."
+            )
+        return cls(**values)
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    @property
+    def learning_rate(self):
+        """`blr * batch_size / 256` (MAE's linear scaling rule)."""
+        return self.blr * self.batch_size / 256.0
+
+    @property
+    def total_steps(self):
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self):
+        return int(round(self.warmup_epochs * self.steps_per_epoch))
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_int(name, value, minimum, allow_none=False):
+    if value is None and allow_none:
+        return
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_positive(name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(choices)}.")
+
+
+def parse_score_layers(value):
+    """`"all"`, `"last"`, a list of ints, or a string of comma-separated ints."""
+    if isinstance(value, str) and value not in ("all", "last"):
+        try:
+            return [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(
+                f"score_layers must be 'all', 'last' or comma-separated block "
+                f"indices such as '3,5', got {value!r}."
+            ) from None
+    return value
+
+
+def _check_model(config):
+    preset = get_preset(config.preset)
+    encoder, decoder = preset["encoder"], preset["decoder"]
+    for field in ENCODER_FIELDS:
+        if getattr(config, field) is None:
+            setattr(config, field, encoder[field])
+        _check_int(field, getattr(config, field), 1)
+    for field, key in DECODER_FIELDS.items():
+        if getattr(config, field) is None:
+            setattr(config, field, decoder[key])
+        _check_int(field, getattr(config, field), 1)
+    if config.image_size % config.patch_size:
+        multiple = max(config.image_size // config.patch_size, 1) * config.patch_size
+        raise ValueError(
+            f"image_size {config.image_size} is not divisible by patch_size "
+            f"{config.patch_size}. Use an image size that is a multiple of the patch "
+            f"size (e.g. {multiple}) or another patch size."
+        )
+    if config.hidden_dim % config.num_heads or config.hidden_dim % 4:
+        raise ValueError(
+            f"hidden_dim {config.hidden_dim} must be divisible by num_heads "
+            f"({config.num_heads}) and by 4 (sin-cos position embedding)."
+        )
+    if config.decoder_hidden_dim % config.decoder_num_heads or config.decoder_hidden_dim % 4:
+        raise ValueError(
+            f"decoder_hidden_dim {config.decoder_hidden_dim} must be divisible by "
+            f"decoder_num_heads ({config.decoder_num_heads}) and by 4."
+        )
+
+
+def _check_ccmim(config):
+    if (
+        not isinstance(config.mask_ratio, numbers.Real)
+        or isinstance(config.mask_ratio, bool)
+        or not 0.0 < config.mask_ratio < 1.0
+    ):
+        raise ValueError(
+            f"mask_ratio must be strictly between 0 and 1, got {config.mask_ratio!r} "
+            "(ccMIM and MAE use 0.75)."
+        )
+    _check_choice("masking", config.masking, MASKING_STRATEGIES)
+    _check_choice("sampler", config.sampler, SAMPLERS)
+    _check_choice("contrastive", config.contrastive, CONTRASTIVE_LOSSES)
+    _check_positive("sampling_temperature", config.sampling_temperature)
+    _check_positive("temperature", config.temperature)
+    if not isinstance(config.contrastive_weight, numbers.Real) or config.contrastive_weight < 0:
+        raise ValueError(
+            f"contrastive_weight must be >= 0, got {config.contrastive_weight!r}."
+        )
+    _check_int("projection_dim", config.projection_dim, 1)
+    config.score_layers = parse_score_layers(config.score_layers)
+    resolve_score_layers(config.score_layers, config.num_layers)
+
+
+def _check_training(config):
+    _check_int("batch_size", config.batch_size, 1)
+    _check_int("epochs", config.epochs, 1)
+    _check_int("steps_per_epoch", config.steps_per_epoch, 1, allow_none=True)
+    _check_int("num_images", config.num_images, 1, allow_none=True)
+    _check_int("seed", config.seed, 0)
+    _check_int("checkpoint_every_steps", config.checkpoint_every_steps, 0)
+    _check_int("keep_checkpoints", config.keep_checkpoints, 1)
+    _check_int("tensorboard_every_steps", config.tensorboard_every_steps, 0)
+    _check_int("lift_images", config.lift_images, 1)
+    _check_positive("blr", config.blr)
+    if not isinstance(config.weight_decay, numbers.Real) or config.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay!r}.")
+    if not isinstance(config.warmup_epochs, numbers.Real) or not (
+        0 <= config.warmup_epochs < config.epochs
+    ):
+        raise ValueError(
+            f"warmup_epochs must be >= 0 and smaller than epochs ({config.epochs}), "
+            f"got {config.warmup_epochs!r}."
+        )
+    _check_choice("mixed_precision", config.mixed_precision, ("float32", "bfloat16"))
+    _, devices = plan_distribution(config.distribution)
+    if config.batch_size % max(len(devices), 1):
+        raise ValueError(
+            f"batch_size {config.batch_size} is not divisible by the {len(devices)} "
+            f"devices of distribution={config.distribution!r}. Use a multiple of "
+            f"{len(devices)}."
+        )
+    if config.jit_compile not in ("auto", True, False):
+        raise ValueError(f"jit_compile must be 'auto', True or False, got {config.jit_compile!r}.")
+    if not isinstance(config.workdir, (str, os.PathLike)) or not os.fspath(config.workdir):
+        raise ValueError(f"workdir must be a folder path, got {config.workdir!r}.")
+
+
+def _check_data(config):
+    from keras_ccmim import data
+
+    if config.dataset == "synthetic_objects" and config.data_dir is not None:
+        raise ValueError(
+            "synthetic_objects is generated, not read: leave data_dir unset (data_dir "
+            "is the folder of prepared TFDS datasets)."
+        )
+    if config.data_dir is not None and not os.path.isdir(config.data_dir):
+        raise ValueError(
+            f"data_dir {config.data_dir!r} does not exist. Pass the folder that holds "
+            "the prepared TFDS datasets (for CIFAR-10, '<repo>/../shared/data/tfds')."
+        )
+    if config.num_images is None and config.dataset == "synthetic_objects":
+        config.num_images = DEMO_SYNTHETIC_IMAGES
+    info = data.describe_dataset(
+        config.dataset,
+        split=config.split,
+        data_dir=config.data_dir,
+        num_images=config.num_images,
+        image_size=config.image_size,
+    )
+    if info.num_images is not None and info.num_images < config.batch_size:
+        raise ValueError(
+            f"Split {config.split!r} of {config.dataset!r} has {info.num_images} images, "
+            f"fewer than batch_size={config.batch_size}. Use a smaller batch_size or a "
+            "larger split."
+        )
+    if config.steps_per_epoch is None:
+        if info.num_images is None:
+            raise ValueError(
+                f"The size of {config.dataset!r} split {config.split!r} is unknown; "
+                "set steps_per_epoch."
+            )
+        config.steps_per_epoch = info.num_images // config.batch_size
+    if config.warmup_steps >= config.total_steps:
+        raise ValueError(
+            f"warmup_epochs={config.warmup_epochs} is {config.warmup_steps} steps, not "
+            f"fewer than the {config.total_steps} steps of the run. Shorten the warmup."
+        )
+    return info
+
+
+class ConfigError(ValueError):
+    """A `PretrainConfig` that cannot run; the message names the fix."""
+
+
+def resolve_config(config):
+    """Validates `config` and fills its `None` fields.
+
+    Checks every field (names, ranges, shapes), the distribution against the
+    backend and the devices, and that the data exist, and raises a
+    `ConfigError` (a `ValueError`) naming the problem and the fix before any
+    model or pipeline is built.
+
+    Args:
+        config: a `PretrainConfig` or a dict of its fields.
+
+    Returns:
+        `(resolved_config, dataset_info)`: a new `PretrainConfig` with the
+        preset's sizes and `steps_per_epoch` filled in, and the
+        `keras_ccmim.data.DatasetInfo` of the training split.
+    """
+    try:
+        if isinstance(config, dict):
+            config = PretrainConfig.from_dict(config)
+        config = dataclasses.replace(config)
+        _check_model(config)
+        _check_ccmim(config)
+        _check_training(config)
+        info = _check_data(config)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    return config, info
+
+
+def validate_config(config):
+    """`resolve_config(config)[0]`."""
+    return resolve_config(config)[0]
+
+
+def config_changes(saved, current):
+    """Names of the fields that differ between two resolved configs and may
+    not change when a run resumes."""
+    saved, current = saved.to_dict(), current.to_dict()
+    return sorted(
+        key
+        for key in current
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]
+    )

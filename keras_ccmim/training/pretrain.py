@@ -1,0 +1,268 @@
+"""`pretrain(config)`: one ccMIM pretraining run, from data to saved encoder.
+
+The workdir of a run:
+
+    config.json             the resolved configuration
+    checkpoints/            resumable checkpoints (see TrainingCheckpoint)
+    metrics.csv             per-epoch logs (loss terms, foreground_lift, lr)
+    tensorboard/train/      TensorBoard scalar events
+    encoder.weights.h5      the final encoder (with encoder_config.json)
+    pretrainer.keras        the final pretrainer, whole
+    masks.png               masks of the final model on a few images
+    results.json            final loss and foreground lift
+
+Running `pretrain` again with the same config and workdir resumes from the
+last checkpoint (or, when the run had finished, only rewrites the outputs).
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+
+import keras
+
+from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.training import callbacks as ccmim_callbacks
+from keras_ccmim.training.config import (
+    ConfigError,
+    PretrainConfig,
+    config_changes,
+    resolve_config,
+)
+from keras_ccmim.training.distribution import setup_distribution
+from keras_ccmim.training.export import save_encoder, save_mask_picture
+from keras_ccmim.training.optimizer import make_optimizer
+from keras_ccmim.training.resume import fit_resumable
+from keras_ccmim.training.schedules import WarmupCosine
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+PICTURE_IMAGES = 8
+
+
+@dataclasses.dataclass
+class PretrainResults:
+    """What `pretrain` returns.
+
+    Attributes:
+        final_loss: mean training loss of the last epoch (None if no step ran
+            now and no checkpoint recorded one).
+        foreground_lift: foreground lift of the final model's masks on the
+            fixed batch (None for data without foreground masks).
+        global_step: optimizer steps done in total.
+        initial_step: the step this call started from (0 for a fresh run).
+        history: per-epoch logs of the epochs run by this call.
+        workdir: the run's folder; `paths` maps output names to files in it.
+    """
+
+    final_loss: float
+    foreground_lift: float
+    global_step: int
+    initial_step: int
+    history: dict
+    workdir: str
+    paths: dict
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+def build_pretrainer(config):
+    """The `CCMIMPretrainer` of a resolved `PretrainConfig`, built."""
+    encoder_overrides = {field: getattr(config, field) for field in (
+        "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads"
+    )}
+    encoder_overrides["seed"] = config.seed
+    model = CCMIMPretrainer.from_preset(
+        config.preset,
+        encoder_overrides=encoder_overrides,
+        decoder_hidden_dim=config.decoder_hidden_dim,
+        decoder_num_layers=config.decoder_num_layers,
+        decoder_num_heads=config.decoder_num_heads,
+        mask_ratio=config.mask_ratio,
+        masking=config.masking,
+        sampler=config.sampler,
+        sampling_temperature=config.sampling_temperature,
+        score_layers=config.score_layers,
+        contrastive=config.contrastive,
+        contrastive_weight=config.contrastive_weight,
+        temperature=config.temperature,
+        projection_dim=config.projection_dim,
+        norm_pix_loss=config.norm_pix_loss,
+        seed=config.seed,
+    )
+    model.build()
+    return model
+
+
+def _prepare_workdir(config):
+    """Creates the workdir; a workdir without a checkpoint starts over, one
+    with a checkpoint must hold the same run."""
+    workdir = os.fspath(config.workdir)
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    if ccmim_callbacks.latest_checkpoint(checkpoint_dir) is not None and os.path.exists(
+        config_path
+    ):
+        changed = config_changes(PretrainConfig.load(config_path), config)
+        if changed:
+            raise ConfigError(
+                f"workdir {workdir!r} holds a checkpointed run with a different "
+                f"configuration (fields {changed} differ). Resume it with the same "
+                "settings, or pass a new --workdir."
+            )
+    elif os.path.exists(os.path.join(workdir, "metrics.csv")):
+        os.remove(os.path.join(workdir, "metrics.csv"))
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    config.save(config_path)
+    return workdir, checkpoint_dir
+
+
+def _fixed_batch(config, info, num_replicas):
+    """The first evaluation batch of the training split (at most
+    `lift_images`, a multiple of `num_replicas`): images and, when the data
+    have them, foreground masks (numpy)."""
+    from keras_ccmim import data
+
+    size = min(config.lift_images, info.num_images or config.lift_images)
+    dataset = data.make_dataset(
+        config.dataset,
+        split=config.split,
+        batch_size=max(size // num_replicas, 1) * num_replicas,
+        image_size=config.image_size,
+        data_dir=config.data_dir,
+        training=False,
+        seed=config.seed,
+        num_images=config.num_images,
+    )
+    images, extras = next(iter(dataset.take(1)))
+    foreground = extras.get("foreground")
+    return images.numpy(), None if foreground is None else foreground.numpy()
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def pretrain(config=None, callbacks=()):
+    """Runs (or resumes) a ccMIM pretraining run and saves its outputs.
+
+    Validates the whole config first (`resolve_config`), then builds the
+    input pipeline, the distribution, the model and AdamW with a warmup +
+    cosine schedule, trains with `fit_resumable` and writes the workdir (see
+    the module docstring).
+
+    Args:
+        config: a `PretrainConfig` or dict of its fields (default: the demo).
+        callbacks: extra Keras callbacks, run after the built-in loggers.
+
+    Returns:
+        A `PretrainResults`.
+
+    Raises:
+        ConfigError: bad config or data (a `ValueError`), before any work
+            starts; also for a workdir that holds a different run.
+        NonFiniteLossError: the loss became NaN or infinite; the last good
+            checkpoint is kept and no final outputs are written.
+    """
+    from keras_ccmim import data
+
+    config, info = resolve_config(config if config is not None else PretrainConfig())
+    distribution = setup_distribution(config.distribution)
+    workdir, checkpoint_dir = _prepare_workdir(config)
+    keras.utils.set_random_seed(config.seed)
+    policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
+
+    dataset = data.make_dataset(
+        config.dataset,
+        split=config.split,
+        batch_size=config.batch_size,
+        image_size=config.image_size,
+        data_dir=config.data_dir,
+        training=True,
+        seed=config.seed,
+        repeat=True,
+        num_images=config.num_images,
+    )
+    images, foreground = _fixed_batch(config, info, distribution.num_replicas)
+
+    with _dtype_policy(policy), distribution.scope():
+        model = build_pretrainer(config)
+        schedule = WarmupCosine(config.learning_rate, config.warmup_steps, config.total_steps)
+        optimizer = make_optimizer(model, schedule, weight_decay=config.weight_decay)
+        model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+
+        lift = None
+        run_callbacks = []
+        if foreground is not None:
+            lift = ccmim_callbacks.ForegroundLift(images, foreground, config.patch_size)
+            run_callbacks.append(lift)
+        run_callbacks += [
+            ccmim_callbacks.LogLearningRate(),
+            ccmim_callbacks.MetricsCSV(os.path.join(workdir, "metrics.csv")),
+            ccmim_callbacks.TensorBoardScalars(
+                os.path.join(workdir, "tensorboard"),
+                update_freq=config.tensorboard_every_steps,
+            ),
+            *callbacks,
+        ]
+        history, initial_step = fit_resumable(
+            model,
+            dataset,
+            epochs=config.epochs,
+            steps_per_epoch=config.steps_per_epoch,
+            checkpoint_dir=checkpoint_dir,
+            callbacks=run_callbacks,
+            save_every_steps=config.checkpoint_every_steps,
+            max_to_keep=config.keep_checkpoints,
+            verbose=config.verbose,
+        )
+
+        # One inference call on the fixed batch gives the picture and the lift.
+        outputs = ccmim_callbacks.predict_outputs(model, images)
+        lift_value = lift.lift_of(outputs["mask"]) if lift is not None else None
+        paths = {
+            "config": os.path.join(workdir, CONFIG_FILE),
+            "checkpoints": checkpoint_dir,
+            "metrics": os.path.join(workdir, "metrics.csv"),
+            "tensorboard": os.path.join(workdir, "tensorboard"),
+            "encoder": save_encoder(model.encoder, workdir),
+            "pretrainer": os.path.join(workdir, "pretrainer.keras"),
+            "masks": save_mask_picture(
+                os.path.join(workdir, "masks.png"), images, outputs, config.patch_size,
+                max_images=PICTURE_IMAGES,
+            ),
+            "results": os.path.join(workdir, RESULTS_FILE),
+        }
+        model.save(paths["pretrainer"])
+
+    final_loss = history["loss"][-1] if history.get("loss") else None
+    if final_loss is None:
+        record = ccmim_callbacks.latest_checkpoint(checkpoint_dir)
+        final_loss = record and record.get("loss")
+    results = PretrainResults(
+        final_loss=None if final_loss is None else float(final_loss),
+        foreground_lift=lift_value,
+        global_step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        initial_step=initial_step,
+        history={k: [float(v) for v in vs] for k, vs in history.items()},
+        workdir=workdir,
+        paths=paths,
+    )
+    with open(paths["results"], "w") as f:
+        json.dump(results.to_dict(), f, indent=1)
+    lift_text = "n/a" if lift_value is None else f"{lift_value:.3f}"
+    loss_text = "n/a" if results.final_loss is None else f"{results.final_loss:.4f}"
+    print(
+        f"Final loss {loss_text}, foreground lift {lift_text} (1.0 = random masking) "
+        f"after {results.global_step} steps. Outputs in {workdir}: encoder.weights.h5, "
+        "pretrainer.keras, masks.png, metrics.csv, checkpoints/, tensorboard/."
+    )
+    return results

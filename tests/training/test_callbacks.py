@@ -1,0 +1,220 @@
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ccmim.training import (
+    ForegroundLift,
+    NonFiniteLossError,
+    TensorBoardScalars,
+    TrainingCheckpoint,
+    WarmupCosine,
+    fit_resumable,
+    foreground_patches,
+    latest_checkpoint,
+)
+
+STEPS_PER_EPOCH = 4
+
+
+def _dense_model():
+    """A compiled two-layer regression model: compiles in about a second."""
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(WarmupCosine(0.05, 2, 2 * STEPS_PER_EPOCH)),
+        loss="mse",
+    )
+    return model
+
+
+def _constant_batches():
+    """The same batch forever, so an interrupted run and an uninterrupted one
+    see identical data and must end with identical states."""
+    rng = np.random.RandomState(0)
+    x = rng.randn(8, 3).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32")).astype("float32")
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.step = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+class _InjectNaN(keras.callbacks.Callback):
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.step = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step == self.at_step:
+            kernel = self.model.layers[0].kernel
+            kernel.assign(keras.ops.full(kernel.shape, float("nan")))
+
+
+def _state(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.weights + model.optimizer.variables]
+
+
+def test_resume_mid_epoch_reproduces_an_uninterrupted_run(tmp_path):
+    reference = _dense_model()
+    fit_resumable(
+        reference,
+        _constant_batches(),
+        epochs=2,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=str(tmp_path / "reference"),
+        verbose=0,
+    )
+
+    checkpoint_dir = str(tmp_path / "interrupted")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_resumable(
+            _dense_model(),
+            _constant_batches(),
+            epochs=2,
+            steps_per_epoch=STEPS_PER_EPOCH,
+            checkpoint_dir=checkpoint_dir,
+            callbacks=[_Crash(at_step=6)],
+            save_every_steps=1,
+            verbose=0,
+        )
+    record = latest_checkpoint(checkpoint_dir)
+    # The crash callback runs before the checkpoint of step 6.
+    assert (record["global_step"], record["epoch"], record["batch"]) == (5, 1, 1)
+    assert np.isfinite(record["batch_loss"]) and record["loss"] > 0
+
+    resumed = _dense_model()
+    history, initial_step = fit_resumable(
+        resumed,
+        _constant_batches(),
+        epochs=2,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=checkpoint_dir,
+        save_every_steps=1,
+        verbose=0,
+    )
+    assert initial_step == 5
+    assert len(history["loss"]) == 1  # the rest of epoch 2
+    assert int(keras.ops.convert_to_numpy(resumed.optimizer.iterations)) == 8
+    for got, want in zip(_state(resumed), _state(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    kept = sorted(n for n in os.listdir(checkpoint_dir) if n.endswith(".weights.h5"))
+    assert kept == ["ckpt-00000007.weights.h5", "ckpt-00000008.weights.h5"]
+    log = [json.loads(line) for line in open(os.path.join(checkpoint_dir, "checkpoints.jsonl"))]
+    assert [r["global_step"] for r in log] == [1, 2, 3, 4, 5, 6, 7, 8]
+
+    # A finished run is not trained again.
+    again = _dense_model()
+    history, initial_step = fit_resumable(
+        again, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=checkpoint_dir, verbose=0,
+    )
+    assert history == {} and initial_step == 8
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    checkpoint_dir = str(tmp_path / "ckpt")
+    model = _dense_model()
+    with pytest.raises(NonFiniteLossError) as error:
+        fit_resumable(
+            model,
+            _constant_batches(),
+            epochs=2,
+            steps_per_epoch=STEPS_PER_EPOCH,
+            checkpoint_dir=checkpoint_dir,
+            # NaN weights after step 3; the loss of step 4 is NaN.
+            callbacks=[_InjectNaN(at_step=3)],
+            save_every_steps=1,
+            verbose=0,
+        )
+    message = str(error.value)
+    assert "step 4" in message and "ckpt-00000002.weights.h5" in message
+    assert "(step 2), is kept" in message
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
+    record = latest_checkpoint(checkpoint_dir)
+    assert record["global_step"] == 2
+    assert "Not checkpointing step 3" in capsys.readouterr().out
+
+    restored = _dense_model()
+    TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH).restore(restored)
+    assert all(np.all(np.isfinite(w)) for w in _state(restored))
+
+
+def test_checkpoint_refuses_an_inconsistent_pointer(tmp_path):
+    checkpoint_dir = str(tmp_path / "ckpt")
+    fit_resumable(
+        _dense_model(), _constant_batches(), epochs=1, steps_per_epoch=2,
+        checkpoint_dir=checkpoint_dir, verbose=0,
+    )
+    pointer = os.path.join(checkpoint_dir, "checkpoint.json")
+    record = json.load(open(pointer))
+    record["global_step"] = 99
+    json.dump(record, open(pointer, "w"))
+    with pytest.raises(ValueError, match="inconsistent"):
+        TrainingCheckpoint(checkpoint_dir, 2).restore(_dense_model())
+
+
+def test_checkpoint_arguments_are_checked():
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        TrainingCheckpoint("x", 0)
+    with pytest.raises(ValueError, match="max_to_keep"):
+        TrainingCheckpoint("x", 2, max_to_keep=0)
+
+
+def test_tensorboard_scalars_without_the_tensorboard_package(tmp_path):
+    model = _dense_model()
+    model.fit(
+        _constant_batches(), epochs=2, steps_per_epoch=3, verbose=0,
+        callbacks=[TensorBoardScalars(str(tmp_path), update_freq=2)],
+    )
+    (event_file,) = (tmp_path / "train").iterdir()
+    scalars = {}
+    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+        for value in event.summary.value:
+            assert value.metadata.plugin_data.plugin_name == "scalars"
+            scalars.setdefault(value.tag, []).append(
+                (event.step, float(tf.make_ndarray(value.tensor)))
+            )
+    assert [step for step, _ in scalars["epoch_loss"]] == [0, 1]
+    assert [step for step, _ in scalars["batch_loss"]] == [2, 4, 6]
+    assert all(np.isfinite(v) for _, v in scalars["epoch_loss"])
+
+
+def test_foreground_patches_threshold_is_half_a_patch():
+    foreground = np.zeros((1, 4, 4), "float32")
+    foreground[0, :2, :2] = 1.0  # patch 0: all foreground
+    foreground[0, 0, 2:4] = 1.0  # patch 1: half
+    foreground[0, 2, 0] = 1.0  # patch 2: a quarter
+    np.testing.assert_array_equal(foreground_patches(foreground, 2), [[1, 1, 0, 0]])
+
+
+class FixedMaskModel(keras.Model):
+    def __init__(self, mask):
+        super().__init__()
+        self.fixed_mask = mask
+
+    def call(self, images, training=None):
+        return {"mask": keras.ops.convert_to_tensor(self.fixed_mask)}
+
+
+def test_foreground_lift_enters_the_epoch_logs():
+    foreground = np.zeros((2, 4, 4), "float32")
+    foreground[:, :2, :2] = 1.0  # 1 of 4 patches is foreground
+    lift = ForegroundLift(np.zeros((2, 4, 4, 3), "float32"), foreground, patch_size=2)
+    lift.set_model(FixedMaskModel(np.array([[1, 1, 0, 0], [1, 0, 0, 0]], "float32")))
+    logs = {"loss": 1.0}
+    lift.on_epoch_end(0, logs)
+    # Masked patches: 3, of which 2 foreground; all patches: 1/4 foreground.
+    assert logs["foreground_lift"] == pytest.approx((2 / 3) / (1 / 4))

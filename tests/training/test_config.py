@@ -1,0 +1,136 @@
+"""Bad input fails in `resolve_config`, before any work, naming the fix."""
+
+import dataclasses
+
+import pytest
+
+from keras_ccmim.training import ConfigError, PretrainConfig, resolve_config, validate_config
+
+
+def test_demo_defaults_resolve(tiny_run):
+    config, info = resolve_config(PretrainConfig())
+    assert config.dataset == "synthetic_objects" and info.has_foreground
+    assert (config.image_size, config.patch_size, config.hidden_dim) == (32, 4, 192)
+    assert config.num_layers == 12 and config.num_images == info.num_images == 3072
+    assert config.steps_per_epoch == 3072 // config.batch_size
+    assert config.learning_rate == pytest.approx(config.blr * config.batch_size / 256)
+
+
+def test_resolve_fills_preset_sizes_and_keeps_overrides(tiny_run):
+    config = validate_config(tiny_run(hidden_dim=None, steps_per_epoch=None))
+    assert config.hidden_dim == 192  # from the preset
+    assert config.num_layers == 2  # override kept
+    assert config.steps_per_epoch == 128 // 16
+    assert config.warmup_steps == 4 and config.total_steps == 16
+
+
+def test_score_layers_string_is_parsed(tiny_run):
+    assert validate_config(tiny_run(score_layers="0,-1")).score_layers == [0, -1]
+
+
+def test_config_dict_round_trip(tiny_run, tmp_path):
+    config = validate_config(tiny_run())
+    config.save(tmp_path / "config.json")
+    assert PretrainConfig.load(tmp_path / "config.json") == config
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(preset="vit_gigantic"),
+            r"Unknown preset 'vit_gigantic'. Valid presets: .*vit_tiny_patch4_32",
+        ),
+        (dict(image_size=18), r"image_size 18 is not divisible by patch_size 4.*e\.g\. 16"),
+        (dict(hidden_dim=30), "divisible by num_heads"),
+        (dict(decoder_hidden_dim=30), "decoder_hidden_dim 30"),
+        (dict(mask_ratio=0.0), "mask_ratio must be strictly between 0 and 1"),
+        (dict(mask_ratio=1.0), "mask_ratio must be strictly between 0 and 1"),
+        (
+            dict(masking="greedy"),
+            r"Unknown masking 'greedy'; choose one of importance_sampling, importance, "
+            "random, block",
+        ),
+        (dict(sampler="topk"), r"Unknown sampler 'topk'; choose one of gumbel, uniform_noise"),
+        (
+            dict(contrastive="simclr"),
+            r"Unknown contrastive 'simclr'; choose one of infonce, infonce_cross, align, none",
+        ),
+        (dict(contrastive_weight=-0.1), "contrastive_weight must be >= 0"),
+        (dict(temperature=0.0), "temperature must be a positive number"),
+        (dict(sampling_temperature=-1.0), "sampling_temperature must be a positive number"),
+        (dict(score_layers="1,x"), "comma-separated block indices"),
+        (dict(score_layers=[5]), "out of range for an encoder with 2 blocks"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(batch_size=256), "fewer than batch_size=256"),
+        (dict(epochs=0), "epochs must be an integer >= 1"),
+        (dict(steps_per_epoch=0), "steps_per_epoch must be an integer >= 1"),
+        (dict(blr=-1.0), "blr must be a positive number"),
+        (dict(weight_decay=-0.1), "weight_decay must be >= 0"),
+        (dict(warmup_epochs=2), "warmup_epochs must be >= 0 and smaller than epochs"),
+        (dict(warmup_epochs=1.9, steps_per_epoch=1), "warmup_epochs=1.9 is 2 steps"),
+        (
+            dict(mixed_precision="float16"),
+            "Unknown mixed_precision 'float16'; choose one of float32, bfloat16",
+        ),
+        (
+            dict(distribution="horovod"),
+            "Unknown distribution 'horovod'; choose one of auto, none, mirrored, data_parallel",
+        ),
+        (dict(workdir=""), "workdir must be a folder path"),
+        (dict(data_dir="/tmp"), "synthetic_objects is generated"),
+        (dict(split="validation"), r"Invalid split 'validation' for synthetic_objects"),
+    ],
+)
+def test_bad_config_is_rejected(tiny_run, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(tiny_run(**overrides))
+
+
+def test_unknown_field_is_rejected(tiny_run):
+    with pytest.raises(ValueError, match=r"Unknown config field\(s\) \['mask_rate'\]"):
+        resolve_config(dict(tiny_run(), mask_rate=0.5))
+
+
+def test_unknown_dataset_lists_the_valid_names(tiny_run, tmp_path):
+    message = r"Unknown dataset 'imagenet_tiny'.*synthetic_objects.*folder:"
+    with pytest.raises(ValueError, match=message):
+        resolve_config(tiny_run(dataset="imagenet_tiny", data_dir=str(tmp_path)))
+
+
+def test_tfds_dataset_without_data_dir(tiny_run):
+    with pytest.raises(ValueError, match="needs data_dir"):
+        resolve_config(tiny_run(dataset="cifar10_jpeg"))
+
+
+def test_missing_data_dir(tiny_run, tmp_path):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"data_dir '.*nowhere' does not exist"):
+        resolve_config(tiny_run(dataset="cifar10_jpeg", data_dir=missing))
+
+
+def test_empty_image_folder(tiny_run, tmp_path):
+    empty = tmp_path / "images"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="images"):
+        resolve_config(tiny_run(dataset=f"folder:{empty}"))
+
+
+def test_missing_image_folder(tiny_run, tmp_path):
+    with pytest.raises(ValueError, match="nowhere"):
+        resolve_config(tiny_run(dataset=f"folder:{tmp_path / 'nowhere'}"))
+
+
+def test_resolve_does_not_change_its_argument(tiny_run):
+    config = PretrainConfig(**tiny_run(hidden_dim=None))
+    before = dataclasses.asdict(config)
+    resolve_config(config)
+    assert dataclasses.asdict(config) == before
+
+
+def test_distribution_must_fit_the_backend(tiny_run):
+    import keras
+
+    other = "data_parallel" if keras.backend.backend() == "tensorflow" else "mirrored"
+    with pytest.raises(ConfigError, match=f"distribution='{other}'"):
+        resolve_config(tiny_run(distribution=other))

@@ -1,0 +1,155 @@
+"""`train/pretrain.py`: flags, bad input, and resuming after SIGKILL."""
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from keras_ccmim.training import PretrainConfig
+
+BINARY = Path(__file__).resolve().parents[2] / "train" / "pretrain.py"
+
+
+@pytest.fixture(scope="module")
+def binary():
+    """The binary imported as a module (its flags are defined once per process)."""
+    from absl import flags
+
+    spec = importlib.util.spec_from_file_location("pretrain_binary", BINARY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    flags.FLAGS(["pretrain.py"])
+    yield module
+    flags.FLAGS.unparse_flags()
+
+
+@contextlib.contextmanager
+def _flags(**values):
+    from absl import flags
+
+    saved = {name: flags.FLAGS[name].value for name in values}
+    try:
+        for name, value in values.items():
+            flags.FLAGS[name].value = value
+        yield
+    finally:
+        for name, value in saved.items():
+            flags.FLAGS[name].value = value
+
+
+def test_default_flags_are_the_demo_config(binary):
+    assert binary.config_from_flags() == PretrainConfig()
+
+
+def test_flags_reach_the_config(binary):
+    with _flags(bfloat16=True, jit_compile="false", verbose="2", score_layers="0,2",
+                contrastive_weight=0.1, distribution="none"):
+        config = binary.config_from_flags()
+    assert config.mixed_precision == "bfloat16" and config.jit_compile is False
+    assert config.verbose == 2 and config.score_layers == "0,2"
+    assert config.contrastive_weight == 0.1 and config.distribution == "none"
+
+
+def test_stray_arguments_are_rejected(binary):
+    from absl import app
+
+    with pytest.raises(app.UsageError, match="Unexpected arguments: stray"):
+        binary.main(["pretrain.py", "stray"])
+
+
+def test_bad_flag_value_fails_before_any_work(binary, capsys, tmp_path):
+    workdir = tmp_path / "never"
+    with _flags(mask_ratio=1.5, workdir=str(workdir)):
+        assert binary.main(["pretrain.py"]) == 2
+    assert "mask_ratio must be strictly between 0 and 1" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
+def test_nan_loss_exits_with_the_guard_message(binary, capsys, monkeypatch):
+    from keras_ccmim import training
+
+    def diverge(config):
+        raise training.NonFiniteLossError("Loss became nan at step 7 (epoch 1).")
+
+    monkeypatch.setattr(binary.training, "pretrain", diverge)
+    assert binary.main(["pretrain.py"]) == 1
+    assert "Error: Loss became nan at step 7" in capsys.readouterr().err
+
+
+def test_binary_reports_a_bad_flag(run_python):
+    result = run_python([str(BINARY), "--masking=greedy"], timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Unknown masking 'greedy'; choose one of importance_sampling" in result.stderr
+
+
+def _log(checkpoint_dir):
+    records = []
+    with open(os.path.join(checkpoint_dir, "checkpoints.jsonl")) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut by the kill
+                pass
+    return records
+
+
+def _mean_loss(records):
+    return sum(r["batch_loss"] for r in records) / len(records)
+
+
+def _command(workdir):
+    flags = dict(
+        workdir=workdir, image_size=16, patch_size=4, hidden_dim=32, num_layers=2,
+        num_heads=2, decoder_hidden_dim=32, decoder_num_layers=1, decoder_num_heads=2,
+        num_images=64, batch_size=16, masking="random", contrastive="none",
+        epochs=2, steps_per_epoch=12, warmup_epochs=0.1, blr=0.05,
+        checkpoint_every_steps=1, lift_images=16, verbose=0,
+    )
+    return [str(BINARY)] + [f"--{name}={value}" for name, value in flags.items()]
+
+
+def test_sigkill_then_the_same_command_resumes(tmp_path, start_python, run_python):
+    command = _command(str(tmp_path / "run"))
+    pointer = tmp_path / "run" / "checkpoints" / "checkpoint.json"
+    with open(tmp_path / "first.log", "w") as log:
+        first = start_python(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 240
+        while time.time() < deadline and first.poll() is None:
+            try:
+                if json.loads(pointer.read_text())["global_step"] >= 8:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    killed_at = json.loads(pointer.read_text())["global_step"]
+    assert 8 <= killed_at < 24, "the run must be killed mid-training"
+    assert (tmp_path / "run" / "checkpoints" / f"ckpt-{killed_at:08d}.weights.h5").exists()
+
+    second = run_python(command, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    epoch, batch = divmod(killed_at, 12)
+    assert f"at step {killed_at} (epoch {epoch + 1}, batch {batch} of 12)" in second.stdout
+    assert "Final loss" in second.stdout
+
+    records = _log(str(tmp_path / "run" / "checkpoints"))
+    before = [r for r in records if r["pid"] == first.pid]
+    after = [r for r in records if r["pid"] != first.pid]
+    assert [r["global_step"] for r in after] == list(range(killed_at + 1, 25))
+    # The schedule continues: the resumed learning rate follows the killed one.
+    last = next(r for r in before if r["global_step"] == killed_at)
+    assert 0 < after[0]["learning_rate"] < last["learning_rate"]
+    # The loss carries on from where it was, not from the initial loss.
+    initial = _mean_loss(before[:3])
+    at_kill = _mean_loss([r for r in before if killed_at - 3 < r["global_step"] <= killed_at])
+    resumed = _mean_loss(after[:3])
+    assert at_kill < 0.9 * initial, (initial, at_kill)
+    assert abs(resumed - at_kill) < 0.5 * (initial - at_kill), (initial, at_kill, resumed)

@@ -1,0 +1,142 @@
+r"""Pretrains a ViT with ccMIM (or MAE) and leaves a checkpoint, a picture and numbers.
+
+The defaults are the README demo: a short ccMIM pretraining of ViT-T/4 (the
+`vit_tiny_patch4_32` preset: 32 px, patch 4, 192 wide, 12 blocks; decoder
+128 x 2) on 3,072 images of the built-in `synthetic_objects` data, 2 epochs
+of 48 steps at batch 64, a few minutes on a 2-core CPU:
+
+    python train/pretrain.py --workdir=runs/demo
+
+Running the same command again after an interruption (even SIGKILL)
+continues from the last checkpoint in the workdir. CIFAR-10 from the shared
+TFDS folder, ViT-T/4 with the MAE/ccMIM optimiser recipe:
+
+    python train/pretrain.py --workdir=runs/cifar10 --dataset=cifar10_jpeg \
+        --data_dir=../shared/data/tfds --split='train[:45000]' --batch_size=256 \
+        --blr=1.5e-4 --epochs=400 --warmup_epochs=40
+
+Flags left unset take the preset's value (model sizes) or the data's
+(`steps_per_epoch`: one pass over the split).
+"""
+
+import dataclasses
+import os
+import sys
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_ccmim import training  # noqa: E402
+
+_DEFAULTS = training.PretrainConfig()
+FLAGS = flags.FLAGS
+
+# Model: a preset plus overrides.
+flags.DEFINE_string("preset", _DEFAULTS.preset, "Model preset name or alias (e.g. T/4, B/16).")
+flags.DEFINE_integer("image_size", _DEFAULTS.image_size, "Image size; default: the preset's.")
+flags.DEFINE_integer("patch_size", _DEFAULTS.patch_size, "Patch size; default: the preset's.")
+flags.DEFINE_integer("hidden_dim", _DEFAULTS.hidden_dim, "Encoder width.")
+flags.DEFINE_integer("num_layers", _DEFAULTS.num_layers, "Encoder blocks.")
+flags.DEFINE_integer("num_heads", _DEFAULTS.num_heads, "Encoder attention heads.")
+flags.DEFINE_integer("decoder_hidden_dim", _DEFAULTS.decoder_hidden_dim, "Decoder width.")
+flags.DEFINE_integer("decoder_num_layers", _DEFAULTS.decoder_num_layers, "Decoder blocks.")
+flags.DEFINE_integer("decoder_num_heads", _DEFAULTS.decoder_num_heads, "Decoder heads.")
+
+# ccMIM.
+flags.DEFINE_float("mask_ratio", _DEFAULTS.mask_ratio, "Fraction of patches masked, in (0, 1).")
+flags.DEFINE_string(
+    "masking", _DEFAULTS.masking, "importance_sampling, importance, random or block."
+)
+flags.DEFINE_string("sampler", _DEFAULTS.sampler, "gumbel or uniform_noise.")
+flags.DEFINE_float("sampling_temperature", _DEFAULTS.sampling_temperature, "T_s of sampling.")
+flags.DEFINE_string(
+    "score_layers", _DEFAULTS.score_layers, "all, last, or comma-separated block indices."
+)
+flags.DEFINE_string(
+    "contrastive", _DEFAULTS.contrastive, "infonce, infonce_cross, align or none."
+)
+flags.DEFINE_float("contrastive_weight", _DEFAULTS.contrastive_weight, "lambda.")
+flags.DEFINE_float("temperature", _DEFAULTS.temperature, "tau of the InfoNCE losses.")
+flags.DEFINE_integer("projection_dim", _DEFAULTS.projection_dim, "Projector output width.")
+flags.DEFINE_boolean("norm_pix_loss", _DEFAULTS.norm_pix_loss, "Normalise target patches.")
+
+# Data.
+flags.DEFINE_string(
+    "dataset", _DEFAULTS.dataset, "synthetic_objects, folder:/path/to/images or a TFDS name."
+)
+flags.DEFINE_string("data_dir", _DEFAULTS.data_dir, "Folder of prepared TFDS datasets.")
+flags.DEFINE_string("split", _DEFAULTS.split, "Split, optionally sliced: train[:45000].")
+flags.DEFINE_integer(
+    "num_images",
+    _DEFAULTS.num_images,
+    "synthetic_objects: images generated (default 3072); other data: a cap (default all).",
+)
+
+# Optimisation.
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
+flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs.")
+flags.DEFINE_integer(
+    "steps_per_epoch", _DEFAULTS.steps_per_epoch, "Steps per epoch; default one pass."
+)
+flags.DEFINE_float("blr", _DEFAULTS.blr, "Base learning rate: lr = blr * batch_size / 256.")
+flags.DEFINE_float("warmup_epochs", _DEFAULTS.warmup_epochs, "Linear warmup epochs.")
+flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "AdamW weight decay.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of every random choice.")
+flags.DEFINE_boolean("bfloat16", False, "Train with the mixed_bfloat16 policy.")
+flags.DEFINE_enum(
+    "distribution",
+    _DEFAULTS.distribution,
+    list(training.DISTRIBUTIONS),
+    "Data parallelism: auto, none, mirrored (TensorFlow) or data_parallel (JAX).",
+)
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
+
+# Output.
+flags.DEFINE_string("workdir", _DEFAULTS.workdir, "Folder of the run; reused to resume.")
+flags.DEFINE_integer(
+    "checkpoint_every_steps",
+    _DEFAULTS.checkpoint_every_steps,
+    "Checkpoint every this many steps as well as at epoch ends (0: epoch ends only).",
+)
+flags.DEFINE_integer("keep_checkpoints", _DEFAULTS.keep_checkpoints, "Checkpoints kept.")
+flags.DEFINE_integer(
+    "tensorboard_every_steps", _DEFAULTS.tensorboard_every_steps, "Steps between scalars."
+)
+flags.DEFINE_integer("lift_images", _DEFAULTS.lift_images, "Images for foreground lift.")
+flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras fit verbosity.")
+
+# Config fields whose flags differ in name or type; every other field is a
+# flag of the same name.
+_CONVERTED = ("mixed_precision", "jit_compile", "verbose")
+
+
+def config_from_flags():
+    values = {
+        field.name: FLAGS[field.name].value
+        for field in dataclasses.fields(training.PretrainConfig)
+        if field.name not in _CONVERTED
+    }
+    values["mixed_precision"] = "bfloat16" if FLAGS.bfloat16 else "float32"
+    values["jit_compile"] = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
+    values["verbose"] = "auto" if FLAGS.verbose == "auto" else int(FLAGS.verbose)
+    return training.PretrainConfig(**values)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
+    try:
+        training.pretrain(config_from_flags())
+    except training.ConfigError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    except training.NonFiniteLossError as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
