@@ -8,9 +8,20 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   ccMIM scoring and teacher passes run under `torch.no_grad()`. TensorFlow and
   JAX build no gradient work for a stop-gradient branch that nothing
   differentiates (XLA prunes it), so there it is a no-op.
+* `layer_norm_fn()`: the backend's own LayerNorm over the last axis, or
+  `None` to use Keras'. On JAX, XLA compiles the automatic backward pass of
+  LayerNorm very poorly on CPU (the tiny32 MAE gradient took about twice as
+  long with it), so JAX gets a `jax.custom_vjp` with a hand-written
+  backward pass whose row reductions sit behind `jax.lax.optimization_barrier`
+  (used by `keras_ccmim.layers.layer_norm.LayerNormalization`).
+* `gelu_fn()`: the backend's exact GELU for the MLP, or `None` to use Keras'
+  `"gelu"`. JAX's exact GELU is written with `erfc`, which XLA expands into
+  a long, slow sequence on CPU; JAX gets the same function written with
+  `erf` (as TensorFlow's is) and a one-pass hand-written derivative.
 """
 
 import contextlib
+import functools
 
 import keras
 
@@ -37,3 +48,118 @@ def is_grad_recording(tensor):
     if backend_name() == "torch":
         return bool(getattr(tensor, "requires_grad", False))
     return False
+
+
+def layer_norm_fn():
+    """A fast LayerNorm over the last axis for this backend, or `None`.
+
+    Returns `fn(x, gamma, beta, epsilon) -> y` computing
+    `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis, in
+    the dtype of `x` (callers pass float32). Only JAX has one; elsewhere
+    Keras' `ops.layer_normalization` is already good (torch uses its fused
+    kernel).
+    """
+    if backend_name() == "jax":
+        return _jax_layer_norm()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_layer_norm():
+    import jax
+    import jax.numpy as jnp
+
+    def forward(x, gamma, beta, epsilon):
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        centered = x - mean
+        variance = jnp.mean(jnp.square(centered), axis=-1, keepdims=True)
+        inv = jax.lax.rsqrt(variance + epsilon)
+        normed = centered * inv
+        return normed * gamma + beta, (normed, inv)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+    def layer_norm(x, gamma, beta, epsilon):
+        return forward(x, gamma, beta, epsilon)[0]
+
+    def layer_norm_fwd(x, gamma, beta, epsilon):
+        y, (normed, inv) = forward(x, gamma, beta, epsilon)
+        return y, (normed, inv, gamma)
+
+    def layer_norm_bwd(epsilon, residuals, dy):
+        del epsilon
+        normed, inv, gamma = residuals
+        batch_axes = tuple(range(dy.ndim - 1))
+        d_gamma = jnp.sum(dy * normed, axis=batch_axes)
+        d_beta = jnp.sum(dy, axis=batch_axes)
+        d_normed = dy * gamma
+        # The two row reductions of the input gradient. Behind the barrier
+        # XLA computes each once instead of fusing (and re-computing) them
+        # into the elementwise consumer, which is what made the automatic
+        # backward pass slow on CPU.
+        mean_d = jnp.mean(d_normed, axis=-1, keepdims=True)
+        mean_dn = jnp.mean(d_normed * normed, axis=-1, keepdims=True)
+        mean_d, mean_dn = jax.lax.optimization_barrier((mean_d, mean_dn))
+        dx = inv * (d_normed - mean_d - normed * mean_dn)
+        return dx, d_gamma, d_beta
+
+    layer_norm.defvjp(layer_norm_fwd, layer_norm_bwd)
+    return layer_norm
+
+
+def scale_loss_for_replicas(loss):
+    """Divide a per-replica loss by the number of replicas under `tf.distribute`.
+
+    Keras' `MirroredStrategy` training sums the replicas' gradients, so a loss
+    computed in a custom `compute_loss` must be divided by the replica count
+    (Keras' own compiled losses do the same). Each replica's InfoNCE then
+    uses the negatives of its own batch. JAX data parallelism sees the global
+    batch in one program, and torch trains on one device: both unchanged.
+    """
+    if backend_name() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context() is False:
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:
+                return loss / replicas
+    return loss
+
+
+def gelu_fn():
+    """An exact GELU `0.5 * x * (1 + erf(x / sqrt(2)))` for this backend, or `None`.
+
+    Only JAX has one (see the module docstring); TensorFlow's `tf.nn.gelu`
+    already uses `erf` and torch's is a fused kernel.
+    """
+    if backend_name() == "jax":
+        return _jax_gelu()
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_gelu():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    inv_sqrt2 = float(1.0 / np.sqrt(2.0))
+    inv_sqrt2pi = float(1.0 / np.sqrt(2.0 * np.pi))
+
+    def cdf(x):
+        return 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(inv_sqrt2, x.dtype)))
+
+    @jax.custom_vjp
+    def gelu(x):
+        return x * cdf(x)
+
+    def gelu_fwd(x):
+        phi = cdf(x)
+        return x * phi, (x, phi)
+
+    def gelu_bwd(residuals, dy):
+        x, phi = residuals
+        pdf = jnp.exp(-0.5 * jnp.square(x)) * jnp.asarray(inv_sqrt2pi, x.dtype)
+        return (dy * (phi + x * pdf),)
+
+    gelu.defvjp(gelu_fwd, gelu_bwd)
+    return gelu

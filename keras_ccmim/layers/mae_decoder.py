@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.position_embedding import sincos_2d_position_embedding
 from keras_ccmim.layers.token_ops import gather_tokens
 from keras_ccmim.layers.transformer_block import TransformerBlock
@@ -70,7 +71,7 @@ class MAEDecoder(keras.layers.Layer):
             )
             for i in range(self.num_layers)
         ]
-        self.norm = keras.layers.LayerNormalization(
+        self.norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="norm"
         )
         self.head = keras.layers.Dense(self.patch_dim, dtype=policy, name="head")

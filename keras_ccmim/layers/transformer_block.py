@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
+from keras_ccmim import backend_specific
 from keras_ccmim.layers.drop_path import DropPath
+from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.layer_scale import LayerScale
 
 
@@ -66,16 +68,19 @@ class TransformerBlock(keras.layers.Layer):
         self.seed = seed
 
         dense = dict(kernel_initializer="glorot_uniform", dtype=self.dtype_policy)
-        self.norm1 = keras.layers.LayerNormalization(
+        self.norm1 = LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm1"
         )
         self.qkv = keras.layers.Dense(3 * hidden_dim, use_bias=self.qkv_bias, name="qkv", **dense)
         self.proj = keras.layers.Dense(hidden_dim, name="proj", **dense)
-        self.norm2 = keras.layers.LayerNormalization(
+        self.norm2 = LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="norm2"
         )
         self.fc1 = keras.layers.Dense(
-            int(hidden_dim * self.mlp_ratio), activation="gelu", name="fc1", **dense
+            int(hidden_dim * self.mlp_ratio),
+            activation=backend_specific.gelu_fn() or "gelu",
+            name="fc1",
+            **dense,
         )
         self.fc2 = keras.layers.Dense(hidden_dim, name="fc2", **dense)
         self.drop_path = DropPath(self.drop_path_rate, seed=seed, dtype=self.dtype_policy, name="drop_path")
@@ -99,8 +104,11 @@ class TransformerBlock(keras.layers.Layer):
 
     def _split_heads(self, x):
         t = ops.shape(x)[1]
-        qkv = ops.reshape(self.qkv(x), (-1, t, 3, self.num_heads, self.head_dim))
-        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # Split before the reshape: the gradient is then a concatenation
+        # instead of three zero-padded slices summed (~6% of a JAX CPU step).
+        q, k, v = ops.split(self.qkv(x), 3, axis=-1)
+        shape = (-1, t, self.num_heads, self.head_dim)
+        return ops.reshape(q, shape), ops.reshape(k, shape), ops.reshape(v, shape)
 
     def _cls_attention(self, q, k):
         """Head-averaged softmax of the [CLS] query over the other tokens."""

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.patching import PatchEmbedding
 from keras_ccmim.layers.position_embedding import SinCosPositionEmbedding
 from keras_ccmim.layers.token_ops import gather_tokens
@@ -122,7 +123,7 @@ class ViTEncoder(keras.Model):
             )
             for i in range(self.num_layers)
         ]
-        self.norm = keras.layers.LayerNormalization(
+        self.norm = LayerNormalization(
             epsilon=self.layer_norm_epsilon, dtype=policy, name="norm"
         )
 

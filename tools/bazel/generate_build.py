@@ -38,7 +38,7 @@ HEADER = (
 )
 
 LIBRARY_ROOTS = ("keras_ccmim",)
-BINARY_ROOTS = ("train", "evaluate")
+BINARY_ROOTS = ("train", "evaluate", "examples")
 TEST_ROOTS = ("tests",)
 ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + TEST_ROOTS
 
@@ -87,6 +87,7 @@ class Module:
         # (dotted name, [imported names] or None, inside a function / TYPE_CHECKING)
         self.imports = []
         self.has_main_guard = False
+        self.script_roots = []
         self.syntax_error = None
         try:
             tree = ast.parse(source, filename=relpath)
@@ -94,6 +95,15 @@ class Module:
             self.syntax_error = error
             return
         self._read_imports(tree)
+        # Script folders a test names in a string literal ("train", or
+        # "evaluate/knn.py"): it runs those scripts, so needs them as data.
+        self.script_roots = sorted({
+            node.value.split("/")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and node.value.split("/")[0] in BINARY_ROOTS
+            and (node.value in BINARY_ROOTS or node.value.endswith(".py"))
+        })
         self.has_main_guard = any(_is_main_guard(node) for node in tree.body)
 
     @property
@@ -402,8 +412,15 @@ def generate(repo):
             attrs = [("name", '"%s"' % name), ("srcs", _list([m.filename]))]
             if m.kind == "binary" and name != m.stem:
                 attrs.append(("main", '"%s"' % m.filename))
-            if has_data:
-                attrs.append(("data", _list([":" + PACKAGE_DATA])))
+            data_labels = [":" + PACKAGE_DATA] if has_data else []
+            if m.kind == "test":
+                data_labels += sorted(
+                    _label(s, names, package_dir)
+                    for s in modules.values()
+                    if s.root in m.script_roots and not s.is_init
+                )
+            if data_labels:
+                attrs.append(("data", _list(data_labels)))
             if labels:
                 attrs.append(("deps", _list(labels)))
             if m.kind == "test":

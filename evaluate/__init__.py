@@ -1,0 +1,1 @@
+"""Evaluation binaries: k-NN, linear probe, fine-tuning, export, pictures."""

@@ -1,0 +1,85 @@
+"""Where evaluated encoders come from: a pretraining workdir or a fresh init.
+
+A pretraining workdir (see `keras_ccmim.training.pretrain`) holds the final
+encoder as `encoder_config.json` + `encoder.weights.h5` (written by
+`keras_ccmim.training.export.save_encoder`) and the whole pretrainer as
+`pretrainer.keras`. The encoder files are all k-NN, probing, fine-tuning and
+export need; the reconstruction pictures need the pretrainer.
+"""
+
+import os
+
+import keras
+
+from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.presets import get_preset
+from keras_ccmim.models.vit_encoder import ViTEncoder
+
+ENCODER_CONFIG = "encoder_config.json"
+ENCODER_WEIGHTS = "encoder.weights.h5"
+PRETRAINER = "pretrainer.keras"
+ENCODER_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
+
+
+def _check_workdir(workdir, names):
+    workdir = os.fspath(workdir)
+    if not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} does not exist.")
+    missing = [name for name in names if not os.path.exists(os.path.join(workdir, name))]
+    if missing:
+        raise ValueError(
+            f"workdir {workdir!r} has no {', '.join(missing)}. It is written when a "
+            "pretraining run (train/pretrain.py) finishes; rerun the same command to "
+            "finish an interrupted run, or evaluate with --random_init."
+        )
+    return workdir
+
+
+def load_encoder(workdir):
+    """The final `ViTEncoder` of a pretraining workdir, built, with its weights.
+
+    Reads `encoder_config.json` and `encoder.weights.h5`.
+    """
+    from keras_ccmim.training.export import load_encoder as load_saved_encoder
+
+    workdir = _check_workdir(workdir, (ENCODER_CONFIG, ENCODER_WEIGHTS))
+    return load_saved_encoder(workdir)
+
+
+def load_pretrainer(workdir):
+    """The final `CCMIMPretrainer` of a pretraining workdir (`pretrainer.keras`)."""
+    workdir = _check_workdir(workdir, (PRETRAINER,))
+    model = keras.saving.load_model(os.path.join(workdir, PRETRAINER), compile=False)
+    if not isinstance(model, CCMIMPretrainer):
+        raise ValueError(f"{workdir}/{PRETRAINER} does not hold a CCMIMPretrainer.")
+    return model
+
+
+def _encoder_config(preset, overrides):
+    config = dict(get_preset(preset)["encoder"])
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    return config
+
+
+def random_encoder(preset="vit_tiny_patch4_32", seed=0, **overrides):
+    """A randomly initialised `ViTEncoder`, built: the baseline of every protocol.
+
+    Args:
+        preset: preset name or alias (`keras_ccmim.models.presets`).
+        seed: seeds the initialisation (sets Keras' global seed).
+        **overrides: encoder arguments (`image_size`, `hidden_dim`, ...);
+            `None` values keep the preset's.
+    """
+    keras.utils.set_random_seed(int(seed))
+    encoder = ViTEncoder(**_encoder_config(preset, overrides), name="encoder")
+    encoder.build()
+    return encoder
+
+
+def random_pretrainer(preset="vit_tiny_patch4_32", seed=0, encoder_overrides=None, **kwargs):
+    """A randomly initialised `CCMIMPretrainer`, built (for pictures)."""
+    keras.utils.set_random_seed(int(seed))
+    overrides = {k: v for k, v in (encoder_overrides or {}).items() if v is not None}
+    model = CCMIMPretrainer.from_preset(preset, encoder_overrides=overrides, seed=seed, **kwargs)
+    model.build()
+    return model

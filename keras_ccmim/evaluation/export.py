@@ -1,0 +1,160 @@
+"""Exporting the encoder alone as a TensorFlow SavedModel.
+
+The SavedModel needs nothing from this package (nor Keras) to run:
+
+    model = tf.saved_model.load(path)
+    out = model.serve(images)          # float32 [B, H, W, 3] in [0, 1]
+    out = model.serve_uint8(images)    # uint8 [B, H, W, 3] in [0, 255]
+    out["cls"], out["mean_patch"]      # [B, D]
+    out["patch_tokens"]                # [B, N, D]
+
+ImageNet normalisation happens inside. Both endpoints are also serving
+signatures (`signatures["serve"]`, `["serve_uint8"]`; `"serving_default"` is
+`serve`), with the input named `images`. The batch size is free; the image
+size is the encoder's.
+
+Two ways to write it (`method`):
+
+* `"archive"`: `keras.export.ExportArchive` in this process. On TensorFlow
+  the result is a plain TF graph; on JAX it is jax2tf's native
+  serialization (an `XlaCallModule` op holding StableHLO, runnable on the
+  platform it was exported on).
+* `"tensorflow_subprocess"`: the encoder's weights go to a temporary folder
+  and a TensorFlow-backend subprocess rebuilds the same encoder from them
+  (weights load across backends) and exports it with the archive: a plain TF
+  graph from any backend.
+
+`"auto"` (default) uses the archive on TensorFlow, the subprocess on torch
+(Keras cannot write a SavedModel from torch without `torch_xla`), and on JAX
+the archive, checked by loading the result and running it once; when that
+fails it warns and uses the subprocess. (With this repository's JAX GELU,
+`jax.lax.erf` lowers to a StableHLO `composite` op that TensorFlow 2.21 cannot
+deserialize, so JAX currently takes the subprocess.)
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import keras
+import numpy as np
+
+from keras_ccmim.evaluation.features import EncoderFeatures
+from keras_ccmim.models.vit_encoder import ViTEncoder
+
+ENDPOINTS = {"serve": "float32", "serve_uint8": "uint8"}
+METHODS = ("auto", "archive", "tensorflow_subprocess")
+
+
+def _check_encoder(encoder):
+    if not isinstance(encoder, ViTEncoder):
+        raise TypeError(f"encoder must be a keras_ccmim ViTEncoder, got {type(encoder).__name__}.")
+    if not encoder.built:
+        encoder.build()
+
+
+def _export_in_process(encoder, path, verbose):
+    if keras.backend.backend() not in ("tensorflow", "jax"):
+        raise ValueError(
+            f"method='archive' needs the tensorflow or jax backend, not "
+            f"{keras.backend.backend()!r}; use method='tensorflow_subprocess' (or 'auto')."
+        )
+    features = EncoderFeatures(encoder, input_format="unit", name="encoder_features")
+    features.build()
+    shape = (None,) + tuple(encoder.image_size) + (encoder.num_channels,)
+    archive = keras.export.ExportArchive()
+    archive.track(features)
+    for name, dtype in ENDPOINTS.items():
+
+        def serve(images):
+            return features(images)
+
+        archive.add_endpoint(
+            name, serve, input_signature=[keras.InputSpec(shape=shape, dtype=dtype)]
+        )
+    archive.write_out(path, verbose=verbose)
+
+
+def _check_runs(encoder, path):
+    """Loads the SavedModel with TensorFlow and runs `serve` once."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    images = np.zeros((1,) + tuple(encoder.image_size) + (encoder.num_channels,), "float32")
+    loaded.serve(tf.constant(images))["cls"].numpy()
+
+
+def _export_in_subprocess(encoder, path, timeout):
+    from keras_ccmim.training.export import save_encoder
+
+    with tempfile.TemporaryDirectory(prefix="ccmim_export_") as folder:
+        save_encoder(encoder, folder)
+        env = dict(os.environ, KERAS_BACKEND="tensorflow")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        code = "import sys; from keras_ccmim.evaluation.export import main; main(sys.argv)"
+        command = [sys.executable, "-c", code, folder, path]
+        process = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    if process.returncode != 0:
+        raise RuntimeError(
+            "Exporting through a TensorFlow-backend subprocess failed. Alternatively "
+            "save the encoder with keras_ccmim.training.save_encoder and run "
+            "evaluate/export.py with KERAS_BACKEND=tensorflow. Subprocess output:\n"
+            f"{process.stderr[-4000:]}"
+        )
+
+
+def export_saved_model(encoder, path, method="auto", verbose=False, timeout=600):
+    """Writes `encoder` as a standalone TensorFlow SavedModel (see module doc).
+
+    Args:
+        encoder: a `ViTEncoder` (built here if needed).
+        path: output folder (created or overwritten).
+        method: `"auto"`, `"archive"` or `"tensorflow_subprocess"`.
+        verbose: print the endpoints (in-process archive only).
+        timeout: seconds allowed for the TensorFlow subprocess.
+
+    Returns:
+        `path` (absolute).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    _check_encoder(encoder)
+    path = os.path.abspath(os.fspath(path))
+    backend = keras.backend.backend()
+    if method == "auto":
+        method = "tensorflow_subprocess" if backend == "torch" else "archive"
+        if backend == "jax":
+            try:
+                _export_in_process(encoder, path, verbose)
+                _check_runs(encoder, path)
+                return path
+            except Exception as error:  # jax2tf / StableHLO incompatibilities
+                warnings.warn(
+                    "The JAX export (jax2tf) does not run in this TensorFlow "
+                    f"({type(error).__name__}: {' '.join(str(error).split())[:400]}); "
+                    "exporting through a TensorFlow-backend subprocess instead."
+                )
+                shutil.rmtree(path, ignore_errors=True)
+                method = "tensorflow_subprocess"
+    if method == "archive":
+        _export_in_process(encoder, path, verbose)
+    else:
+        _export_in_subprocess(encoder, path, timeout)
+    return path
+
+
+def main(argv):
+    """`[_, ENCODER_DIR, SAVED_MODEL_PATH]`: exports an encoder saved by
+    `keras_ccmim.training.save_encoder` (the torch path's subprocess)."""
+    if len(argv) != 3:
+        raise SystemExit("arguments: ENCODER_DIR SAVED_MODEL_PATH")
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit("Export a saved encoder with KERAS_BACKEND=tensorflow.")
+    from keras_ccmim.training.export import load_encoder
+
+    export_saved_model(load_encoder(argv[1]), argv[2], method="archive")

@@ -1,0 +1,91 @@
+"""Fixtures of the evaluation tests: tiny encoders, one pretraining run, a
+subprocess runner for the binaries."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# A tiny encoder: 16 px, patch 4 (16 patches), 32 wide, 2 blocks.
+TINY_ENCODER = dict(image_size=16, patch_size=4, hidden_dim=32, num_layers=2, num_heads=2)
+
+# The pretraining run the key check (and the binaries) use: MAE-style masking
+# (random masking, no contrastive term: it learns shape cues fastest at this
+# scale) on synthetic_objects at 32 px with 8 px patches, 1000 steps. It runs
+# once per session under the TensorFlow backend (a subprocess), so every
+# backend evaluates the same encoder (eager torch would take minutes).
+PRETRAIN_RUN = dict(
+    image_size=32,
+    patch_size=8,
+    hidden_dim=64,
+    num_layers=2,
+    num_heads=4,
+    decoder_hidden_dim=64,
+    decoder_num_layers=1,
+    decoder_num_heads=4,
+    projection_dim=64,
+    masking="random",
+    contrastive="none",
+    num_images=10000,
+    batch_size=64,
+    epochs=2,
+    steps_per_epoch=500,
+    blr=1e-2,
+    warmup_epochs=0.2,
+    lift_images=16,
+    tensorboard_every_steps=0,
+    seed=0,
+    verbose=0,
+)
+PRETRAIN_ENCODER = {k: PRETRAIN_RUN[k] for k in TINY_ENCODER}
+
+
+def subprocess_env(backend=None, **extra):
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = backend or keras.backend.backend()
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    env.update(extra)
+    return env
+
+
+def run_python(args, timeout=240, backend=None):
+    """Runs `python args...` from the repository root; returns the
+    `CompletedProcess` (text output)."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO_ROOT,
+        env=subprocess_env(backend),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_encoder():
+    from keras_ccmim.evaluation import random_encoder
+
+    return random_encoder(seed=0, **TINY_ENCODER)
+
+
+@pytest.fixture(scope="session")
+def pretrained_workdir(tmp_path_factory):
+    """A finished pretraining workdir (`PRETRAIN_RUN`, TensorFlow backend)."""
+    workdir = tmp_path_factory.mktemp("pretrain") / "run"
+    config = dict(PRETRAIN_RUN, workdir=str(workdir))
+    code = (
+        "import json, sys; from keras_ccmim import training; "
+        "training.pretrain(json.loads(sys.argv[1]))"
+    )
+    process = run_python(["-c", code, json.dumps(config)], timeout=400, backend="tensorflow")
+    assert process.returncode == 0, process.stderr[-4000:]
+    return str(workdir)
