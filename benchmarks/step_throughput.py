@@ -25,8 +25,10 @@ How it measures:
   outputs are synchronised. Interleaving means the variants and the
   backends see the same background load on a shared machine. Reported: the
   median step time; the ccMIM/MAE ratio is the median of the per-round
-  ratios; utilisation is the median over rounds of the fit's model FLOP/s
-  over the mean of the matmul samples taken just before and after it.
+  ratios; utilisation is the model FLOP/s of the median step over the
+  median of all the backend's float32 matmul samples (the JSON also has
+  `utilisation_load_matched`: per round, against the samples taken just
+  before and after the fit).
 * `--cpu_threads=N` pins every worker to N cores (and sets the backends'
   thread counts): on a machine shared with other jobs, two OpenMP threads
   that keep losing their core make torch many times slower, and one thread
@@ -62,6 +64,7 @@ Typical runs:
 
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -122,7 +125,13 @@ flags.DEFINE_boolean(
 flags.DEFINE_boolean("require_gpu", False, "Fail unless every backend sees a GPU.")
 flags.DEFINE_boolean("xla_dump", False, "Dump TF/JAX XLA programs and look for fused attention.")
 flags.DEFINE_string("output", None, "Write the results as JSON here.")
-flags.DEFINE_integer("worker_timeout", 3600, "Seconds before a backend's subprocess is killed.")
+flags.DEFINE_string("reprint", None, "Print the table of a JSON written by --output; run nothing.")
+flags.DEFINE_integer(
+    "worker_timeout", 3600, "Seconds of work (setup, rounds, checks) before a backend's worker is killed."
+)
+flags.DEFINE_list(
+    "backend_timeouts", [], "Per-backend --worker_timeout overrides, e.g. tensorflow=200,torch=100."
+)
 # Internal: the parent runs each backend as `--worker_backend=... --worker_output=...`.
 flags.DEFINE_string("worker_backend", None, "Internal: run one backend in this process.")
 flags.DEFINE_string("worker_output", None, "Internal: where the worker writes its JSON.")
@@ -321,8 +330,9 @@ def _fused_attention_ops_torch(model, images):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         model.train_on_batch(images)
-    names = sorted({e.key for e in prof.key_averages() if "attention" in e.key.lower()})
-    return names
+    return sorted(
+        {e.key for e in prof.key_averages() if e.key.startswith("aten::") and "attention" in e.key}
+    )
 
 
 def _fused_attention_in_xla_dump(directory):
@@ -541,12 +551,11 @@ class Worker:
             record["images_per_second"] = FLAGS.batch_size / seconds
             rate = record["flops_per_image"] * FLAGS.batch_size / seconds
             record["model_gflops_per_second"] = rate / 1e9
-            record["utilisation_vs_median_peak"] = rate / peak if peak else None
-            # Against the matmul samples taken next to each fit (same load).
-            record["utilisation"] = (
-                _median(record["round_utilisation"]) if record["round_utilisation"]
-                else record["utilisation_vs_median_peak"]
-            )
+            record["utilisation"] = rate / peak if peak else None
+            # Against the matmul samples taken just before and after each fit
+            # (the same background load); unreliable on TF, whose matmul right
+            # after a fit runs slow.
+            record["utilisation_load_matched"] = _median(record["round_utilisation"])
             record["peak_rss_mb"] = max((m["rss_mb"] or 0) for m in record["memory"]) or None
             gpu = [m["gpu_mb"] for m in record["memory"] if m["gpu_mb"] is not None]
             record["peak_gpu_mb"] = max(gpu) if gpu else None
@@ -571,10 +580,12 @@ class Worker:
         check_model = self.models.get("ccmim") or next(iter(self.models.values()))
         if self.backend.name == "torch":
             result["attention_kernels"] = _fused_attention_ops_torch(check_model, self.images)
+        elif not self.backend.gpu:
+            result["attention_kernels"] = "XLA:CPU (no fused attention kernel exists there)"
         elif FLAGS.xla_dump:
             result["attention_kernels"] = _fused_attention_in_xla_dump(
                 os.environ.get("_BENCH_XLA_DUMP")
-            )
+            ) or "no cuDNN fused attention found in the XLA dump"
         return result
 
 
@@ -637,10 +648,24 @@ def _worker_argv(backend, output):
     argv = [sys.executable, os.path.abspath(__file__)]
     for name in FLAGS:
         flag = FLAGS[name]
-        if flag.present and name not in ("worker_backend", "worker_output", "backends", "output"):
+        if flag.present and name not in (
+            "worker_backend", "worker_output", "backends", "output", "backend_timeouts"
+        ):
             argv.append(flag.serialize())
     argv += [f"--worker_backend={backend}", f"--worker_output={output}"]
     return argv
+
+
+_LIVE_WORKERS = []
+
+
+def _kill_workers(*_):
+    """Kill every worker still running (on exit, or when the parent is killed)."""
+    for worker in _LIVE_WORKERS:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+    if _:
+        sys.exit(1)
 
 
 class WorkerProcess:
@@ -660,8 +685,11 @@ class WorkerProcess:
             _worker_argv(backend, self.output), env=env, text=True, bufsize=1,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
         )
+        _LIVE_WORKERS.append(self)
         self.busy_seconds = 0.0
         self.error = None
+        overrides = dict(item.split("=", 1) for item in FLAGS.backend_timeouts)
+        self.timeout = float(overrides.get(backend, FLAGS.worker_timeout))
 
     def _wait(self, token):
         """Wait for `token` from the worker within its remaining time budget."""
@@ -669,10 +697,10 @@ class WorkerProcess:
 
         start = time.perf_counter()
         while True:
-            remaining = FLAGS.worker_timeout - self.busy_seconds - (time.perf_counter() - start)
+            remaining = self.timeout - self.busy_seconds - (time.perf_counter() - start)
             if remaining <= 0:
                 self.busy_seconds += time.perf_counter() - start
-                self.kill(f"timed out after {FLAGS.worker_timeout} s")
+                self.kill(f"timed out after {self.timeout:.0f} s of work")
                 return False
             ready, _, _ = select.select([self.proc.stdout], [], [], min(remaining, 5.0))
             if not ready:
@@ -709,7 +737,7 @@ class WorkerProcess:
         if self.proc.poll() is None and not self.error:
             self.send("finish", "exit")
             try:
-                self.proc.wait(timeout=max(60, FLAGS.worker_timeout - self.busy_seconds))
+                self.proc.wait(timeout=max(30, self.timeout - self.busy_seconds))
             except subprocess.TimeoutExpired:
                 self.kill("timed out while finishing")
         self.log.close()
@@ -762,28 +790,42 @@ def _run_rounds(workers):
     return [w.result() for w in workers]
 
 
+def _pct(record):
+    value = record.get("utilisation_vs_median_peak", record.get("utilisation"))
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
 def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
 def summarize(results):
-    """Cross-backend comparisons of the MAE step."""
-    ok = {r["backend"]: r for r in results if "error" not in r and "mae" in r.get("variants", {})}
+    """Cross-backend comparisons: speeds relative to the best, utilisation of
+    the machine's matmul peak (the best backend's float32 matmul)."""
+    ok = {r["backend"]: r for r in results if "error" not in r and r.get("variants")}
     summary = {}
     if not ok:
         return summary
-    mae = {b: r["variants"]["mae"]["images_per_second"] for b, r in ok.items()}
-    best = max(mae, key=mae.get)
-    summary["best_backend"] = best
-    summary["best_mae_utilisation"] = ok[best]["variants"]["mae"]["utilisation"]
-    if "jax" in mae and "tensorflow" in mae:
-        summary["jax_vs_tensorflow_mae_time"] = mae["tensorflow"] / mae["jax"]
-    summary["mae_time_vs_best"] = {b: mae[best] / v for b, v in mae.items()}
-    if all("ccmim" in r["variants"] for r in ok.values()):
-        cc = {b: r["variants"]["ccmim"]["images_per_second"] for b, r in ok.items()}
-        best_cc = max(cc, key=cc.get)
-        summary["best_ccmim_backend"] = best_cc
-        summary["ccmim_time_vs_best"] = {b: cc[best_cc] / v for b, v in cc.items()}
+    peaks = [r["matmul"].get("float32_gflops") for r in ok.values()]
+    peaks = [p for p in peaks if p]
+    if peaks and FLAGS.dtype_policy == "float32":
+        summary["machine_fp32_matmul_gflops"] = max(peaks)
+    for variant in FLAGS.variants:
+        rates = {b: r["variants"][variant]["images_per_second"]
+                 for b, r in ok.items() if variant in r["variants"]}
+        if not rates:
+            continue
+        best = max(rates, key=rates.get)
+        summary[f"best_{variant}_backend"] = best
+        summary[f"{variant}_time_vs_best"] = {b: rates[best] / v for b, v in rates.items()}
+        if "machine_fp32_matmul_gflops" in summary:
+            summary[f"{variant}_utilisation_of_machine_peak"] = {
+                b: r["variants"][variant]["model_gflops_per_second"]
+                / summary["machine_fp32_matmul_gflops"]
+                for b, r in ok.items() if variant in r["variants"]
+            }
+        if "jax" in rates and "tensorflow" in rates:
+            summary[f"jax_vs_tensorflow_{variant}_time"] = rates["tensorflow"] / rates["jax"]
     return summary
 
 
@@ -809,8 +851,7 @@ def print_table(results, summary):
             f"{_fmt(cc.get('images_per_second'), '.1f')} | "
             f"{_fmt(ratio.get('median_of_round_ratios'), '.2f')} | "
             f"{_fmt(ratio.get('flop_floor'), '.2f')} | "
-            f"{_fmt(mae.get('utilisation') and 100 * mae['utilisation'], '.0f')}% | "
-            f"{_fmt(cc.get('utilisation') and 100 * cc['utilisation'], '.0f')}% | "
+            f"{_pct(mae)} | {_pct(cc)} | "
             f"{_fmt(r['matmul'].get('float32_gflops'), '.0f')} | "
             f"{_fmt(r['matmul'].get('bfloat16_gflops'), '.0f')} | "
             f"{_fmt(mae.get(mem_key), '.0f')} / {_fmt(cc.get(mem_key), '.0f')} | {retraces} |"
@@ -819,7 +860,8 @@ def print_table(results, summary):
         print()
         for key, value in summary.items():
             if isinstance(value, dict):
-                value = ", ".join(f"{k} {v:.2f}x" for k, v in value.items())
+                unit = "x" if key.endswith("_vs_best") else ""
+                value = ", ".join(f"{k} {v:.2f}{unit}" for k, v in value.items())
             elif isinstance(value, float):
                 value = f"{value:.3f}"
             print(f"{key}: {value}")
@@ -836,11 +878,23 @@ def main(argv):
     if FLAGS.worker_backend:
         worker_main(FLAGS.worker_backend, FLAGS.worker_output)
         return 0
+    if FLAGS.reprint:
+        with open(FLAGS.reprint) as f:
+            report = json.load(f)
+        FLAGS.dtype_policy = report["dtype_policy"]
+        FLAGS.variants = list(report["results"][0].get("variants", FLAGS.variants))
+        print(report["command"])
+        print_table(report["results"], summarize(report["results"]))
+        return 0
     for backend in FLAGS.backends:
         if backend not in BACKENDS:
             raise app.UsageError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
+    signal.signal(signal.SIGTERM, _kill_workers)
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_backends(tmp)
+        try:
+            results = run_backends(tmp)
+        finally:
+            _kill_workers()
     for result in results:
         if "error" in result:
             print(f"[step_throughput] {result['backend']} failed: {result['error']}\n"

@@ -18,6 +18,12 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   `"gelu"`. JAX's exact GELU is written with `erfc`, which XLA expands into
   a long, slow sequence on CPU; JAX gets the same function written with
   `erf` (as TensorFlow's is) and a one-pass hand-written derivative.
+* `dot_product_attention(q, k, v, scale)`: `keras.ops.dot_product_attention`
+  (the fused kernel: torch SDPA, cuDNN on GPU), except on JAX on CPU, where
+  no fused kernel exists and `jax.nn.dot_product_attention`'s XLA path spent
+  most of its time in the softmax and its gradient (the row reductions
+  again); there heads-first batched matmuls and a softmax with a
+  hand-written gradient take 40% less time.
 """
 
 import contextlib
@@ -163,3 +169,51 @@ def _jax_gelu():
 
     gelu.defvjp(gelu_fwd, gelu_bwd)
     return gelu
+
+
+def dot_product_attention(query, key, value, scale):
+    """Softmax attention `[B, T, H, Dh]` x3 -> `[B, T, H, Dh]` (no mask).
+
+    `keras.ops.dot_product_attention` everywhere except JAX on CPU (see the
+    module docstring); the same function either way.
+    """
+    if backend_name() == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return _jax_cpu_attention()(query, key, value, float(scale))
+    return keras.ops.dot_product_attention(query, key, value, scale=scale)
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_cpu_attention():
+    import jax
+    import jax.numpy as jnp
+
+    @jax.custom_vjp
+    def softmax(logits):
+        exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+        return exp * (1.0 / jnp.sum(exp, axis=-1, keepdims=True))
+
+    def softmax_fwd(logits):
+        probs = softmax(logits)
+        return probs, probs
+
+    def softmax_bwd(probs, d_probs):
+        # The row reduction behind a barrier, as in the LayerNorm gradient.
+        row = jax.lax.optimization_barrier(jnp.sum(d_probs * probs, axis=-1, keepdims=True))
+        return (probs * (d_probs - row),)
+
+    softmax.defvjp(softmax_fwd, softmax_bwd)
+
+    def attention(query, key, value, scale):
+        dtype = query.dtype
+        q, k, v = (jnp.swapaxes(t, 1, 2) for t in (query, key, value))  # [B, H, T, Dh]
+        logits = jnp.matmul(
+            q * jnp.asarray(scale, dtype), jnp.swapaxes(k, -1, -2),
+            preferred_element_type=jnp.float32,
+        )
+        probs = softmax(logits).astype(dtype)
+        return jnp.swapaxes(jnp.matmul(probs, v), 1, 2)
+
+    return attention
