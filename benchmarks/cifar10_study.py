@@ -54,6 +54,10 @@ flags.DEFINE_float("warmup_epochs", 0.2, "Warmup epochs.")
 flags.DEFINE_integer("probe_train_images", 10000, "Images of train[:45000] used as k-NN bank / probe training set.")
 flags.DEFINE_integer("probe_epochs", 30, "Linear-probe epochs.")
 flags.DEFINE_integer("seed", 0, "Seed of every run.")
+flags.DEFINE_integer(
+    "points_per_epoch", 8,
+    "Logged points per data epoch: each epoch is run as this many Keras epochs (the "
+    "curves' resolution; the schedule is the same).")
 flags.DEFINE_integer("synthetic_epochs", 4, "Epochs of the synthetic_objects curve runs (0 skips them).")
 flags.DEFINE_integer("synthetic_images", 2048, "Images of the synthetic_objects curve runs.")
 flags.DEFINE_string("hardware", None, "Hardware label for the table (default: the CPU model and core count).")
@@ -98,10 +102,17 @@ def pretrain_variant(name, dataset, workdir, epochs, num_images, data_dir, split
     from keras_ccmim.training.config import PretrainConfig
     from keras_ccmim.training.pretrain import pretrain
 
+    points = FLAGS.points_per_epoch
+    steps_per_point = num_images // FLAGS.batch_size // points
+    if steps_per_point < 1:
+        raise app.UsageError(
+            f"--num_images={num_images} gives fewer than --points_per_epoch={points} steps of "
+            f"--batch_size={FLAGS.batch_size} per epoch; lower --points_per_epoch.")
     config = PretrainConfig(
         preset="vit_tiny_patch4_32", num_layers=FLAGS.num_layers, dataset=dataset,
         data_dir=data_dir, split=split, num_images=num_images, batch_size=FLAGS.batch_size,
-        epochs=epochs, blr=FLAGS.blr, warmup_epochs=FLAGS.warmup_epochs, seed=FLAGS.seed,
+        epochs=epochs * points, steps_per_epoch=steps_per_point, blr=FLAGS.blr,
+        warmup_epochs=FLAGS.warmup_epochs * points, seed=FLAGS.seed,
         workdir=workdir, verbose=2, tensorboard_every_steps=0, **VARIANTS[name])
     start = time.time()
     results = pretrain(config)
@@ -183,7 +194,7 @@ def main(argv):
         "cifar10_history": curves,
         "study_seconds": time.time() - study_start,
         "flags": {k: FLAGS[k].value for k in ("epochs", "num_images", "num_layers", "batch_size", "blr",
-                                              "warmup_epochs", "probe_train_images", "probe_epochs", "seed",
+                                              "warmup_epochs", "points_per_epoch", "probe_train_images", "probe_epochs", "seed",
                                               "synthetic_epochs", "synthetic_images")},
         "eval_split": "cifar10_jpeg train[45000:] (5,000 held-out images)",
     }
