@@ -4,8 +4,9 @@ One target per Python file:
 
   keras_ccmim/**      py_library per module; `__init__.py` is the library named
                       after its directory (`//keras_ccmim/layers`).
-  train/, evaluate/   py_binary per file with an `if __name__ == "__main__":`
-                      block, py_library for the others.
+  train/, evaluate/,  py_binary per file with an `if __name__ == "__main__":`
+  examples/,          block, py_library for the others.
+  benchmarks/
   tests/**            keras_backend_py_test per `test_*.py` / `*_test.py` (one
                       py_test per Keras backend), testonly py_library for
                       conftest.py and helper modules; every test depends on the
@@ -38,7 +39,7 @@ HEADER = (
 )
 
 LIBRARY_ROOTS = ("keras_ccmim",)
-BINARY_ROOTS = ("train", "evaluate", "examples")
+BINARY_ROOTS = ("train", "evaluate", "examples", "benchmarks")
 TEST_ROOTS = ("tests",)
 ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + TEST_ROOTS
 

@@ -1,0 +1,113 @@
+"""The benchmark scripts run end to end on a tiny model and report figures
+that agree with the spec's FLOP formula and with each other.
+
+They are run as a user runs them (a subprocess from the repository root);
+the speed itself is never asserted (that is what the scripts are for).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A one-block model at 16 px: 16 patches of 4x4, 4 of them visible.
+TINY = dict(image_size=16, patch_size=4, hidden_dim=32, num_layers=1, num_heads=2,
+            decoder_hidden_dim=16, decoder_num_layers=1, decoder_num_heads=2)
+BATCH = 4
+
+
+def _run(script, args, timeout=600):
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def _block_flops(tokens, width):
+    # 24 n D^2 + 4 n^2 D (MLP ratio 4), the spec's per-block forward count.
+    return 24 * tokens * width**2 + 4 * tokens**2 * width
+
+
+@pytest.fixture(scope="module")
+def step_report(tmp_path_factory):
+    output = tmp_path_factory.mktemp("step") / "step.json"
+    flags = [f"--{k}={v}" for k, v in TINY.items()]
+    stdout = _run("step_throughput.py", [
+        *flags, f"--batch_size={BATCH}", f"--backends={keras.backend.backend()}",
+        "--warmup_steps=1", "--steps=2", "--repeats=2", "--matmul_size=128",
+        "--matmul_repeats=2", f"--output={output}",
+    ])
+    with open(output) as f:
+        return json.load(f), stdout
+
+
+def test_step_throughput_reports_both_steps(step_report):
+    report, stdout = step_report
+    assert "| backend | MAE img/s | ccMIM img/s" in stdout
+    (result,) = report["results"]
+    assert "error" not in result, result.get("error")
+    assert result["backend"] == keras.backend.backend()
+    for variant in ("mae", "ccmim"):
+        record = result["variants"][variant]
+        seconds = record["median_step_seconds"]
+        assert seconds > 0
+        assert record["images_per_second"] == pytest.approx(BATCH / seconds)
+        assert record["model_gflops_per_second"] == pytest.approx(
+            record["flops_per_image"] * BATCH / seconds / 1e9)
+        assert len(record["step_seconds"]) == 2
+    assert result["matmul"]["float32_gflops"] > 0
+    ratio = result["ccmim_to_mae"]["median_of_round_ratios"]
+    assert ratio > 0
+
+
+def test_step_throughput_flops_follow_the_spec_formula(step_report):
+    report, _ = step_report
+    variants = report["results"][0]["variants"]
+    d, dd, n, v, k = 32, 16, 16, 4, 12
+    embed = 2 * n * (4 * 4 * 3) * d
+    student = _block_flops(1 + v, d)
+    decoder = _block_flops(1 + n, dd)
+    mae = 3 * (embed + student + decoder)
+    # ccMIM adds the no-gradient scoring pass over all patches and the
+    # no-gradient teacher pass over the masked set.
+    ccmim = mae + _block_flops(1 + n, d) + _block_flops(1 + k, d)
+    assert variants["mae"]["flops_per_image"] == mae
+    assert variants["ccmim"]["flops_per_image"] == ccmim
+    floor = report["results"][0]["ccmim_to_mae"]["flop_floor"]
+    assert floor == pytest.approx(ccmim / mae)
+
+
+def test_step_throughput_reprints_its_json(step_report, tmp_path):
+    report, _ = step_report
+    path = tmp_path / "again.json"
+    path.write_text(json.dumps(report))
+    stdout = _run("step_throughput.py", [f"--reprint={path}"])
+    assert f"| {keras.backend.backend()} |" in stdout
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tf.data on every backend; run once")
+def test_input_pipeline_compares_with_the_step(step_report, tmp_path):
+    report, _ = step_report
+    step_json = tmp_path / "step.json"
+    step_json.write_text(json.dumps(report))
+    output = tmp_path / "pipeline.json"
+    stdout = _run("input_pipeline.py", [
+        "--datasets=synthetic_objects", "--image_size=16", "--batch_size=8",
+        "--warmup_batches=1", "--batches=3", "--repeats=2",
+        f"--step_json={step_json}", f"--output={output}",
+    ])
+    assert "| synthetic_objects train |" in stdout
+    (result,) = json.loads(output.read_text())["results"]
+    assert result["images_per_second"] > 0
+    step_rate = max(r["images_per_second"] for r in report["results"][0]["variants"].values())
+    assert result["step"]["images_per_second"] == pytest.approx(step_rate)
+    assert result["headroom"] == pytest.approx(result["images_per_second"] / step_rate)
