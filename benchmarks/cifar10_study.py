@@ -60,6 +60,8 @@ flags.DEFINE_integer(
     "curves' resolution; the schedule is the same).")
 flags.DEFINE_integer("synthetic_epochs", 4, "Epochs of the synthetic_objects curve runs (0 skips them).")
 flags.DEFINE_integer("synthetic_images", 2048, "Images of the synthetic_objects curve runs.")
+flags.DEFINE_boolean(
+    "replot", False, "Rewrite results.md and the PNGs from --output_dir's results.json; train nothing.")
 flags.DEFINE_string("hardware", None, "Hardware label for the table (default: the CPU model and core count).")
 
 
@@ -137,12 +139,15 @@ def main(argv):
     unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
     if unknown:
         raise app.UsageError(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+    out = os.path.abspath(FLAGS.output_dir)
+    if FLAGS.replot:
+        with open(os.path.join(out, "results.json")) as f:
+            write_outputs(out, json.load(f))
+        return 0
     import keras
 
-    from benchmarks.line_plot import line_plot
     from keras_ccmim.evaluation.encoders import load_encoder, random_encoder
 
-    out = os.path.abspath(FLAGS.output_dir)
     os.makedirs(out, exist_ok=True)
     hardware = FLAGS.hardware or hardware_label()
     data_dir = os.path.abspath(FLAGS.data_dir)
@@ -157,11 +162,7 @@ def main(argv):
                 name, "synthetic_objects", os.path.join(out, f"synthetic_{name}"),
                 FLAGS.synthetic_epochs, FLAGS.synthetic_images, None, "train")
             synthetic[name] = results.history
-        line_plot(os.path.join(out, "curves_synthetic.png"), [
-            ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in synthetic.items()}),
-            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in synthetic.items() if n != "mae"}),
-            ("foreground lift", {n: h.get("foreground_lift", []) for n, h in synthetic.items()}),
-        ])
+        plot_curves(out, synthetic, {}, FLAGS.points_per_epoch)
 
     for name in FLAGS.variants:
         results, seconds = pretrain_variant(
@@ -183,11 +184,6 @@ def main(argv):
     rows.append(dict(variant="random init", masking="-", contrastive="-", **{"lambda": "-"}, epochs=0,
                      images=0, steps=0, pretrain_seconds=0.0, final_loss=None, hardware=hardware,
                      backend=keras.backend.backend(), **evaluate_encoder(encoder, data_dir)))
-    if curves:
-        line_plot(os.path.join(out, "curves_cifar10.png"), [
-            ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in curves.items()}),
-            ("contrastive loss", {n: h.get("contrastive_loss", []) for n, h in curves.items() if VARIANTS[n].get("contrastive") != "none"}),
-        ])
     summary = {
         "rows": rows,
         "synthetic_history": synthetic,
@@ -198,9 +194,38 @@ def main(argv):
                                               "synthetic_epochs", "synthetic_images")},
         "eval_split": "cifar10_jpeg train[45000:] (5,000 held-out images)",
     }
+    write_outputs(out, summary)
+    return 0
+
+
+def plot_curves(out, synthetic, cifar10, points_per_epoch):
+    """curves_synthetic.png (reconstruction, contrastive, foreground lift of
+    MAE and ccMIM on synthetic_objects) and curves_cifar10.png (both losses
+    of every variant), from the runs' per-point histories."""
+    from benchmarks.line_plot import line_plot
+
+    x_label = f"x: points, {points_per_epoch} per epoch"
+    with_contrast = lambda h: any(h.get("contrastive_loss", []))  # noqa: E731
+    if synthetic:
+        line_plot(os.path.join(out, "curves_synthetic.png"), [
+            ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in synthetic.items()}),
+            ("contrastive loss", {n: h["contrastive_loss"] for n, h in synthetic.items() if with_contrast(h)}),
+            ("foreground lift", {n: h.get("foreground_lift", []) for n, h in synthetic.items()}),
+        ], x_label=x_label)
+    if cifar10:
+        line_plot(os.path.join(out, "curves_cifar10.png"), [
+            ("reconstruction loss", {n: h.get("reconstruction_loss", []) for n, h in cifar10.items()}),
+            ("contrastive loss", {n: h["contrastive_loss"] for n, h in cifar10.items() if with_contrast(h)}),
+        ], x_label=x_label)
+
+
+def write_outputs(out, summary):
+    """results.json, results.md and the curve PNGs; prints the table."""
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=2, default=float)
-    table = markdown_table(rows)
+    plot_curves(out, summary["synthetic_history"], summary["cifar10_history"],
+                summary["flags"].get("points_per_epoch", 1))
+    table = markdown_table(summary["rows"])
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table + "\n")
     print(table)

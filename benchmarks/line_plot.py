@@ -5,11 +5,16 @@ from PIL import Image, ImageDraw
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def line_plot(path, panels, width=420, height=300):
+def line_plot(path, panels, width=420, height=300, x_label=None):
     """Writes a PNG with one panel per `(title, {label: [y values]})`.
 
-    Each series is drawn against its index (epoch or logging step).
+    Each series is drawn against its index (epoch or logging step), named by
+    `x_label` under the panels. A label keeps its colour in every panel.
     """
+    labels = []
+    for _, series in panels:
+        labels += [label for label in series if label not in labels]
+    colours = {label: COLOURS[i % len(COLOURS)] for i, label in enumerate(labels)}
     margin = 44
     image = Image.new("RGB", (width * len(panels), height), "white")
     draw = ImageDraw.Draw(image)
@@ -26,8 +31,10 @@ def line_plot(path, panels, width=420, height=300):
         draw.text((left, 8), title, fill=(0, 0, 0))
         draw.text((x0 + 4, top), f"{hi:.4g}", fill=(0, 0, 0))
         draw.text((x0 + 4, bottom - 10), f"{lo:.4g}", fill=(0, 0, 0))
+        if x_label:
+            draw.text((right - 6 * len(x_label), top - 14), x_label, fill=(90, 90, 90))
         for s, (label, ys) in enumerate(series.items()):
-            colour = COLOURS[s % len(COLOURS)]
+            colour = colours[label]
             points = [
                 (left + (right - left) * i / max(len(ys) - 1, 1), bottom - (bottom - top) * (y - lo) / (hi - lo))
                 for i, y in enumerate(ys)

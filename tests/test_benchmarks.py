@@ -111,3 +111,36 @@ def test_input_pipeline_compares_with_the_step(step_report, tmp_path):
     step_rate = max(r["images_per_second"] for r in report["results"][0]["variants"].values())
     assert result["step"]["images_per_second"] == pytest.approx(step_rate)
     assert result["headroom"] == pytest.approx(result["images_per_second"] / step_rate)
+
+
+SHARED_TFDS_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="one backend is enough for the study's plumbing")
+def test_cifar10_study_writes_its_table_and_curves(tmp_path):
+    if not os.path.isdir(os.path.join(SHARED_TFDS_DIR, "cifar10_jpeg")):
+        pytest.skip("the shared cifar10_jpeg is not beside the repository")
+    out = tmp_path / "study"
+    _run("cifar10_study.py", [
+        f"--output_dir={out}", f"--data_dir={SHARED_TFDS_DIR}", "--variants=mae,ccmim",
+        "--epochs=1", "--num_images=256", "--batch_size=64", "--points_per_epoch=2",
+        "--num_layers=1", "--synthetic_epochs=1", "--synthetic_images=128",
+        "--probe_train_images=500", "--probe_epochs=1",
+    ])
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == ["mae", "ccmim", "random init"]
+    for row in summary["rows"][:2]:
+        assert row["steps"] == 4  # 256 images / 64 per batch, logged at 2 points
+        assert row["num_eval"] == 5000 and row["num_probe_train"] == 500
+        assert 0 <= row["knn_top1"] <= 100 and 0 <= row["probe_top1"] <= 100
+    # Two points per epoch: two entries per loss curve, the foreground lift
+    # logged on synthetic_objects.
+    assert len(summary["cifar10_history"]["ccmim"]["reconstruction_loss"]) == 2
+    assert len(summary["synthetic_history"]["ccmim"]["foreground_lift"]) == 2
+    for name in ("results.md", "curves_cifar10.png", "curves_synthetic.png"):
+        assert (out / name).stat().st_size > 0
+    table = (out / "results.md").read_text()
+    (out / "results.md").unlink()
+    _run("cifar10_study.py", [f"--output_dir={out}", "--replot"])
+    assert (out / "results.md").read_text() == table
