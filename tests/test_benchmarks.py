@@ -144,3 +144,13 @@ def test_cifar10_study_writes_its_table_and_curves(tmp_path):
     (out / "results.md").unlink()
     _run("cifar10_study.py", [f"--output_dir={out}", "--replot"])
     assert (out / "results.md").read_text() == table
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="profiles the XLA step; JAX's trace has per-op events")
+def test_profile_step_groups_op_time_by_kind():
+    stdout = _run("profile_step.py", ["--batch_size=4", "--warmup_steps=1", "--steps=1", "--top=5"])
+    assert "| op kind | ms per step | share |" in stdout
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "%" in line]
+    assert rows, stdout
+    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in rows]
+    assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
