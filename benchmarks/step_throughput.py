@@ -791,7 +791,7 @@ def _run_rounds(workers):
 
 
 def _pct(record):
-    value = record.get("utilisation_vs_median_peak", record.get("utilisation"))
+    value = record.get("utilisation")
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
