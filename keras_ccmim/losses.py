@@ -103,20 +103,3 @@ def contrastive_loss(kind, student, teacher, temperature):
     raise ValueError(
         f"Unknown contrastive loss {kind!r}; choose one of {', '.join(CONTRASTIVE_LOSSES)}."
     )
-
-
-def foreground_lift(mask, foreground_patches):
-    """(fraction of masked patches that are foreground) /
-    (fraction of all patches that are foreground), over a batch.
-
-    Random masking gives about 1; above 1 means masking prefers the object.
-
-    Args:
-        mask: `[B, N]` 1 = masked.
-        foreground_patches: `[B, N]` 1 = foreground patch.
-    """
-    mask = ops.cast(mask, "float32")
-    fg = ops.cast(foreground_patches, "float32")
-    masked_fg = ops.sum(mask * fg) / ops.maximum(ops.sum(mask), 1.0)
-    all_fg = ops.mean(fg)
-    return masked_fg / ops.maximum(all_fg, 1e-6)

@@ -101,11 +101,3 @@ def test_reconstruction_uses_masked_patches_only(norm_pix):
     _, (g_pred,) = value_and_grads(lambda p: losses.reconstruction_loss(target, p, mask, norm_pix), pred)
     np.testing.assert_array_equal(g_pred[mask == 0], 0.0)
     assert np.abs(g_pred[mask == 1]).min() > 0
-
-
-def test_foreground_lift():
-    mask = np.array([[1, 1, 0, 0], [1, 0, 0, 1]], "float32")
-    fg = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], "float32")
-    # masked fg fraction 2/4 over all fg fraction 3/8
-    assert float(losses.foreground_lift(mask, fg)) == pytest.approx((2 / 4) / (3 / 8))
-    assert float(losses.foreground_lift(ops.ones((2, 4)), fg)) == pytest.approx(1.0)

@@ -50,9 +50,30 @@ flags.DEFINE_string(
     "masking", _DEFAULTS.masking, "importance_sampling, importance, random or block."
 )
 flags.DEFINE_string("sampler", _DEFAULTS.sampler, "gumbel or uniform_noise.")
-flags.DEFINE_float("sampling_temperature", _DEFAULTS.sampling_temperature, "T_s of sampling.")
+flags.DEFINE_float(
+    "sampling_temperature",
+    _DEFAULTS.sampling_temperature,
+    "T_s of importance sampling (with --sampling_temperature_start: the value it anneals to).",
+)
+flags.DEFINE_float(
+    "sampling_temperature_start",
+    _DEFAULTS.sampling_temperature_start,
+    "If set, T_s starts here and falls along a half cosine to --sampling_temperature.",
+)
+flags.DEFINE_integer(
+    "sampling_temperature_steps",
+    _DEFAULTS.sampling_temperature_steps,
+    "Steps of the T_s schedule; default: the whole run.",
+)
 flags.DEFINE_string(
     "score_layers", _DEFAULTS.score_layers, "all, last, or comma-separated block indices."
+)
+flags.DEFINE_enum(
+    "score_from",
+    _DEFAULTS.score_from,
+    ["probabilities", "logits"],
+    "Importance score: softmax of the summed [CLS] attention probabilities (public code) "
+    "or of the layer-mean scaled logits over the patch keys (the paper).",
 )
 flags.DEFINE_string(
     "contrastive", _DEFAULTS.contrastive, "infonce, infonce_cross, align or none."

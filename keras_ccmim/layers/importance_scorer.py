@@ -3,6 +3,9 @@
 import keras
 from keras import ops
 
+# What the score is computed from (`ImportanceScorer(score_from=...)`).
+SCORE_SOURCES = ("probabilities", "logits")
+
 
 def resolve_score_layers(score_layers, num_layers):
     """Turn `"all"`, `"last"` or a list of indices into sorted layer indices.
@@ -35,26 +38,41 @@ def resolve_score_layers(score_layers, num_layers):
 class ImportanceScorer(keras.layers.Layer):
     """Combines per-layer [CLS] attention maps into patch importance scores.
 
-    `s = softmax_N(sum_l a_l)`, where `a_l [B, N]` is the head-averaged
-    attention of the [CLS] query over the N patch keys at scoring layer `l`.
-    The maps themselves come from `ViTEncoder.cls_attention`, which runs the
-    encoder only up to the deepest scoring layer.
+    Two definitions (`score_from`), each a distribution over the N patches:
+
+    * `"probabilities"` (the public ccMIM code): `s = softmax_N(sum_l a_l)`,
+      `a_l [B, N]` the head-averaged softmax attention of the [CLS] query
+      over all keys at scoring layer `l`, restricted to the patch keys.
+    * `"logits"` (the paper's definition): `s = softmax_N(mean_l z_l)`,
+      `z_l [B, N]` the head-averaged scaled logits `q_0 . k_j / sqrt(d)` of
+      the N patch keys at layer `l` ([CLS] key excluded).
+
+    The maps themselves come from `ViTEncoder.cls_attention(kind=score_from)`,
+    which runs the encoder only up to the deepest scoring layer.
 
     Args:
         score_layers: `"all"` (default), `"last"`, or a list of block indices.
+        score_from: `"probabilities"` (default) or `"logits"`.
 
     Call:
         attention_maps: list of `[B, N]` tensors, one per scoring layer.
-        Returns `{"scores": [B, N] (sums to 1), "attention_sum": [B, N]}`.
+        Returns `{"scores": [B, N] (sums to 1), "attention_sum": [B, N]}`,
+        where `attention_sum` is the softmax's argument (the summed
+        probabilities, or the layer-mean logits).
     """
 
-    def __init__(self, score_layers="all", **kwargs):
+    def __init__(self, score_layers="all", score_from="probabilities", **kwargs):
         super().__init__(**kwargs)
         if isinstance(score_layers, str):
             resolve_score_layers(score_layers, 1)  # validates the name
         else:
             score_layers = [int(i) for i in score_layers]
+        if score_from not in SCORE_SOURCES:
+            raise ValueError(
+                f"Unknown score_from {score_from!r}; choose one of {', '.join(SCORE_SOURCES)}."
+            )
         self.score_layers = score_layers
+        self.score_from = score_from
 
     def layer_indices(self, num_layers):
         return resolve_score_layers(self.score_layers, num_layers)
@@ -66,9 +84,11 @@ class ImportanceScorer(keras.layers.Layer):
         for attention in attention_maps[1:]:
             total = total + attention
         total = ops.cast(total, "float32")
+        if self.score_from == "logits":
+            total = total / float(len(attention_maps))
         return {"scores": ops.softmax(total, axis=-1), "attention_sum": total}
 
     def get_config(self):
         config = super().get_config()
-        config.update({"score_layers": self.score_layers})
+        config.update({"score_layers": self.score_layers, "score_from": self.score_from})
         return config

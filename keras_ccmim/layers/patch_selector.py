@@ -36,7 +36,17 @@ class PatchSelector(keras.layers.Layer):
         mask_ratio: fraction of patches masked, in (0, 1).
         masking: one of `MASKING_STRATEGIES`.
         sampler: one of `SAMPLERS` (importance sampling only).
-        temperature: sampling temperature `T > 0`.
+        temperature: sampling temperature `T > 0`; with `temperature_start`,
+            the temperature the schedule ends at.
+        temperature_start: optional `T` of the first training step. When set,
+            `T` falls from it to `temperature` along a half cosine over
+            `temperature_steps` training calls and then stays there:
+            `T(t) = T_end + (T_start - T_end) * (1 + cos(pi * min(t / S, 1))) / 2`.
+            The position `t` is a non-trainable variable of the layer
+            (`temperature_step`, counted in `call(..., training=True)`), so it
+            is saved with the weights and resumes with them.
+        temperature_steps: `S`, training steps of the schedule (> 0 when
+            `temperature_start` is set).
         seed: optional int seed of the layer's `SeedGenerator`.
 
     Call:
@@ -57,6 +67,8 @@ class PatchSelector(keras.layers.Layer):
         masking="importance_sampling",
         sampler="gumbel",
         temperature=1.0,
+        temperature_start=None,
+        temperature_steps=0,
         seed=None,
         **kwargs,
     ):
@@ -82,6 +94,20 @@ class PatchSelector(keras.layers.Layer):
         self.masking = masking
         self.sampler = sampler
         self.temperature = float(temperature)
+        self.temperature_start = None
+        self.temperature_steps = int(temperature_steps)
+        if temperature_start is not None:
+            if not float(temperature_start) > 0.0:
+                raise ValueError(
+                    f"temperature_start must be positive, got {temperature_start}."
+                )
+            if self.temperature_steps <= 0:
+                raise ValueError(
+                    "A sampling temperature schedule needs temperature_steps > 0 (the "
+                    f"training steps it spans), got {temperature_steps}."
+                )
+            self.temperature_start = float(temperature_start)
+        self.temperature_step = None
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
@@ -92,12 +118,42 @@ class PatchSelector(keras.layers.Layer):
     def needs_scores(self):
         return self.masking in ("importance_sampling", "importance")
 
+    @property
+    def scheduled(self):
+        return self.temperature_start is not None
+
+    def build(self, input_shape=None):
+        if self.scheduled and self.temperature_step is None:
+            # float32: exact to 2**24 steps, and no integer-variable placement
+            # issues under tf.distribute; only the first replica counts.
+            self.temperature_step = self.add_weight(
+                shape=(),
+                initializer="zeros",
+                dtype="float32",
+                trainable=False,
+                aggregation="only_first_replica",
+                name="temperature_step",
+            )
+        self.built = True
+
+    def current_temperature(self):
+        """`T` now: the constant, or the schedule at `temperature_step`."""
+        if not self.scheduled:
+            return self.temperature
+        if self.temperature_step is None:
+            self.build()
+        progress = ops.minimum(
+            ops.cast(self.temperature_step, "float32") / float(self.temperature_steps), 1.0
+        )
+        span = self.temperature_start - self.temperature
+        return self.temperature + span * 0.5 * (1.0 + ops.cos(math.pi * progress))
+
     def _uniform(self, shape):
         return keras.random.uniform(
             shape, minval=_EPS, maxval=1.0, seed=self.seed_generator, dtype="float32"
         )
 
-    def _priority(self, batch, scores, attention_sum):
+    def _priority(self, batch, scores, attention_sum, temperature):
         """Higher priority = masked first. `[B, N]` float32."""
         shape = (batch, self.num_patches)
         if self.masking == "random":
@@ -113,10 +169,10 @@ class PatchSelector(keras.layers.Layer):
             return scores
         if self.sampler == "gumbel":
             gumbel = -ops.log(-ops.log(self._uniform(shape)))
-            return ops.log(scores + _EPS) / self.temperature + gumbel
+            return ops.log(scores + _EPS) / temperature + gumbel
         if attention_sum is None:
             raise ValueError("sampler='uniform_noise' needs `attention_sum`.")
-        return ops.cast(attention_sum, "float32") / self.temperature - self._uniform(shape)
+        return ops.cast(attention_sum, "float32") / temperature - self._uniform(shape)
 
     def _block_priority(self, batch):
         rows, cols = self.grid_size
@@ -153,9 +209,12 @@ class PatchSelector(keras.layers.Layer):
         noise = self._uniform((batch, self.num_patches))
         return 2.0 * in_union + in_next + noise
 
-    def call(self, patch_tokens, scores=None, attention_sum=None):
+    def call(self, patch_tokens, scores=None, attention_sum=None, training=None):
         batch = ops.shape(patch_tokens)[0]
-        priority = self._priority(batch, scores, attention_sum)
+        temperature = self.current_temperature()
+        if self.scheduled and training:
+            self.temperature_step.assign(self.temperature_step + 1.0)
+        priority = self._priority(batch, scores, attention_sum, temperature)
         # Descending priority: the first K are masked, the remaining V kept.
         ids_shuffle = ops.cast(ops.argsort(-priority, axis=-1), "int32")
         ids_mask = ids_shuffle[:, : self.num_masked]
@@ -179,6 +238,8 @@ class PatchSelector(keras.layers.Layer):
                 "masking": self.masking,
                 "sampler": self.sampler,
                 "temperature": self.temperature,
+                "temperature_start": self.temperature_start,
+                "temperature_steps": self.temperature_steps,
                 "seed": self.seed,
             }
         )

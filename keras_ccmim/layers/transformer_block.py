@@ -37,6 +37,8 @@ class TransformerBlock(keras.layers.Layer):
         Returns `[B, T, D]`, or `([B, T, D], [B, T-1])` with
         `return_cls_attention=True`; with `cls_attention_only=True` only the
         `[B, T-1]` attention (the rest of the block is skipped).
+        `cls_attention_kind`: `"probabilities"` (default) or `"logits"`, the
+        head-averaged scaled logits of the patch keys.
     """
 
     def __init__(
@@ -112,12 +114,23 @@ class TransformerBlock(keras.layers.Layer):
         shape = (-1, t, self.num_heads, self.head_dim)
         return ops.reshape(q, shape), ops.reshape(k, shape), ops.reshape(v, shape)
 
-    def _cls_attention(self, q, k):
-        """Head-averaged softmax of the [CLS] query over the other tokens."""
+    def _cls_attention(self, q, k, kind="probabilities"):
+        """The [CLS] query's attention over the patch keys, head-averaged.
+
+        `"probabilities"`: the softmax over all T keys ([CLS] included), then
+        the N patch columns. `"logits"`: the scaled logits `q_0 . k_j /
+        sqrt(Dh)` of the N patch keys (no softmax; the [CLS] key excluded).
+        """
         q_cls = ops.cast(q[:, 0], "float32")  # [B, H, Dh]
         logits = ops.einsum("bhd,bthd->bht", q_cls, ops.cast(k, "float32"))
-        probs = ops.softmax(logits * (self.head_dim**-0.5), axis=-1)
-        return ops.mean(probs, axis=1)[:, 1:]
+        logits = logits * (self.head_dim**-0.5)
+        if kind == "logits":
+            return ops.mean(logits[:, :, 1:], axis=1)
+        if kind != "probabilities":
+            raise ValueError(
+                f"Unknown [CLS] attention kind {kind!r}; use 'probabilities' or 'logits'."
+            )
+        return ops.mean(ops.softmax(logits, axis=-1), axis=1)[:, 1:]
 
     def call(
         self,
@@ -125,10 +138,11 @@ class TransformerBlock(keras.layers.Layer):
         training=None,
         return_cls_attention=False,
         cls_attention_only=False,
+        cls_attention_kind="probabilities",
     ):
         q, k, v = self._split_heads(self.norm1(x))
         if cls_attention_only:
-            return self._cls_attention(q, k)
+            return self._cls_attention(q, k, cls_attention_kind)
         t = ops.shape(x)[1]
         attn = backend_specific.dot_product_attention(q, k, v, self.head_dim**-0.5)
         branch = self.proj(ops.reshape(attn, (-1, t, self.hidden_dim)))
@@ -140,7 +154,7 @@ class TransformerBlock(keras.layers.Layer):
             branch = self.ls2(branch)
         x = x + self.drop_path(branch, training=training)
         if return_cls_attention:
-            return x, self._cls_attention(q, k)
+            return x, self._cls_attention(q, k, cls_attention_kind)
         return x
 
     def compute_output_shape(self, input_shape):

@@ -32,8 +32,17 @@ class CCMIMPretrainer(keras.Model):
         mask_ratio: fraction of patches masked.
         masking: `"importance_sampling"`, `"importance"`, `"random"` or `"block"`.
         sampler: `"gumbel"` or `"uniform_noise"` (importance sampling).
-        sampling_temperature: `T_s`.
+        sampling_temperature: `T_s` (with `sampling_temperature_start`, the
+            value the schedule ends at).
+        sampling_temperature_start: optional `T_s` of the first step; `T_s`
+            then anneals along a half cosine to `sampling_temperature` over
+            `sampling_temperature_steps` training steps (see `PatchSelector`).
+        sampling_temperature_steps: steps of that schedule.
         score_layers: `"all"`, `"last"` or block indices.
+        score_from: `"probabilities"` (the public code's score: softmax of
+            the summed head-averaged attention probabilities) or `"logits"`
+            (the paper's: softmax over the patch keys of the layer-mean
+            head-averaged scaled logits); see `ImportanceScorer`.
         contrastive: `"infonce"`, `"infonce_cross"`, `"align"` or `"none"`.
         contrastive_weight: `lambda`.
         temperature: `tau` of the InfoNCE losses.
@@ -58,7 +67,10 @@ class CCMIMPretrainer(keras.Model):
         masking="importance_sampling",
         sampler="gumbel",
         sampling_temperature=1.0,
+        sampling_temperature_start=None,
+        sampling_temperature_steps=0,
         score_layers="all",
+        score_from="probabilities",
         contrastive="infonce",
         contrastive_weight=0.2,
         temperature=0.5,
@@ -89,6 +101,11 @@ class CCMIMPretrainer(keras.Model):
         self.masking = masking
         self.sampler = sampler
         self.sampling_temperature = float(sampling_temperature)
+        self.sampling_temperature_start = (
+            None if sampling_temperature_start is None else float(sampling_temperature_start)
+        )
+        self.sampling_temperature_steps = int(sampling_temperature_steps)
+        self.score_from = score_from
         self.score_layers = score_layers if isinstance(score_layers, str) else [
             int(i) for i in score_layers
         ]
@@ -106,13 +123,17 @@ class CCMIMPretrainer(keras.Model):
             masking=masking,
             sampler=sampler,
             temperature=self.sampling_temperature,
+            temperature_start=self.sampling_temperature_start,
+            temperature_steps=self.sampling_temperature_steps,
             seed=seed,
             name="selector",
         )
         self.scorer = None
         self.score_layer_indices = ()
         if self.selector.needs_scores:
-            self.scorer = ImportanceScorer(self.score_layers, name="scorer")
+            self.scorer = ImportanceScorer(
+                self.score_layers, score_from=score_from, name="scorer"
+            )
             self.score_layer_indices = self.scorer.layer_indices(encoder.num_layers)
         self.decoder = MAEDecoder(
             encoder.grid_size,
@@ -172,6 +193,7 @@ class CCMIMPretrainer(keras.Model):
         h, w = enc.image_size
         shapes = [
             (enc, (None, h, w, enc.num_channels)),
+            (self.selector, (None, enc.num_patches, enc.hidden_dim)),
             (self.decoder, (None, 1 + self.num_visible, enc.hidden_dim)),
             (self.projector, (None, enc.hidden_dim)),
             (self.predictor, (None, self.projection_dim)),
@@ -194,7 +216,7 @@ class CCMIMPretrainer(keras.Model):
         """ccMIM step 2: importance scores from [CLS] attention, no gradient."""
         with backend_specific.no_grad():
             maps = self.encoder.cls_attention(
-                ops.stop_gradient(patch_tokens), self.score_layer_indices
+                ops.stop_gradient(patch_tokens), self.score_layer_indices, kind=self.score_from
             )
             result = self.scorer(maps)
         return {key: ops.stop_gradient(value) for key, value in result.items()}
@@ -208,7 +230,9 @@ class CCMIMPretrainer(keras.Model):
             scored = self.score_patches(tokens)
             scores, attention_sum = scored["scores"], scored["attention_sum"]
             outputs["scores"] = scores
-        selection = self.selector(tokens, scores=scores, attention_sum=attention_sum)
+        selection = self.selector(
+            tokens, scores=scores, attention_sum=attention_sum, training=training
+        )
         outputs.update(selection)
 
         latent = self.encoder.encode(tokens, selection["ids_keep"], training=training)
@@ -270,7 +294,10 @@ class CCMIMPretrainer(keras.Model):
                 "masking": self.masking,
                 "sampler": self.sampler,
                 "sampling_temperature": self.sampling_temperature,
+                "sampling_temperature_start": self.sampling_temperature_start,
+                "sampling_temperature_steps": self.sampling_temperature_steps,
                 "score_layers": self.score_layers,
+                "score_from": self.score_from,
                 "contrastive": self.contrastive,
                 "contrastive_weight": self.contrastive_weight,
                 "temperature": self.temperature,

@@ -175,7 +175,7 @@ class ViTEncoder(keras.Model):
             x = block(x, training=training)
         return self.norm(x)
 
-    def cls_attention(self, patch_tokens, layer_indices):
+    def cls_attention(self, patch_tokens, layer_indices, kind="probabilities"):
         """[CLS] attention maps at the given blocks, over all N patches.
 
         Blocks past the deepest requested one are not run, and in that block
@@ -184,6 +184,9 @@ class ViTEncoder(keras.Model):
         Args:
             patch_tokens: `[B, N, D]` from `embed`.
             layer_indices: sorted block indices.
+            kind: `"probabilities"` (head-averaged softmax over all keys,
+                patch columns) or `"logits"` (head-averaged scaled logits of
+                the patch keys); see `TransformerBlock`.
 
         Returns:
             list of `[B, N]` float32 maps, one per index.
@@ -194,9 +197,9 @@ class ViTEncoder(keras.Model):
         maps = []
         for i, block in enumerate(self.blocks[: deepest + 1]):
             if i == deepest:
-                maps.append(block(x, cls_attention_only=True))
+                maps.append(block(x, cls_attention_only=True, cls_attention_kind=kind))
             elif i in layer_indices:
-                x, attention = block(x, return_cls_attention=True)
+                x, attention = block(x, return_cls_attention=True, cls_attention_kind=kind)
                 maps.append(attention)
             else:
                 x = block(x)

@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_ccmim.layers.patching import patchify
-from keras_ccmim.losses import foreground_lift
+from keras_ccmim.masking_metrics import masking_metrics
 
 CHECKPOINT_POINTER = "checkpoint.json"
 CHECKPOINT_LOG = "checkpoints.jsonl"
@@ -245,14 +245,16 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 
 
 class ForegroundLift(keras.callbacks.Callback):
-    """Logs `foreground_lift` of the model's masks on a fixed batch.
+    """Logs how much the model's masks prefer the object, on a fixed batch.
 
     At each epoch end runs `predict_outputs(model, images)` (the compiled
-    `model(images, training=False)`; masks are still sampled) and adds
-    `foreground_lift` = (fraction of masked patches that are foreground) /
-    (fraction of all patches that are foreground) to the epoch `logs`. A
-    patch is foreground when at least half of its pixels are. Random masking
-    gives about 1. Put it before the callbacks that write `logs`
+    `model(images, training=False)`; masks are still sampled) and adds the
+    three `keras_ccmim.masking_metrics.MASKING_METRICS` to the epoch `logs`:
+    `foreground_lift` (masked foreground share / foreground share; random
+    masking gives about 1), `foreground_lift_max` (the lift of masking the
+    foreground first, its ceiling on these images) and `mask_selectivity`
+    (0 random, 1 foreground first). A patch is foreground when at least
+    half of its pixels are. Put it before the callbacks that write `logs`
     (`MetricsCSV`, `TensorBoardScalars`).
 
     Args:
@@ -265,19 +267,28 @@ class ForegroundLift(keras.callbacks.Callback):
         super().__init__()
         self.images = np.asarray(images, dtype="float32")
         self.foreground_patches = foreground_patches(foreground, patch_size)
-        self.value = None
+        self.values = None
+
+    @property
+    def value(self):
+        """The latest `foreground_lift` (None before the first epoch end)."""
+        return None if self.values is None else self.values["foreground_lift"]
 
     def compute(self, model):
-        return self.lift_of(predict_outputs(model, self.images)["mask"])
+        return self.metrics_of(predict_outputs(model, self.images)["mask"])
+
+    def metrics_of(self, mask):
+        """The three metrics of a `[B, N]` mask of these images (floats)."""
+        return masking_metrics(mask, self.foreground_patches)
 
     def lift_of(self, mask):
-        """The lift of a `[B, N]` mask of these images."""
-        return _to_float(foreground_lift(mask, self.foreground_patches))
+        """The `foreground_lift` of a `[B, N]` mask of these images."""
+        return self.metrics_of(mask)["foreground_lift"]
 
     def on_epoch_end(self, epoch, logs=None):
-        self.value = self.compute(self.model)
+        self.values = self.compute(self.model)
         if logs is not None:
-            logs["foreground_lift"] = self.value
+            logs.update(self.values)
 
 
 def predict_outputs(model, images):
@@ -311,11 +322,16 @@ class MetricsCSV(keras.callbacks.CSVLogger):
 
 
 class LogLearningRate(keras.callbacks.Callback):
-    """Adds the optimizer's current `learning_rate` to the epoch `logs`."""
+    """Adds the optimizer's current `learning_rate` to the epoch `logs`, and
+    `sampling_temperature` where the model anneals it."""
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = _to_float(self.model.optimizer.learning_rate)
+        if logs is None:
+            return
+        logs["learning_rate"] = _to_float(self.model.optimizer.learning_rate)
+        selector = getattr(self.model, "selector", None)
+        if selector is not None and getattr(selector, "scheduled", False):
+            logs["sampling_temperature"] = _to_float(selector.current_temperature())
 
 
 class TensorBoardScalars(keras.callbacks.Callback):

@@ -11,7 +11,7 @@ import json
 import numbers
 import os
 
-from keras_ccmim.layers.importance_scorer import resolve_score_layers
+from keras_ccmim.layers.importance_scorer import SCORE_SOURCES, resolve_score_layers
 from keras_ccmim.layers.patch_selector import MASKING_STRATEGIES, SAMPLERS
 from keras_ccmim.losses import CONTRASTIVE_LOSSES
 from keras_ccmim.models.presets import get_preset
@@ -54,9 +54,13 @@ class PretrainConfig:
         preset, image_size, patch_size, hidden_dim, num_layers, num_heads,
         decoder_hidden_dim, decoder_num_layers, decoder_num_heads.
     ccMIM (see `CCMIMPretrainer`): mask_ratio, masking, sampler,
-        sampling_temperature, score_layers (`"all"`, `"last"` or a list of
-        block indices), contrastive, contrastive_weight (lambda),
-        temperature (tau), projection_dim, norm_pix_loss.
+        sampling_temperature, sampling_temperature_start (None: a constant
+        `T_s`; else `T_s` anneals along a half cosine from this value to
+        `sampling_temperature`), sampling_temperature_steps (the schedule's
+        length; None: the whole run), score_layers (`"all"`, `"last"` or a
+        list of block indices), score_from (`"probabilities"` or
+        `"logits"`), contrastive, contrastive_weight (lambda), temperature
+        (tau), projection_dim, norm_pix_loss.
     Data (see `keras_ccmim.data.make_dataset`): dataset, data_dir, split,
         num_images (None: `DEMO_SYNTHETIC_IMAGES` for `synthetic_objects`,
         every image of other data).
@@ -85,7 +89,10 @@ class PretrainConfig:
     masking: str = "importance_sampling"
     sampler: str = "gumbel"
     sampling_temperature: float = 1.0
+    sampling_temperature_start: float = None
+    sampling_temperature_steps: int = None
     score_layers: object = "all"
+    score_from: str = "probabilities"
     contrastive: str = "infonce"
     contrastive_weight: float = 0.2
     temperature: float = 0.5
@@ -145,6 +152,13 @@ class PretrainConfig:
     @property
     def total_steps(self):
         return self.epochs * self.steps_per_epoch
+
+    @property
+    def temperature_schedule_steps(self):
+        """Steps of the sampling-temperature schedule (0 when `T_s` is constant)."""
+        if self.sampling_temperature_start is None:
+            return 0
+        return self.sampling_temperature_steps or self.total_steps
 
     @property
     def warmup_steps(self):
@@ -229,6 +243,16 @@ def _check_ccmim(config):
     _check_choice("sampler", config.sampler, SAMPLERS)
     _check_choice("contrastive", config.contrastive, CONTRASTIVE_LOSSES)
     _check_positive("sampling_temperature", config.sampling_temperature)
+    if config.sampling_temperature_start is not None:
+        _check_positive("sampling_temperature_start", config.sampling_temperature_start)
+        if config.masking != "importance_sampling":
+            raise ValueError(
+                f"sampling_temperature_start anneals importance sampling, but masking is "
+                f"{config.masking!r}. Use masking='importance_sampling' or leave "
+                "sampling_temperature_start unset."
+            )
+    _check_int("sampling_temperature_steps", config.sampling_temperature_steps, 1, allow_none=True)
+    _check_choice("score_from", config.score_from, SCORE_SOURCES)
     _check_positive("temperature", config.temperature)
     if not isinstance(config.contrastive_weight, numbers.Real) or config.contrastive_weight < 0:
         raise ValueError(

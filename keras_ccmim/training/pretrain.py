@@ -4,12 +4,14 @@ The workdir of a run:
 
     config.json             the resolved configuration
     checkpoints/            resumable checkpoints (see TrainingCheckpoint)
-    metrics.csv             per-epoch logs (loss terms, foreground_lift, lr)
+    metrics.csv             per-epoch logs (loss terms, foreground_lift,
+                            foreground_lift_max, mask_selectivity, lr)
     tensorboard/train/      TensorBoard scalar events
     encoder.weights.h5      the final encoder (with encoder_config.json)
     pretrainer.keras        the final pretrainer, whole
     masks.png               masks of the final model on a few images
-    results.json            final loss and foreground lift
+    results.json            final loss, the masking metrics and what random
+                            masking gets on the same images
 
 Running `pretrain` again with the same config and workdir resumes from the
 last checkpoint (or, when the run had finished, only rewrites the outputs).
@@ -22,6 +24,7 @@ import os
 
 import keras
 
+from keras_ccmim.masking_metrics import MASKING_METRICS, random_masking_metrics
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.training import callbacks as ccmim_callbacks
 from keras_ccmim.training.config import (
@@ -50,6 +53,12 @@ class PretrainResults:
             now and no checkpoint recorded one).
         foreground_lift: foreground lift of the final model's masks on the
             fixed batch (None for data without foreground masks).
+        foreground_lift_max: the lift of masking the foreground first on the
+            same batch with the same K, the ceiling of `foreground_lift`.
+        mask_selectivity: `(lift - 1) / (lift_max - 1)`: 0 random masking,
+            1 foreground first.
+        random_masking: what uniformly random masking with the same K gets
+            on the same batch, `{metric: {"mean", "std"}}` over 100 draws.
         global_step: optimizer steps done in total.
         initial_step: the step this call started from (0 for a fresh run).
         history: per-epoch logs of the epochs run by this call.
@@ -58,6 +67,9 @@ class PretrainResults:
 
     final_loss: float
     foreground_lift: float
+    foreground_lift_max: float
+    mask_selectivity: float
+    random_masking: dict
     global_step: int
     initial_step: int
     history: dict
@@ -84,7 +96,10 @@ def build_pretrainer(config):
         masking=config.masking,
         sampler=config.sampler,
         sampling_temperature=config.sampling_temperature,
+        sampling_temperature_start=config.sampling_temperature_start,
+        sampling_temperature_steps=config.temperature_schedule_steps,
         score_layers=config.score_layers,
+        score_from=config.score_from,
         contrastive=config.contrastive,
         contrastive_weight=config.contrastive_weight,
         temperature=config.temperature,
@@ -225,9 +240,16 @@ def pretrain(config=None, callbacks=()):
             verbose=config.verbose,
         )
 
-        # One inference call on the fixed batch gives the picture and the lift.
+        # One inference call on the fixed batch gives the picture and the
+        # masking metrics, next to random masking's on the same images.
         outputs = ccmim_callbacks.predict_outputs(model, images)
-        lift_value = lift.lift_of(outputs["mask"]) if lift is not None else None
+        masking = dict.fromkeys(MASKING_METRICS)
+        random_masking = None
+        if lift is not None:
+            masking = lift.metrics_of(outputs["mask"])
+            random_masking = random_masking_metrics(
+                outputs["mask"], lift.foreground_patches, seed=config.seed
+            )
         paths = {
             "config": os.path.join(workdir, CONFIG_FILE),
             "checkpoints": checkpoint_dir,
@@ -249,7 +271,8 @@ def pretrain(config=None, callbacks=()):
         final_loss = record and record.get("loss")
     results = PretrainResults(
         final_loss=None if final_loss is None else float(final_loss),
-        foreground_lift=lift_value,
+        **masking,
+        random_masking=random_masking,
         global_step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         initial_step=initial_step,
         history={k: [float(v) for v in vs] for k, vs in history.items()},
@@ -258,11 +281,27 @@ def pretrain(config=None, callbacks=()):
     )
     with open(paths["results"], "w") as f:
         json.dump(results.to_dict(), f, indent=1)
-    lift_text = "n/a" if lift_value is None else f"{lift_value:.3f}"
     loss_text = "n/a" if results.final_loss is None else f"{results.final_loss:.4f}"
     print(
-        f"Final loss {loss_text}, foreground lift {lift_text} (1.0 = random masking) "
-        f"after {results.global_step} steps. Outputs in {workdir}: encoder.weights.h5, "
-        "pretrainer.keras, masks.png, metrics.csv, checkpoints/, tensorboard/."
+        f"Final loss {loss_text} after {results.global_step} steps. Outputs in {workdir}: "
+        "encoder.weights.h5, pretrainer.keras, masks.png, metrics.csv, checkpoints/, "
+        "tensorboard/."
     )
+    print(masking_summary(results))
     return results
+
+
+def masking_summary(results):
+    """The main job's last line: the masks' lift, its ceiling and selectivity,
+    beside what random masking gets on the same images."""
+    if results.foreground_lift is None:
+        return "Masking metrics: n/a (the data have no foreground masks)."
+    rand = results.random_masking
+    return (
+        f"Masking on {results.workdir}'s fixed batch: foreground lift "
+        f"{results.foreground_lift:.3f} of at most {results.foreground_lift_max:.3f}, "
+        f"selectivity {results.mask_selectivity:.3f} (0 = random, 1 = foreground first); "
+        f"random masking on the same images: lift {rand['foreground_lift']['mean']:.3f} "
+        f"+- {rand['foreground_lift']['std']:.3f}, selectivity "
+        f"{rand['mask_selectivity']['mean']:.3f} +- {rand['mask_selectivity']['std']:.3f}."
+    )

@@ -57,3 +57,44 @@ def test_encoder_cls_attention_matches_full_pass_and_stops_early():
     finally:
         type(encoder.blocks[2]).call = original
     assert calls == [encoder.blocks[0].name], "blocks after the deepest scoring layer must not run"
+
+
+def _numpy_cls_logits(encoder, tokens):
+    """[CLS]-query logits over the patch keys at every block, in numpy from
+    the blocks' weights: `mean_h q_0 . k_j / sqrt(d)`, `j` the N patches."""
+    from tests.layers.test_transformer_block import block_weights, layer_norm, reference_block
+
+    x = to_numpy(encoder._prepend_cls(tokens)).astype("float64")
+    maps = []
+    for block in encoder.blocks:
+        p = block_weights(block)
+        b, t, d = x.shape
+        heads, dh = block.num_heads, block.head_dim
+        qkv = (layer_norm(x, p["g1"], p["b1"], 1e-6) @ p["wqkv"] + p["bqkv"]).reshape(b, t, 3, heads, dh)
+        maps.append(np.einsum("bhd,bnhd->bhn", qkv[:, 0, 0], qkv[:, 1:, 1]).mean(axis=1) / np.sqrt(dh))
+        x, _ = reference_block(x, p, heads)
+    return maps
+
+
+@pytest.mark.parametrize("score_layers", ["all", "last", [0, 2]])
+def test_logit_score_matches_numpy_from_the_block_weights(score_layers):
+    encoder = ViTEncoder(**tiny_encoder_config(num_layers=3))
+    images = np.random.RandomState(2).randn(2, 16, 16, 3).astype("float32")
+    tokens = encoder.embed(images)
+    reference = _numpy_cls_logits(encoder, tokens)
+    scorer = ImportanceScorer(score_layers, score_from="logits")
+    indices = scorer.layer_indices(3)
+    out = scorer(encoder.cls_attention(tokens, indices, kind="logits"))
+    mean_logits = np.mean([reference[i] for i in indices], axis=0)
+    expected = np.exp(mean_logits - mean_logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(to_numpy(out["scores"]), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(out["attention_sum"]), mean_logits, rtol=1e-4, atol=1e-5)
+    # The [CLS] key is excluded: the score is a distribution over N patches.
+    np.testing.assert_allclose(to_numpy(out["scores"]).sum(-1), 1.0, rtol=1e-5)
+    assert_config_round_trip(scorer, {"score_layers": score_layers, "score_from": "logits"})
+
+
+def test_score_from_is_validated():
+    with pytest.raises(ValueError, match="score_from"):
+        ImportanceScorer("all", score_from="values")

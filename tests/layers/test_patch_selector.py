@@ -155,3 +155,51 @@ def test_config_round_trip():
     args = dict(grid_size=[3, 4], mask_ratio=0.5, masking="block", sampler="uniform_noise", temperature=2.0, seed=3)
     assert_config_round_trip(PatchSelector(**args), args)
     assert set(MASKING_STRATEGIES) == {"importance_sampling", "importance", "random", "block"}
+
+
+def test_temperature_schedule_anneals_by_half_cosine_in_training_only():
+    selector = PatchSelector(4, temperature=0.1, temperature_start=1.0, temperature_steps=4, seed=0)
+    scores = np.full((16,), 1 / 16)
+    expected = [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t / 4, 1))) for t in range(7)]
+    got = []
+    for _ in range(7):
+        got.append(float(to_numpy(selector.current_temperature())))
+        tokens = ops.zeros((2, 16, 1))
+        selector(tokens, scores=np.broadcast_to(scores, (2, 16)).astype("float32"), training=True)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[0] == pytest.approx(1.0) and got[4] == pytest.approx(0.1) and got[6] == pytest.approx(0.1)
+    step = float(to_numpy(selector.temperature_step))
+    run_selector(selector, 2, scores)  # inference: the position does not move
+    assert float(to_numpy(selector.temperature_step)) == step == 7.0
+    # A constant temperature has no variable (old weight files stay loadable).
+    assert PatchSelector(4).weights == []
+
+
+def test_schedule_position_travels_with_the_weights(tmp_path):
+    import keras
+
+    make = lambda: PatchSelector(4, temperature=0.2, temperature_start=1.0, temperature_steps=10)  # noqa: E731
+    selector = make()
+    tokens, scores = ops.zeros((1, 16, 1)), np.full((1, 16), 1 / 16, "float32")
+    for _ in range(3):
+        selector(tokens, scores=scores, training=True)
+    model = keras.Sequential([keras.Input((16, 1)), keras.layers.Lambda(lambda x: x)])
+    model.selector = selector
+    path = str(tmp_path / "s.weights.h5")
+    model.save_weights(path)
+    other = keras.Sequential([keras.Input((16, 1)), keras.layers.Lambda(lambda x: x)])
+    other.selector = make()
+    other.selector.build()
+    other.load_weights(path)
+    assert float(to_numpy(other.selector.temperature_step)) == 3.0
+    assert float(to_numpy(other.selector.current_temperature())) == pytest.approx(
+        float(to_numpy(selector.current_temperature())))
+
+
+def test_schedule_arguments_are_checked():
+    with pytest.raises(ValueError, match="temperature_steps > 0"):
+        PatchSelector(4, temperature_start=1.0)
+    with pytest.raises(ValueError, match="temperature_start must be positive"):
+        PatchSelector(4, temperature_start=0.0, temperature_steps=3)
+    args = dict(grid_size=[4, 4], temperature=0.1, temperature_start=1.0, temperature_steps=5)
+    assert_config_round_trip(PatchSelector(**args), args)

@@ -110,3 +110,20 @@ def test_block_config_round_trip():
     assert_config_round_trip(block, args)
     assert serialization_round_trip(block).get_config() == block.get_config()
     assert_config_round_trip(DropPath(0.2, seed=1), {"rate": 0.2, "seed": 1})
+
+
+def test_cls_attention_logits_equal_direct_computation(block_and_input):
+    block, x = block_and_input
+    p = block_weights(block)
+    heads, dh = 4, 4
+    b, t, d = x.shape
+    qkv = layer_norm(x.astype("float64"), p["g1"], p["b1"], 1e-6) @ p["wqkv"] + p["bqkv"]
+    qkv = qkv.reshape(b, t, 3, heads, dh)
+    q0, keys = qkv[:, 0, 0], qkv[:, 1:, 1]  # [B, H, Dh], [B, N, H, Dh]
+    expected = np.einsum("bhd,bnhd->bhn", q0, keys).mean(axis=1) / np.sqrt(dh)
+    _, logits = block(x, return_cls_attention=True, cls_attention_kind="logits")
+    np.testing.assert_allclose(to_numpy(logits), expected, rtol=1e-4, atol=1e-5)
+    only = block(x, cls_attention_only=True, cls_attention_kind="logits")
+    np.testing.assert_allclose(to_numpy(only), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="'probabilities' or 'logits'"):
+        block(x, cls_attention_only=True, cls_attention_kind="weights")

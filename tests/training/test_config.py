@@ -59,6 +59,13 @@ def test_config_dict_round_trip(tiny_run, tmp_path):
         (dict(contrastive_weight=-0.1), "contrastive_weight must be >= 0"),
         (dict(temperature=0.0), "temperature must be a positive number"),
         (dict(sampling_temperature=-1.0), "sampling_temperature must be a positive number"),
+        (dict(sampling_temperature_start=0.0), "sampling_temperature_start must be a positive"),
+        (
+            dict(sampling_temperature_start=1.0, masking="importance"),
+            "sampling_temperature_start anneals importance sampling",
+        ),
+        (dict(sampling_temperature_steps=0), "sampling_temperature_steps must be an integer >= 1"),
+        (dict(score_from="values"), "Unknown score_from 'values'; choose one of probabilities, logits"),
         (dict(score_layers="1,x"), "comma-separated block indices"),
         (dict(score_layers=[5]), "out of range for an encoder with 2 blocks"),
         (dict(batch_size=0), "batch_size must be an integer >= 1"),
@@ -85,6 +92,15 @@ def test_config_dict_round_trip(tiny_run, tmp_path):
 def test_bad_config_is_rejected(tiny_run, overrides, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config(tiny_run(**overrides))
+
+
+def test_temperature_schedule_spans_the_run_unless_told(tiny_run):
+    config, _ = resolve_config(tiny_run(sampling_temperature_start=1.0, sampling_temperature=0.1))
+    assert config.temperature_schedule_steps == config.total_steps == 6
+    assert config.sampling_temperature_steps is None  # resolved at build time, not stored
+    config, _ = resolve_config(tiny_run(sampling_temperature_start=1.0, sampling_temperature_steps=4))
+    assert config.temperature_schedule_steps == 4
+    assert resolve_config(tiny_run())[0].temperature_schedule_steps == 0
 
 
 def test_unknown_field_is_rejected(tiny_run):

@@ -49,8 +49,12 @@ def test_default_flags_are_the_demo_config(binary):
 
 def test_flags_reach_the_config(binary):
     with _flags(bfloat16=True, jit_compile="false", verbose="2", score_layers="0,2",
-                contrastive_weight=0.1, distribution="none"):
+                contrastive_weight=0.1, distribution="none", score_from="logits",
+                sampling_temperature=0.1, sampling_temperature_start=1.0,
+                sampling_temperature_steps=50):
         config = binary.config_from_flags()
+    assert config.score_from == "logits" and config.sampling_temperature == 0.1
+    assert config.sampling_temperature_start == 1.0 and config.sampling_temperature_steps == 50
     assert config.mixed_precision == "bfloat16" and config.jit_compile is False
     assert config.verbose == 2 and config.score_layers == "0,2"
     assert config.contrastive_weight == 0.1 and config.distribution == "none"
