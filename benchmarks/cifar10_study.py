@@ -4,11 +4,22 @@ machine allows.
 Pretrains ViT-T/4 (32 px) on `cifar10_jpeg` `train[:45000]` with the same
 schedule for each variant:
 
-  mae          masking=random,              contrastive=none
-  ccmim        the defaults (importance sampling + InfoNCE, lambda 0.2)
-  importance   deterministic top-K masking + InfoNCE
-  is_lambda0   importance sampling, lambda = 0
-  block        block masking + InfoNCE
+  mae            masking=random,              contrastive=none
+  ccmim          the paper's settings (importance sampling at T_s = 1 + InfoNCE,
+                 lambda 0.2)
+  ccmim_anneal   T_s annealed from 1 to 0.1 over the run (half cosine)
+  ccmim_logits   the paper's logit score (score_from=logits), T_s = 1
+  ccmim_logits_anneal  the logit score with T_s annealed from 1 to 0.1
+  ccmim_t01      importance sampling at a constant T_s = 0.1
+  importance     deterministic top-K masking + InfoNCE
+  is_lambda0     importance sampling, lambda = 0
+  block          block masking + InfoNCE
+
+A variant named `NAME@S` is NAME with seed S (pretraining and probe), so
+`--variants=mae,mae@1` measures the seed-to-seed spread. Each finished
+variant leaves `<output_dir>/<variant>/row.json`; running again skips the
+variants that have one (so a study can be run in parts, or resumed), and
+the table holds every variant named in --variants.
 
 then evaluates each encoder (and a randomly initialised one) with weighted
 k-NN and a linear probe on the held-out `train[45000:]` (mean patch feature).
@@ -23,7 +34,6 @@ to --output_dir.
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -31,11 +41,18 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.hardware import hardware_label  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 VARIANTS = {
     "mae": dict(masking="random", contrastive="none"),
     "ccmim": dict(),
+    "ccmim_anneal": dict(sampling_temperature=0.1, sampling_temperature_start=1.0),
+    "ccmim_logits": dict(score_from="logits"),
+    "ccmim_logits_anneal": dict(score_from="logits", sampling_temperature=0.1,
+                                sampling_temperature_start=1.0),
+    "ccmim_t01": dict(sampling_temperature=0.1),
     "importance": dict(masking="importance"),
     "is_lambda0": dict(contrastive_weight=0.0),
     "block": dict(masking="block"),
@@ -65,20 +82,17 @@ flags.DEFINE_boolean(
 flags.DEFINE_string("hardware", None, "Hardware label for the table (default: the CPU model and core count).")
 
 
-def hardware_label():
-    model = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+def parse_variant(name):
+    """`"mae@1"` -> `("mae", 1)`; a name without `@` has the --seed."""
+    base, _, seed = name.partition("@")
+    if base not in VARIANTS:
+        raise app.UsageError(f"Unknown variant {base!r}; choose from {sorted(VARIANTS)}.")
+    if seed and not seed.isdigit():
+        raise app.UsageError(f"Variant {name!r}: the seed after '@' must be an integer.")
+    return base, int(seed) if seed else FLAGS.seed
 
 
-def evaluate_encoder(encoder, data_dir):
+def evaluate_encoder(encoder, data_dir, seed):
     from keras_ccmim.data import make_dataset
     from keras_ccmim.evaluation.features import extract_features
     from keras_ccmim.evaluation.knn import knn_classify
@@ -93,14 +107,14 @@ def evaluate_encoder(encoder, data_dir):
     eval_x, eval_y = features("train[45000:]", None)
     knn = knn_classify(train_x, train_y, eval_x, eval_y, num_classes=10)
     probe = linear_probe(train_x, train_y, eval_x, eval_y, num_classes=10,
-                         epochs=FLAGS.probe_epochs, seed=FLAGS.seed)
+                         epochs=FLAGS.probe_epochs, seed=seed)
     probe = probe.to_dict() if hasattr(probe, "to_dict") else dict(probe)
     return {"knn_top1": knn["top1"], "knn_top5": knn["top5"],
             "probe_top1": probe["top1"], "probe_top5": probe["top5"],
             "num_probe_train": int(len(train_y)), "num_eval": int(len(eval_y))}
 
 
-def pretrain_variant(name, dataset, workdir, epochs, num_images, data_dir, split):
+def pretrain_variant(name, dataset, workdir, epochs, num_images, data_dir, split, seed=None):
     from keras_ccmim.training.config import PretrainConfig
     from keras_ccmim.training.pretrain import pretrain
 
@@ -114,7 +128,7 @@ def pretrain_variant(name, dataset, workdir, epochs, num_images, data_dir, split
         preset="vit_tiny_patch4_32", num_layers=FLAGS.num_layers, dataset=dataset,
         data_dir=data_dir, split=split, num_images=num_images, batch_size=FLAGS.batch_size,
         epochs=epochs * points, steps_per_epoch=steps_per_point, blr=FLAGS.blr,
-        warmup_epochs=FLAGS.warmup_epochs * points, seed=FLAGS.seed,
+        warmup_epochs=FLAGS.warmup_epochs * points, seed=FLAGS.seed if seed is None else seed,
         workdir=workdir, verbose=2, tensorboard_every_steps=0, **VARIANTS[name])
     start = time.time()
     results = pretrain(config)
@@ -122,12 +136,13 @@ def pretrain_variant(name, dataset, workdir, epochs, num_images, data_dir, split
 
 
 def markdown_table(rows):
-    header = ("| variant | masking | contrastive | lambda | epochs | images | steps | pretrain s | "
+    header = ("| variant | masking | contrastive | lambda | seed | epochs | images | steps | pretrain s | "
               "k-NN top-1 | probe top-1 | hardware |")
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 12]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['masking']} | {r['contrastive']} | {r['lambda']} | {r['epochs']} | "
+            f"| {r['variant']} | {r['masking']} | {r['contrastive']} | {r['lambda']} | "
+            f"{r.get('seed', '-')} | {r['epochs']} | "
             f"{r['images']} | {r['steps']} | {r['pretrain_seconds']:.0f} | {r['knn_top1']:.2f} | "
             f"{r['probe_top1']:.2f} | {r['hardware']} |")
     return "\n".join(lines)
@@ -136,9 +151,7 @@ def markdown_table(rows):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    unknown = sorted(set(FLAGS.variants) - set(VARIANTS))
-    if unknown:
-        raise app.UsageError(f"Unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+    variants = [(name, *parse_variant(name)) for name in FLAGS.variants]
     out = os.path.abspath(FLAGS.output_dir)
     if FLAGS.replot:
         with open(os.path.join(out, "results.json")) as f:
@@ -164,31 +177,54 @@ def main(argv):
             synthetic[name] = results.history
         plot_curves(out, synthetic, {}, FLAGS.points_per_epoch)
 
-    for name in FLAGS.variants:
-        results, seconds = pretrain_variant(
-            name, "cifar10_jpeg", os.path.join(out, name), FLAGS.epochs, FLAGS.num_images,
-            data_dir, "train[:45000]")
-        curves[name] = results.history
-        metrics = evaluate_encoder(load_encoder(results.workdir), data_dir)
-        settings = dict(masking="importance_sampling", contrastive="infonce", contrastive_weight=0.2)
-        settings.update(VARIANTS[name])
-        rows.append(dict(variant=name, masking=settings["masking"], contrastive=settings["contrastive"],
-                         **{"lambda": settings["contrastive_weight"] if settings["contrastive"] != "none" else "-"},
-                         epochs=FLAGS.epochs, images=FLAGS.num_images, steps=results.global_step,
-                         pretrain_seconds=seconds, final_loss=results.final_loss,
-                         hardware=hardware, backend=keras.backend.backend(), **metrics))
-        print(json.dumps(rows[-1]), flush=True)
-        keras.backend.clear_session()
+    for name, base, seed in variants:
+        row_path = os.path.join(out, name, "row.json")
+        if os.path.exists(row_path):
+            with open(row_path) as f:
+                row = json.load(f)
+            print(f"{name}: done before, row read from {row_path}", flush=True)
+        else:
+            results, seconds = pretrain_variant(
+                base, "cifar10_jpeg", os.path.join(out, name), FLAGS.epochs, FLAGS.num_images,
+                data_dir, "train[:45000]", seed=seed)
+            metrics = evaluate_encoder(load_encoder(results.workdir), data_dir, seed)
+            settings = dict(masking="importance_sampling", contrastive="infonce",
+                            contrastive_weight=0.2)
+            settings.update(VARIANTS[base])
+            row = dict(variant=name, masking=settings["masking"],
+                       contrastive=settings["contrastive"],
+                       **{"lambda": settings["contrastive_weight"]
+                          if settings["contrastive"] != "none" else "-"},
+                       seed=seed, overrides=VARIANTS[base], epochs=FLAGS.epochs,
+                       images=FLAGS.num_images, steps=results.global_step,
+                       pretrain_seconds=seconds, final_loss=results.final_loss,
+                       hardware=hardware, backend=keras.backend.backend(),
+                       history=results.history, **metrics)
+            with open(row_path, "w") as f:
+                json.dump(row, f, indent=1, default=float)
+            print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+            keras.backend.clear_session()
+        curves[name] = row.pop("history")
+        rows.append(row)
 
-    encoder = random_encoder("vit_tiny_patch4_32", seed=FLAGS.seed, num_layers=FLAGS.num_layers)
-    rows.append(dict(variant="random init", masking="-", contrastive="-", **{"lambda": "-"}, epochs=0,
-                     images=0, steps=0, pretrain_seconds=0.0, final_loss=None, hardware=hardware,
-                     backend=keras.backend.backend(), **evaluate_encoder(encoder, data_dir)))
+    random_path = os.path.join(out, "random_init_row.json")
+    if os.path.exists(random_path):
+        with open(random_path) as f:
+            rows.append(json.load(f))
+    else:
+        encoder = random_encoder("vit_tiny_patch4_32", seed=FLAGS.seed, num_layers=FLAGS.num_layers)
+        rows.append(dict(variant="random init", masking="-", contrastive="-", **{"lambda": "-"},
+                         seed=FLAGS.seed, epochs=0, images=0, steps=0, pretrain_seconds=0.0,
+                         final_loss=None, hardware=hardware, backend=keras.backend.backend(),
+                         **evaluate_encoder(encoder, data_dir, FLAGS.seed)))
+        with open(random_path, "w") as f:
+            json.dump(rows[-1], f, indent=1, default=float)
     summary = {
         "rows": rows,
         "synthetic_history": synthetic,
         "cifar10_history": curves,
         "study_seconds": time.time() - study_start,
+        "pretrain_seconds_total": sum(r["pretrain_seconds"] for r in rows),
         "flags": {k: FLAGS[k].value for k in ("epochs", "num_images", "num_layers", "batch_size", "blr",
                                               "warmup_epochs", "points_per_epoch", "probe_train_images", "probe_epochs", "seed",
                                               "synthetic_epochs", "synthetic_images")},

@@ -1,0 +1,177 @@
+"""Selectivity study: how much each masking rule masks the objects, and what
+it costs, on the built-in `synthetic_objects` data (a known foreground).
+
+Pretrains the same small ccMIM model (importance masking + InfoNCE) once per
+masking setting and logs, every few steps, `foreground_lift`, its ceiling
+`foreground_lift_max` and `mask_selectivity` (0 random, 1 foreground first)
+on a fixed batch, with the reconstruction and contrastive losses:
+
+  for score_from in {probabilities, logits}, score_layers in {all, last}:
+    importance sampling at T_s = 1, 0.5, 0.25, 0.1;
+    importance sampling with T_s annealed 1 -> --schedule_end (half cosine);
+    deterministic top-K (masking=importance);
+  random masking (the reference; selectivity 0 by construction).
+
+Writes results.json (every run's curves and summary), results.md (the
+table) and selectivity.png (one panel per score definition, plus the
+losses) to --output_dir.
+
+    python benchmarks/selectivity_study.py
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.hardware import hardware_label  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("output_dir", "runs/selectivity_study", "Where runs and results go.")
+flags.DEFINE_list("temperatures", ["1", "0.5", "0.25", "0.1"], "Constant T_s values.")
+flags.DEFINE_float("schedule_end", 0.1, "T_s the schedule anneals to from 1.")
+flags.DEFINE_list("score_from", ["probabilities", "logits"], "Score definitions.")
+flags.DEFINE_list("score_layers", ["all", "last"], "Scoring layers.")
+flags.DEFINE_integer("num_images", 1024, "synthetic_objects images.")
+flags.DEFINE_integer("num_layers", 4, "Encoder blocks (ViT-T/4 width 192).")
+flags.DEFINE_integer("lift_images", 256, "Images of the fixed batch the metrics are measured on.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("points", 12, "Logged points (Keras epochs) per run.")
+flags.DEFINE_integer("steps_per_point", 8, "Training steps between logged points.")
+flags.DEFINE_float("blr", 1.5e-3, "Base learning rate (the demo's).")
+flags.DEFINE_integer("seed", 0, "Seed of every run.")
+flags.DEFINE_boolean("replot", False, "Rewrite results.md and the PNG from results.json.")
+
+METRICS = ("foreground_lift", "foreground_lift_max", "mask_selectivity")
+
+
+def settings():
+    """`(label, group, overrides)` of every run."""
+    runs = []
+    for score_from in FLAGS.score_from:
+        for layers in FLAGS.score_layers:
+            group = f"{score_from}/{layers}"
+            common = dict(score_from=score_from, score_layers=layers)
+            for t in FLAGS.temperatures:
+                runs.append((f"{group} T={t}", group, dict(common, sampling_temperature=float(t))))
+            runs.append((f"{group} T=1->{FLAGS.schedule_end:g}", group, dict(
+                common, sampling_temperature=FLAGS.schedule_end, sampling_temperature_start=1.0)))
+            runs.append((f"{group} top-K", group, dict(common, masking="importance")))
+    runs.append(("random", "random", dict(masking="random")))
+    return runs
+
+
+def run_one(label, overrides, workdir):
+    from keras_ccmim.training.config import PretrainConfig
+    from keras_ccmim.training.pretrain import pretrain
+
+    config = PretrainConfig(
+        num_layers=FLAGS.num_layers, num_images=FLAGS.num_images, batch_size=FLAGS.batch_size,
+        epochs=FLAGS.points, steps_per_epoch=FLAGS.steps_per_point, blr=FLAGS.blr,
+        warmup_epochs=max(FLAGS.points // 8, 1) if FLAGS.points > 1 else 0, seed=FLAGS.seed,
+        lift_images=FLAGS.lift_images, workdir=workdir, verbose=0, tensorboard_every_steps=0,
+        **overrides)
+    start = time.time()
+    results = pretrain(config)
+    seconds = time.time() - start
+    history = {k: [float(v) for v in vs] for k, vs in results.history.items()}
+    half = len(history["mask_selectivity"]) // 2
+    second_half = history["mask_selectivity"][half:]
+    return {
+        "label": label, "overrides": overrides, "seconds": seconds, "steps": results.global_step,
+        "history": history,
+        "final": {m: getattr(results, m) for m in METRICS},
+        "random_masking": results.random_masking,
+        "selectivity_second_half": sum(second_half) / max(len(second_half), 1),
+        "final_reconstruction_loss": history["reconstruction_loss"][-1],
+        "final_contrastive_loss": history["contrastive_loss"][-1],
+    }
+
+
+def markdown_table(runs):
+    lines = ["| setting | selectivity (2nd half mean) | final selectivity | final lift / max | "
+             "reconstruction loss | contrastive loss | s |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        f = r["final"]
+        lines.append(
+            f"| {r['label']} | {r['selectivity_second_half']:.3f} | {f['mask_selectivity']:.3f} | "
+            f"{f['foreground_lift']:.3f} / {f['foreground_lift_max']:.3f} | "
+            f"{r['final_reconstruction_loss']:.4f} | {r['final_contrastive_loss']:.4f} | "
+            f"{r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(out, summary):
+    from benchmarks.line_plot import line_plot
+
+    runs = summary["runs"]
+    reference = {r["label"]: r for r in runs if r["label"] == "random"}
+    groups = [g for g in summary["groups"] if g != "random"]
+    short = lambda r, g: r["label"][len(g) + 1:] if r["label"].startswith(g) else r["label"]  # noqa: E731
+    panels = []
+    for group in groups:
+        series = {short(r, group): r["history"]["mask_selectivity"]
+                  for r in runs if r["group"] == group}
+        series.update({k: v["history"]["mask_selectivity"] for k, v in reference.items()})
+        panels.append((f"selectivity, {group}", series))
+    first = groups[0] if groups else None
+    for loss in ("reconstruction_loss", "contrastive_loss"):
+        panels.append((f"{loss.replace('_', ' ')}, {first}", {
+            short(r, first): r["history"][loss] for r in runs
+            if r["group"] in (first, "random")}))
+    path = os.path.join(out, "selectivity.png")
+    line_plot(path, panels, x_label=f"x: points, {summary['flags']['steps_per_point']} steps each")
+    return path
+
+
+def write_outputs(out, summary):
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    table = markdown_table(summary["runs"])
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    plot(out, summary)
+    print(table)
+    print(f"study wall time: {summary['study_seconds']:.0f} s on {summary['hardware']}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    out = os.path.abspath(FLAGS.output_dir)
+    if FLAGS.replot:
+        with open(os.path.join(out, "results.json")) as f:
+            write_outputs(out, json.load(f))
+        return 0
+    import keras
+
+    os.makedirs(out, exist_ok=True)
+    start = time.time()
+    runs = []
+    groups = []
+    for i, (label, group, overrides) in enumerate(settings()):
+        row = run_one(label, overrides, os.path.join(out, f"run{i:02d}"))
+        row["group"] = group
+        groups += [group] if group not in groups else []
+        runs.append(row)
+        print(json.dumps({k: row[k] for k in ("label", "selectivity_second_half", "final",
+                                               "final_reconstruction_loss", "seconds")}), flush=True)
+        keras.backend.clear_session()
+    summary = {
+        "runs": runs, "groups": groups, "study_seconds": time.time() - start,
+        "hardware": hardware_label(), "backend": keras.backend.backend(),
+        "flags": {k: FLAGS[k].value for k in (
+            "temperatures", "schedule_end", "score_from", "score_layers", "num_images", "num_layers",
+            "lift_images",
+            "batch_size", "points", "steps_per_point", "blr", "seed")},
+    }
+    write_outputs(out, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)
