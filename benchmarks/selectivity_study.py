@@ -81,24 +81,30 @@ def run_one(label, overrides, workdir):
     history = {k: [float(v) for v in vs] for k, vs in results.history.items()}
     half = len(history["mask_selectivity"]) // 2
     second_half = history["mask_selectivity"][half:]
+    scored = history.get("score_selectivity")
     return {
         "label": label, "overrides": overrides, "seconds": seconds, "steps": results.global_step,
         "history": history,
         "final": {m: getattr(results, m) for m in METRICS},
         "random_masking": results.random_masking,
         "selectivity_second_half": sum(second_half) / max(len(second_half), 1),
+        "score_selectivity_final": scored[-1] if scored else None,
         "final_reconstruction_loss": history["reconstruction_loss"][-1],
         "final_contrastive_loss": history["contrastive_loss"][-1],
     }
 
 
 def markdown_table(runs):
-    lines = ["| setting | selectivity (2nd half mean) | final selectivity | final lift / max | "
-             "reconstruction loss | contrastive loss | s |", "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | selectivity (2nd half mean) | final selectivity | final score top-K "
+             "selectivity | final lift / max | reconstruction loss | contrastive loss | s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         f = r["final"]
+        scored = r.get("score_selectivity_final")
+        scored = "-" if scored is None else f"{scored:.3f}"
         lines.append(
             f"| {r['label']} | {r['selectivity_second_half']:.3f} | {f['mask_selectivity']:.3f} | "
+            f"{scored} | "
             f"{f['foreground_lift']:.3f} / {f['foreground_lift_max']:.3f} | "
             f"{r['final_reconstruction_loss']:.4f} | {r['final_contrastive_loss']:.4f} | "
             f"{r['seconds']:.0f} |")
@@ -118,6 +124,9 @@ def plot(out, summary):
                   for r in runs if r["group"] == group}
         series.update({k: v["history"]["mask_selectivity"] for k, v in reference.items()})
         panels.append((f"selectivity, {group}", series))
+        panels.append((f"score top-K selectivity, {group}", {
+            short(r, group): r["history"].get("score_selectivity", [])
+            for r in runs if r["group"] == group}))
     first = groups[0] if groups else None
     for loss in ("reconstruction_loss", "contrastive_loss"):
         panels.append((f"{loss.replace('_', ' ')}, {first}", {
@@ -154,13 +163,21 @@ def main(argv):
     runs = []
     groups = []
     for i, (label, group, overrides) in enumerate(settings()):
-        row = run_one(label, overrides, os.path.join(out, f"run{i:02d}"))
-        row["group"] = group
+        workdir = os.path.join(out, f"run{i:02d}")
+        row_path = os.path.join(workdir, "row.json")
+        if os.path.exists(row_path):  # finished by an earlier, interrupted call
+            with open(row_path) as f:
+                row = json.load(f)
+        else:
+            row = run_one(label, overrides, workdir)
+            row["group"] = group
+            with open(row_path, "w") as f:
+                json.dump(row, f, indent=1)
+            keras.backend.clear_session()
         groups += [group] if group not in groups else []
         runs.append(row)
         print(json.dumps({k: row[k] for k in ("label", "selectivity_second_half", "final",
                                                "final_reconstruction_loss", "seconds")}), flush=True)
-        keras.backend.clear_session()
     summary = {
         "runs": runs, "groups": groups, "study_seconds": time.time() - start,
         "hardware": hardware_label(), "backend": keras.backend.backend(),

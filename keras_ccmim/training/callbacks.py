@@ -253,7 +253,10 @@ class ForegroundLift(keras.callbacks.Callback):
     `foreground_lift` (masked foreground share / foreground share; random
     masking gives about 1), `foreground_lift_max` (the lift of masking the
     foreground first, its ceiling on these images) and `mask_selectivity`
-    (0 random, 1 foreground first). A patch is foreground when at least
+    (0 random, 1 foreground first). With importance masking it also adds
+    `score_selectivity`, the selectivity of the deterministic top-K of the
+    importance scores: what the [CLS] attention has found, before sampling
+    spends it. A patch is foreground when at least
     half of its pixels are. Put it before the callbacks that write `logs`
     (`MetricsCSV`, `TensorBoardScalars`).
 
@@ -275,7 +278,13 @@ class ForegroundLift(keras.callbacks.Callback):
         return None if self.values is None else self.values["foreground_lift"]
 
     def compute(self, model):
-        return self.metrics_of(predict_outputs(model, self.images)["mask"])
+        outputs = predict_outputs(model, self.images)
+        values = self.metrics_of(outputs["mask"])
+        if "scores" in outputs:
+            values["score_selectivity"] = self.metrics_of(
+                top_k_mask(outputs["scores"], outputs["mask"])
+            )["mask_selectivity"]
+        return values
 
     def metrics_of(self, mask):
         """The three metrics of a `[B, N]` mask of these images (floats)."""
@@ -289,6 +298,15 @@ class ForegroundLift(keras.callbacks.Callback):
         self.values = self.compute(self.model)
         if logs is not None:
             logs.update(self.values)
+
+
+def top_k_mask(scores, mask):
+    """`[B, N]` 0/1 mask of the `K_i = sum_j mask[i, j]` highest scores of
+    each row (numpy; ties broken towards the lower index)."""
+    scores = np.asarray(scores)
+    k = np.asarray(mask).sum(axis=-1).astype("int64")
+    ranks = np.argsort(np.argsort(-scores, axis=-1, kind="stable"), axis=-1)
+    return (ranks < k[:, None]).astype("float32")
 
 
 def predict_outputs(model, images):

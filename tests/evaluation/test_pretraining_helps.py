@@ -1,19 +1,22 @@
-"""The key check: a short pretraining beats random initialisation under the
-k-NN and linear-probe protocols, on a held-out split.
+"""The key check: a short ccMIM pretraining beats random initialisation under
+the k-NN and linear-probe protocols, on a held-out split.
 
 The encoder is pretrained once per session (`PRETRAIN_RUN` in conftest:
-MAE-style masking, 32 px synthetic_objects, 1000 steps, seed 0, TensorFlow
-backend) and evaluated here on every backend with the default feature (the
-mean patch embedding): a k-NN bank of 8,000 training images and 2,000 images
-of the separate "test" split. synthetic_objects randomises colours and
-textures, so a random encoder's pooled features sit near chance (10%).
+ccMIM, i.e. importance sampling + InfoNCE, 32 px synthetic_objects, 1000
+steps, seed 0, TensorFlow backend) and evaluated here on every backend with
+the default feature (the mean patch embedding): a k-NN bank of 8,000
+training images and 2,000 images of the separate "test" split.
+synthetic_objects randomises colours and textures, so a random encoder's
+pooled features sit near chance (10%).
 
-The margins come from measured runs of this configuration (TensorFlow
-pretraining, seeds 0, 1, 2): gains of +2.2 to +4.4 points (k-NN top-1), +5.5
-to +10.9 (k-NN top-5) and +8.4 to +9.5 (probe top-1), with the random encoder
-at 11-12%, 51-53% and 12-13%; shorter runs (600 steps) and a 32-wide encoder
-gained at least +2.1, +4.3 and +3.9. The sampling noise of 2,000 evaluation
-images is about 0.7 points.
+The margins come from measured runs of this configuration
+(`benchmarks/pretraining_helps_margins.py`, TensorFlow pretraining, seeds
+0, 1, 2, on the 2-core Intel Xeon of the README): gains of +0.65 to +1.25
+points (k-NN top-1), +2.75 to +3.75 (k-NN top-5) and +4.65 to +10.2 (probe
+top-1), with the random encoder at 11.85%, 52.2% and 12.0%. ccMIM gains
+less k-NN top-1 than MAE did in the same run (+2.2 to +4.4), so that margin
+is small; the probe's is the one with room. The sampling noise of 2,000
+evaluation images is about 0.7 points.
 """
 
 import pytest
@@ -30,7 +33,7 @@ from tests.evaluation.conftest import PRETRAIN_ENCODER
 
 NUM_TRAIN = 8000
 NUM_EVAL = 2000
-MARGINS = {"knn_top1": 1.0, "knn_top5": 3.0, "probe_top1": 3.0}
+MARGINS = {"knn_top1": 0.3, "knn_top5": 1.5, "probe_top1": 3.0}
 
 
 def load_splits():

@@ -218,3 +218,29 @@ def test_foreground_lift_enters_the_epoch_logs():
     lift.on_epoch_end(0, logs)
     # Masked patches: 3, of which 2 foreground; all patches: 1/4 foreground.
     assert logs["foreground_lift"] == pytest.approx((2 / 3) / (1 / 4))
+    # Foreground first would mask min(2, 1) + min(1, 1) = 2 of the 3: the same.
+    assert logs["foreground_lift_max"] == pytest.approx((2 / 3) / (1 / 4))
+    assert logs["mask_selectivity"] == pytest.approx(1.0)
+    assert "score_selectivity" not in logs  # the model gives no scores
+
+
+class FixedScoresModel(FixedMaskModel):
+    def call(self, images, training=None):
+        outputs = super().call(images)
+        # Patch 3 (background) scores highest: the scores' top-1 misses the object.
+        outputs["scores"] = keras.ops.convert_to_tensor(
+            np.array([[0.1, 0.2, 0.3, 0.4]] * 2, "float32"))
+        return outputs
+
+
+def test_score_selectivity_is_the_top_k_of_the_scores():
+    foreground = np.zeros((2, 4, 4), "float32")
+    foreground[:, :2, :2] = 1.0  # patch 0 is foreground
+    lift = ForegroundLift(np.zeros((2, 4, 4, 3), "float32"), foreground, patch_size=2)
+    lift.set_model(FixedScoresModel(np.array([[1, 0, 0, 0], [0, 0, 0, 1]], "float32")))
+    logs = {}
+    lift.on_epoch_end(0, logs)
+    # Sampled: 1 of 2 masked patches foreground, lift 2, ceiling 4: 1/3.
+    assert logs["mask_selectivity"] == pytest.approx(1 / 3)
+    # Top-1 of the scores is patch 3 in both images: lift 0, selectivity -1/3.
+    assert logs["score_selectivity"] == pytest.approx(-1 / 3)
