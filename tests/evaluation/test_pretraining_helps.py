@@ -10,7 +10,7 @@ synthetic_objects randomises colours and textures, so a random encoder's
 pooled features sit near chance (10%).
 
 The margins come from measured runs of this configuration
-(`benchmarks/pretraining_helps_margins.py`, TensorFlow pretraining, seeds
+(`python -m tests.evaluation.measure_margins`, TensorFlow pretraining, seeds
 0, 1, 2, on the 2-core Intel Xeon of the README): gains of +0.65 to +1.25
 points (k-NN top-1), +2.75 to +3.75 (k-NN top-5) and +4.65 to +10.2 (probe
 top-1), with the random encoder at 11.85%, 52.2% and 12.0%. ccMIM gains

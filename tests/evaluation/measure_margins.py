@@ -1,19 +1,18 @@
-"""Measures the margins of tests/evaluation/test_pretraining_helps.py: the
-gain of the test's pretraining run (`PRETRAIN_RUN` in its conftest) over a
-random encoder, for several seeds, with the test's own protocol.
+"""Measures the margins of test_pretraining_helps.py: the gain of the test's
+pretraining run (`PRETRAIN_RUN` in conftest) over a random encoder, for
+several seeds, with the test's own protocol. Not a test; run it when
+PRETRAIN_RUN changes, from the repository root:
 
-    python benchmarks/pretraining_helps_margins.py --seeds=0,1,2
+    python -m tests.evaluation.measure_margins --seeds=0,1,2 \
+        --output=benchmarks/results/pretraining_helps_margins.json
 """
 
 import json
 import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Pretraining seeds.")
