@@ -86,6 +86,6 @@ def pretrained_workdir(tmp_path_factory):
         "import json, sys; from keras_ccmim import training; "
         "training.pretrain(json.loads(sys.argv[1]))"
     )
-    process = run_python(["-c", code, json.dumps(config)], timeout=400, backend="tensorflow")
+    process = run_python(["-c", code, json.dumps(config)], timeout=900, backend="tensorflow")
     assert process.returncode == 0, process.stderr[-4000:]
     return str(workdir)
