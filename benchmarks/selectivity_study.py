@@ -7,7 +7,8 @@ masking setting and logs, every few steps, `foreground_lift`, its ceiling
 on a fixed batch, with the reconstruction and contrastive losses:
 
   for score_from in {probabilities, logits}, score_layers in {all, last}:
-    importance sampling at T_s = 1, 0.5, 0.25, 0.1;
+    importance sampling at T_s = 1, 0.25, 0.1 (and 0.5 for the default
+    score, probabilities/all);
     importance sampling with T_s annealed 1 -> --schedule_end (half cosine);
     deterministic top-K (masking=importance);
   random masking (the reference; selectivity 0 by construction).
@@ -21,6 +22,7 @@ losses) to --output_dir.
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -32,7 +34,9 @@ from benchmarks.hardware import hardware_label  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "runs/selectivity_study", "Where runs and results go.")
-flags.DEFINE_list("temperatures", ["1", "0.5", "0.25", "0.1"], "Constant T_s values.")
+flags.DEFINE_list("temperatures", ["1", "0.25", "0.1"], "Constant T_s values of every score.")
+flags.DEFINE_list("default_score_temperatures", ["0.5"],
+                  "More constant T_s values for the default score (probabilities/all).")
 flags.DEFINE_float("schedule_end", 0.1, "T_s the schedule anneals to from 1.")
 flags.DEFINE_list("score_from", ["probabilities", "logits"], "Score definitions.")
 flags.DEFINE_list("score_layers", ["all", "last"], "Scoring layers.")
@@ -56,7 +60,10 @@ def settings():
         for layers in FLAGS.score_layers:
             group = f"{score_from}/{layers}"
             common = dict(score_from=score_from, score_layers=layers)
-            for t in FLAGS.temperatures:
+            temperatures = list(FLAGS.temperatures)
+            if (score_from, layers) == ("probabilities", "all"):
+                temperatures += FLAGS.default_score_temperatures
+            for t in sorted(temperatures, key=float, reverse=True):
                 runs.append((f"{group} T={t}", group, dict(common, sampling_temperature=float(t))))
             runs.append((f"{group} T=1->{FLAGS.schedule_end:g}", group, dict(
                 common, sampling_temperature=FLAGS.schedule_end, sampling_temperature_start=1.0)))
@@ -162,8 +169,8 @@ def main(argv):
     start = time.time()
     runs = []
     groups = []
-    for i, (label, group, overrides) in enumerate(settings()):
-        workdir = os.path.join(out, f"run{i:02d}")
+    for label, group, overrides in settings():
+        workdir = os.path.join(out, re.sub(r"[^A-Za-z0-9.=-]+", "_", label))
         row_path = os.path.join(workdir, "row.json")
         if os.path.exists(row_path):  # finished by an earlier, interrupted call
             with open(row_path) as f:
@@ -182,7 +189,7 @@ def main(argv):
         "runs": runs, "groups": groups, "study_seconds": time.time() - start,
         "hardware": hardware_label(), "backend": keras.backend.backend(),
         "flags": {k: FLAGS[k].value for k in (
-            "temperatures", "schedule_end", "score_from", "score_layers", "num_images", "num_layers",
+            "temperatures", "default_score_temperatures", "schedule_end", "score_from", "score_layers", "num_images", "num_layers",
             "lift_images",
             "batch_size", "points", "steps_per_point", "blr", "seed")},
     }
