@@ -8,6 +8,7 @@ starts and fills the ones left to the preset or the data.
 
 import dataclasses
 import json
+import math
 import numbers
 import os
 
@@ -176,9 +177,20 @@ def _check_int(name, value, minimum, allow_none=False):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
 
-def _check_positive(name, value):
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+def _is_finite_number(value):
+    return (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def _check_positive(name, value, hint=""):
+    if not _is_finite_number(value) or not value > 0:
+        raise ValueError(f"{name} must be a positive number (finite), got {value!r}.{hint}")
+
+
+def _check_non_negative(name, value, hint=""):
+    if not _is_finite_number(value) or not value >= 0:
+        raise ValueError(f"{name} must be >= 0 (a finite number), got {value!r}.{hint}")
 
 
 def _check_choice(name, value, choices):
@@ -230,11 +242,7 @@ def _check_model(config):
 
 
 def _check_ccmim(config):
-    if (
-        not isinstance(config.mask_ratio, numbers.Real)
-        or isinstance(config.mask_ratio, bool)
-        or not 0.0 < config.mask_ratio < 1.0
-    ):
+    if not _is_finite_number(config.mask_ratio) or not 0.0 < config.mask_ratio < 1.0:
         raise ValueError(
             f"mask_ratio must be strictly between 0 and 1, got {config.mask_ratio!r} "
             "(ccMIM and MAE use 0.75)."
@@ -253,11 +261,12 @@ def _check_ccmim(config):
             )
     _check_int("sampling_temperature_steps", config.sampling_temperature_steps, 1, allow_none=True)
     _check_choice("score_from", config.score_from, SCORE_SOURCES)
-    _check_positive("temperature", config.temperature)
-    if not isinstance(config.contrastive_weight, numbers.Real) or config.contrastive_weight < 0:
-        raise ValueError(
-            f"contrastive_weight must be >= 0, got {config.contrastive_weight!r}."
-        )
+    _check_positive("temperature", config.temperature, " (ccMIM uses 0.5.)")
+    _check_non_negative(
+        "contrastive_weight",
+        config.contrastive_weight,
+        " (ccMIM uses 0.2; 0 trains the reconstruction alone.)",
+    )
     _check_int("projection_dim", config.projection_dim, 1)
     config.score_layers = parse_score_layers(config.score_layers)
     resolve_score_layers(config.score_layers, config.num_layers)
@@ -273,10 +282,9 @@ def _check_training(config):
     _check_int("keep_checkpoints", config.keep_checkpoints, 1)
     _check_int("tensorboard_every_steps", config.tensorboard_every_steps, 0)
     _check_int("lift_images", config.lift_images, 1)
-    _check_positive("blr", config.blr)
-    if not isinstance(config.weight_decay, numbers.Real) or config.weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {config.weight_decay!r}.")
-    if not isinstance(config.warmup_epochs, numbers.Real) or not (
+    _check_positive("blr", config.blr, " (MAE and ccMIM use 1.5e-4.)")
+    _check_non_negative("weight_decay", config.weight_decay, " (MAE and ccMIM use 0.05.)")
+    if not _is_finite_number(config.warmup_epochs) or not (
         0 <= config.warmup_epochs < config.epochs
     ):
         raise ValueError(
@@ -295,6 +303,30 @@ def _check_training(config):
         raise ValueError(f"jit_compile must be 'auto', True or False, got {config.jit_compile!r}.")
     if not isinstance(config.workdir, (str, os.PathLike)) or not os.fspath(config.workdir):
         raise ValueError(f"workdir must be a folder path, got {config.workdir!r}.")
+    _check_workdir_location(os.fspath(config.workdir))
+
+
+def _check_workdir_location(workdir):
+    """The workdir is a folder, or can be created as one, and is writable."""
+    if os.path.lexists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(
+            f"workdir {workdir!r} is a file, not a folder. Pass a folder path (a new one "
+            "starts a new run)."
+        )
+    existing = os.path.abspath(workdir)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"workdir {workdir!r} cannot be created: {existing!r} is a file, not a folder. "
+            "Pass a workdir whose parents are folders."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"workdir {workdir!r} is not writable: {existing!r} is read-only (its "
+            "permissions or a read-only file system). Pass a workdir in a writable "
+            "location."
+        )
 
 
 def _check_data(config):

@@ -150,3 +150,70 @@ def test_distribution_must_fit_the_backend(tiny_run):
     other = "data_parallel" if keras.backend.backend() == "tensorflow" else "mirrored"
     with pytest.raises(ConfigError, match=f"distribution='{other}'"):
         resolve_config(tiny_run(distribution=other))
+
+
+FLOAT_FIELDS = (
+    "mask_ratio",
+    "sampling_temperature",
+    "sampling_temperature_start",
+    "contrastive_weight",
+    "temperature",
+    "blr",
+    "warmup_epochs",
+    "weight_decay",
+)
+
+
+def test_every_float_field_is_listed():
+    floats = [f.name for f in dataclasses.fields(PretrainConfig) if f.type in (float, "float")]
+    assert sorted(floats) == sorted(FLOAT_FIELDS)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_non_finite_floats_are_rejected(tiny_run, field, value):
+    with pytest.raises(ConfigError, match=f"^{field} must be .*got {value!r}"):
+        resolve_config(tiny_run(**{field: value}))
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("mask_ratio", 1.5),
+        ("sampling_temperature", 0.0),
+        ("sampling_temperature_start", -1.0),
+        ("contrastive_weight", -1e-3),
+        ("temperature", -0.5),
+        ("blr", 0.0),
+        ("warmup_epochs", -0.5),
+        ("weight_decay", -1e-3),
+    ],
+)
+def test_out_of_range_floats_are_rejected(tiny_run, field, value):
+    with pytest.raises(ConfigError, match=f"^{field} must be .*got {value!r}"):
+        resolve_config(tiny_run(**{field: value}))
+
+
+def test_a_workdir_that_is_a_file_is_rejected(tiny_run, tmp_path):
+    path = tmp_path / "run.txt"
+    path.write_text("mine")
+    with pytest.raises(ConfigError, match=r"workdir '.*run.txt' is a file, not a folder"):
+        resolve_config(tiny_run(workdir=str(path)))
+    with pytest.raises(ConfigError, match=r"cannot be created: '.*run.txt' is a file"):
+        resolve_config(tiny_run(workdir=str(path / "run")))
+    assert path.read_text() == "mine"
+
+
+def test_a_read_only_workdir_is_rejected(tiny_run, tmp_path, monkeypatch):
+    import os
+
+    real_access = os.access
+    read_only = str(tmp_path / "read_only")
+    os.mkdir(read_only)
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if p == read_only else real_access(p, mode)
+    )
+    for workdir in (read_only, os.path.join(read_only, "new", "run")):
+        with pytest.raises(ConfigError, match=r"is not writable: '.*read_only' is read-only"):
+            resolve_config(tiny_run(workdir=workdir))
+    assert os.listdir(read_only) == []
