@@ -1,5 +1,7 @@
 """SavedModel export: plain `tf.saved_model.load` matches the in-memory encoder."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from keras_ccmim.evaluation import (
     extract_features,
     extract_saved_model_features,
 )
+from keras_ccmim.evaluation import export as export_module
 from tests.testing_utils import to_numpy
 
 
@@ -21,7 +24,12 @@ def exported(tmp_path_factory):
     from tests.evaluation.conftest import TINY_ENCODER
 
     encoder = random_encoder(seed=3, **TINY_ENCODER)
-    path = export_saved_model(encoder, str(tmp_path_factory.mktemp("export") / "saved_model"))
+    # Written over an existing SavedModel, beside a file of the user's (see
+    # test_overwrite_replaces_a_saved_model_for_real).
+    folder = tmp_path_factory.mktemp("export")
+    _fake_saved_model(folder / "saved_model")
+    (folder / "notes.txt").write_text("mine")
+    path = export_saved_model(encoder, str(folder / "saved_model"), overwrite=True)
     return encoder, path
 
 
@@ -82,3 +90,237 @@ def test_bad_arguments(exported, tmp_path):
     if keras.backend.backend() == "torch":
         with pytest.raises(ValueError, match="tensorflow_subprocess"):
             export_saved_model(encoder, str(tmp_path / "x"), method="archive")
+
+
+# --- The target: never delete what the export did not write. -------------
+
+def _fake_saved_model(folder, marker=b"old"):
+    """The files TensorFlow writes for a SavedModel (contents fake)."""
+    (folder / "variables").mkdir(parents=True)
+    (folder / "assets").mkdir()
+    (folder / "saved_model.pb").write_bytes(marker)
+    (folder / "fingerprint.pb").write_bytes(marker)
+    (folder / "variables" / "variables.index").write_bytes(marker)
+    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(marker)
+    return folder
+
+
+def _snapshot(folder):
+    """Every file under `folder` (relative path -> bytes) and every folder."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
+        for path in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.fixture
+def fake_writer(monkeypatch):
+    """Replaces the (slow) SavedModel writer by one that writes fake files
+    where it is told; records the paths it was given."""
+    written = []
+
+    def write(encoder, path, method, verbose, timeout):
+        from pathlib import Path
+
+        written.append(path)
+        _fake_saved_model(Path(path), marker=b"new")
+
+    monkeypatch.setattr(export_module, "_write", write)
+    return written
+
+
+@pytest.fixture
+def no_writer(monkeypatch):
+    def write(*args):
+        raise AssertionError("a refused target must be refused before anything is written")
+
+    monkeypatch.setattr(export_module, "_write", write)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A pretraining workdir's kind of content."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "ckpt-00000003.weights.h5").write_bytes(b"checkpoint")
+    (run / "config.json").write_text("{}")
+    (run / "encoder.weights.h5").write_bytes(b"weights")
+    return run
+
+
+def test_a_new_or_empty_target_is_written(tiny_encoder, tmp_path, fake_writer):
+    export_saved_model(tiny_encoder, str(tmp_path / "new" / "saved_model"))
+    assert (tmp_path / "new" / "saved_model" / "saved_model.pb").read_bytes() == b"new"
+    (tmp_path / "empty").mkdir()
+    export_saved_model(tiny_encoder, str(tmp_path / "empty"))
+    assert (tmp_path / "empty" / "saved_model.pb").read_bytes() == b"new"
+    # Each was written in a folder beside its target, then renamed; that
+    # folder is gone.
+    staging = [os.path.dirname(path) for path in fake_writer]
+    assert [os.path.dirname(folder) for folder in staging] == [
+        os.path.realpath(tmp_path / "new"), os.path.realpath(tmp_path)
+    ]
+    assert not any(os.path.exists(folder) for folder in staging)
+    assert sorted(os.listdir(tmp_path / "new")) == ["saved_model"]
+    assert sorted(os.listdir(tmp_path)) == ["empty", "new"]
+
+
+def test_an_existing_saved_model_needs_overwrite(tiny_encoder, tmp_path, fake_writer):
+    target = _fake_saved_model(tmp_path / "saved_model")
+    before = _snapshot(target)
+    with pytest.raises(ValueError, match="already holds a SavedModel. Pass --overwrite"):
+        export_saved_model(tiny_encoder, str(target))
+    assert _snapshot(target) == before and not fake_writer
+    export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert (target / "saved_model.pb").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_folder_with_other_files_is_never_replaced(tiny_encoder, tmp_path, no_writer,
+                                                     overwrite):
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    message = "holds files that are not a SavedModel's" if overwrite else "already holds files"
+    with pytest.raises(ValueError, match=message):
+        export_saved_model(tiny_encoder, str(target), overwrite=overwrite)
+    assert _snapshot(target) == {"notes.txt": b"mine"}
+
+
+@pytest.mark.parametrize(
+    "extra", ["notes.txt", "variables/notes.txt", "checkpoints/ckpt.weights.h5"]
+)
+def test_overwrite_spares_a_saved_model_with_other_files(tiny_encoder, tmp_path, no_writer,
+                                                         extra):
+    target = _fake_saved_model(tmp_path / "saved_model")
+    (target / extra).parent.mkdir(exist_ok=True)
+    (target / extra).write_bytes(b"mine")
+    before = _snapshot(target)
+    with pytest.raises(ValueError, match="replaces only a folder holding a SavedModel"):
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert _snapshot(target) == before
+
+
+def test_a_file_target_is_never_replaced(tiny_encoder, tmp_path, no_writer):
+    target = tmp_path / "model.pb"
+    target.write_bytes(b"mine")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+    with pytest.raises(ValueError, match="cannot be created: .*model.pb' is a file"):
+        export_saved_model(tiny_encoder, str(target / "saved_model"))
+    assert target.read_bytes() == b"mine"
+
+
+def test_a_read_only_location_is_refused(tiny_encoder, tmp_path, no_writer, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if str(p) == str(tmp_path) else real_access(p, mode)
+    )
+    with pytest.raises(ValueError, match="cannot be written: .* is read-only"):
+        export_saved_model(tiny_encoder, str(tmp_path / "saved_model"))
+
+
+@pytest.mark.parametrize(
+    "where, relation",
+    [(".", "is"), ("checkpoints", "is inside"), ("saved_model", "is inside"),
+     ("..", "contains")],
+)
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_the_workdir_and_its_checkpoints_are_never_a_target(
+    tiny_encoder, workdir, no_writer, where, relation, overwrite
+):
+    before = _snapshot(workdir.parent)
+    target = os.path.normpath(str(workdir / where))
+    with pytest.raises(ValueError, match=f"{relation} the workdir .*Pass a folder outside it"):
+        export_saved_model(tiny_encoder, target, overwrite=overwrite, protected=[str(workdir)])
+    assert _snapshot(workdir.parent) == before
+
+
+def test_a_link_to_the_workdir_is_never_a_target(tiny_encoder, workdir, no_writer):
+    link = workdir.parent / "link"
+    link.symlink_to(workdir, target_is_directory=True)
+    with pytest.raises(ValueError, match="is the workdir"):
+        export_saved_model(tiny_encoder, str(link), overwrite=True, protected=[str(workdir)])
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
+def test_an_interrupted_export_leaves_the_old_saved_model(
+    tiny_encoder, tmp_path, monkeypatch, interruption
+):
+    target = _fake_saved_model(tmp_path / "saved_model")
+    before = _snapshot(target)
+
+    def write_half_then_stop(encoder, path, method, verbose, timeout):
+        assert os.path.realpath(path) != os.path.realpath(target)
+        os.makedirs(path)
+        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+            f.write(b"half")
+        # Killed here, the old SavedModel is still whole.
+        assert _snapshot(target) == before
+        raise interruption("stopped")
+
+    monkeypatch.setattr(export_module, "_write", write_half_then_stop)
+    with pytest.raises(interruption):
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert _snapshot(target) == before
+    assert os.listdir(tmp_path) == ["saved_model"]  # the staging folder is gone
+
+
+def test_a_failed_rename_puts_the_old_saved_model_back(tiny_encoder, tmp_path, fake_writer,
+                                                       monkeypatch):
+    target = _fake_saved_model(tmp_path / "saved_model")
+    before = _snapshot(target)
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if os.path.realpath(dst) == os.path.realpath(target) and "replaced" not in src:
+            raise OSError(28, "No space left on device", dst)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(export_module.os, "rename", rename)
+    with pytest.raises(OSError, match="No space left"):
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert _snapshot(target) == before
+    assert os.listdir(tmp_path) == ["saved_model"]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the jax2tf fallback is JAX's")
+def test_jax_fallback_deletes_only_its_own_attempt(tiny_encoder, tmp_path, monkeypatch):
+    target = _fake_saved_model(tmp_path / "saved_model")
+    (tmp_path / "notes.txt").write_text("mine")
+    attempts = []
+
+    def jax2tf_that_does_not_run(encoder, path, verbose):
+        attempts.append(path)
+        os.makedirs(path)
+        open(os.path.join(path, "saved_model.pb"), "wb").close()
+        raise ValueError("composite op")
+
+    def subprocess_export(encoder, path, timeout):
+        from pathlib import Path
+
+        assert not os.path.exists(path)  # the failed attempt is gone
+        _fake_saved_model(Path(path), marker=b"new")
+
+    monkeypatch.setattr(export_module, "_export_in_process", jax2tf_that_does_not_run)
+    monkeypatch.setattr(export_module, "_export_in_subprocess", subprocess_export)
+    with pytest.warns(UserWarning, match="TensorFlow-backend subprocess"):
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert os.path.dirname(os.path.dirname(attempts[0])) == os.path.realpath(tmp_path)
+    assert (target / "saved_model.pb").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "saved_model"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_a_saved_model_for_real(exported):
+    """The `exported` fixture used the real writer of this backend (on JAX:
+    jax2tf, then the fallback) over an existing SavedModel with a file of the
+    user's beside it."""
+    _, path = exported
+    folder = os.path.dirname(path)
+    assert open(os.path.join(path, "saved_model.pb"), "rb").read() != b"old"
+    loaded = tf.saved_model.load(path)  # keep it: its variables die with it
+    assert loaded.serve(tf.zeros((1, 16, 16, 3)))["cls"].shape == (1, 32)
+    assert sorted(os.listdir(folder)) == ["notes.txt", "saved_model"]
+    assert open(os.path.join(folder, "notes.txt")).read() == "mine"
