@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ccmim import training  # noqa: E402
+from keras_ccmim.file_errors import describe_os_error  # noqa: E402
 
 _DEFAULTS = training.PretrainConfig()
 FLAGS = flags.FLAGS
@@ -156,6 +157,9 @@ def main(argv):
     except training.NonFiniteLossError as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a file or folder that cannot be read or written
+        print(f"Error: {describe_os_error(error)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -157,3 +157,104 @@ def test_sigkill_then_the_same_command_resumes(tmp_path, start_python, run_pytho
     resumed = _mean_loss(after[:3])
     assert at_kill < 0.9 * initial, (initial, at_kill)
     assert abs(resumed - at_kill) < 0.5 * (initial - at_kill), (initial, at_kill, resumed)
+
+
+def _float_flags():
+    """Float flags defined outside absl and TensorFlow: the binary's."""
+    from absl import flags
+
+    return sorted(
+        flag.name
+        for module, defined in flags.FLAGS.flags_by_module_dict().items()
+        if not module.startswith(("absl.", "tensorflow."))
+        for flag in defined
+        if flag.flag_type() == "float"
+    )
+
+
+PRETRAIN_FLOAT_FLAGS = (
+    "mask_ratio",
+    "sampling_temperature",
+    "sampling_temperature_start",
+    "contrastive_weight",
+    "temperature",
+    "blr",
+    "warmup_epochs",
+    "weight_decay",
+)
+
+
+def test_every_float_flag_is_listed(binary):
+    assert _float_flags() == sorted(PRETRAIN_FLOAT_FLAGS)
+
+
+@pytest.fixture
+def validate_only(binary, monkeypatch):
+    """`training.pretrain` that stops after validating its config, so that a
+    check that lets bad input through fails the test fast instead of training
+    the demo (`pretrain` validates before any work: see
+    test_bad_flag_value_fails_before_any_work)."""
+
+    def pretrain(config):
+        binary.training.resolve_config(config)
+        raise AssertionError("the config passed validation")
+
+    monkeypatch.setattr(binary.training, "pretrain", pretrain)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("name", PRETRAIN_FLOAT_FLAGS)
+def test_non_finite_float_flags_fail_before_any_work(binary, capsys, tmp_path, validate_only,
+                                                     name, value):
+    workdir = tmp_path / "never"
+    with _flags(workdir=str(workdir), **{name: value}):
+        assert binary.main(["pretrain.py"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {name} must be ") and f"got {value!r}" in err, err
+    assert err.count("\n") == 1 and not workdir.exists()
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_a_workdir_that_is_a_file_is_one_line(binary, capsys, tmp_path):
+    path = tmp_path / "run"
+    path.write_text("mine")
+    with _flags(workdir=str(path)):
+        assert binary.main(["pretrain.py"]) == 2
+    assert "is a file, not a folder. Pass a folder path" in _one_line_error(capsys)
+    assert path.read_text() == "mine"
+
+
+def test_a_read_only_workdir_is_one_line(binary, capsys, tmp_path, monkeypatch, validate_only):
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if p == str(tmp_path) else real_access(p, mode)
+    )
+    with _flags(workdir=str(tmp_path / "run")):
+        assert binary.main(["pretrain.py"]) == 2
+    err = _one_line_error(capsys)
+    assert f"'{tmp_path}' is read-only" in err and "Pass a workdir in a writable" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "error, fix",
+    [
+        (PermissionError(13, "Permission denied", "/data/run/metrics.csv"), "permissions"),
+        (OSError(30, "Read-only file system", "/data/run/checkpoints"), "writable"),
+        (OSError(28, "No space left on device", "/data/run/ckpt.h5"), "free disk space"),
+    ],
+)
+def test_file_system_errors_during_the_run_are_one_line(binary, capsys, monkeypatch, error,
+                                                        fix):
+    def fail(config):
+        raise error
+
+    monkeypatch.setattr(binary.training, "pretrain", fail)
+    assert binary.main(["pretrain.py"]) == 2
+    err = _one_line_error(capsys)
+    assert f"{error.strerror}: '{error.filename}'. Fix: " in err and fix in err, err
