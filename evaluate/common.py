@@ -1,6 +1,7 @@
 """Flags and helpers shared by the evaluation binaries (thin over the library)."""
 
 import json
+import math
 import os
 import sys
 import types
@@ -10,6 +11,10 @@ from absl import flags
 FLAGS = flags.FLAGS
 # Whether --saved_model names an input encoder (k-NN, probe) in this binary.
 _SAVED_MODEL_INPUT = []
+# Flags that describe the --random_init encoder; an encoder read from a
+# workdir or a SavedModel has its own architecture.
+RANDOM_INIT_FLAGS = ("preset", "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
+SAVED_MODEL_PROTOS = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def define_encoder_flags(saved_model=False):
@@ -47,8 +52,10 @@ def define_output_flag():
     flags.DEFINE_string("output", None, "Write the results as JSON to this file.")
 
 
-def encoder_source():
-    """The flag naming the encoder: exactly one of them must be set."""
+def encoder_source(random_init_flags=RANDOM_INIT_FLAGS):
+    """The flag naming the encoder: exactly one of them must be set, and
+    `random_init_flags` only with --random_init. A --saved_model input must
+    be a SavedModel folder."""
     options = {"workdir": FLAGS.workdir, "random_init": FLAGS.random_init}
     if _SAVED_MODEL_INPUT:
         options["saved_model"] = FLAGS.saved_model
@@ -56,7 +63,102 @@ def encoder_source():
     if len(chosen) != 1:
         names = ", ".join(f"--{name}" for name in options)
         raise ValueError(f"Pass exactly one of {names}; got {len(chosen)}.")
-    return chosen[0]
+    source = chosen[0]
+    given = [name for name in random_init_flags if FLAGS[name].present]
+    if source != "random_init" and given:
+        listed = ", ".join(f"--{name}" for name in given)
+        raise ValueError(
+            f"{listed} {'sets' if len(given) == 1 else 'set'} the architecture of a "
+            "--random_init encoder, but the encoder "
+            f"comes from --{source}, whose architecture is fixed (a workdir keeps the "
+            f"sizes it was trained with). Drop {listed}, or use --random_init instead of "
+            f"--{source}."
+        )
+    if source == "saved_model":
+        check_saved_model_input(FLAGS.saved_model)
+    return source
+
+
+def check_saved_model_input(path):
+    """`path` is a folder with a `saved_model.pb` (what evaluate/export.py
+    writes); checked here, before Keras and TensorFlow are imported."""
+    fix = (
+        "Pass the folder evaluate/export.py wrote (its --saved_model), or the "
+        "pretraining run with --workdir."
+    )
+    if not os.path.exists(path):
+        raise ValueError(f"--saved_model {path!r} does not exist. {fix}")
+    if not os.path.isdir(path):
+        raise ValueError(f"--saved_model {path!r} is a file, not a SavedModel folder. {fix}")
+    if not any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_PROTOS):
+        raise ValueError(
+            f"--saved_model {path!r} is not a SavedModel: it has no saved_model.pb. {fix}"
+        )
+
+
+def _interval_text(low, high, low_open, high_open):
+    if high == math.inf and low_open:
+        return f"> {low:g}"
+    if high == math.inf:
+        return f">= {low:g}"
+    high_text = high if isinstance(high, str) else f"{high:g}"
+    return f"in {'(' if low_open else '['}{low:g}, {high_text}{')' if high_open else ']'}"
+
+
+def check_float_flags(ranges):
+    """Every float flag named in `ranges` is finite and in its interval.
+
+    Args:
+        ranges: `{flag: "(0, inf)" | "[0, 1)" | "[0, epochs)" | ...}`: the
+            bracket says whether the bound is allowed; a bound may name an
+            int flag.
+
+    Raises:
+        ValueError: naming the flag, its allowed range and the value.
+    """
+    for name, interval in ranges.items():
+        low_text, high_text = (part.strip() for part in interval[1:-1].split(","))
+        low_open, high_open = interval[0] == "(", interval[-1] == ")"
+        low = float(low_text)
+        try:
+            high = float(high_text)
+        except ValueError:  # the name of a flag
+            high = None
+        bound = high if high is not None else FLAGS[high_text].value
+        value = FLAGS[name].value
+        inside = (
+            isinstance(value, (int, float))
+            and math.isfinite(value)
+            and (value > low if low_open else value >= low)
+            and (value < bound if high_open else value <= bound)
+        )
+        if not inside:
+            shown = _interval_text(low, high if high is not None else high_text, low_open,
+                                   high_open)
+            where = "" if high is not None else f" (--{high_text}={bound})"
+            raise ValueError(f"--{name} must be a finite number {shown}{where}, got {value!r}.")
+
+
+def check_output_path(path, what="--output"):
+    """`path` can be written: not a folder, and its nearest existing parent
+    is a writable folder. Checked before any work."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a folder; pass a file path.")
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"{what} {path!r} cannot be written: {existing!r} is a file, not a folder. "
+            "Pass a path whose parents are folders."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{what} {path!r} cannot be written: {existing!r} is read-only (its "
+            "permissions or a read-only file system). Pass a path in a writable location."
+        )
 
 
 def load_encoder():
@@ -97,9 +199,7 @@ def extract_train_and_eval_features(feature):
 
     source = encoder_source()
     if source == "saved_model":
-        import tensorflow as tf
-
-        model = tf.saved_model.load(FLAGS.saved_model)
+        model = load_saved_model(FLAGS.saved_model)
         image_size = saved_model_image_size(model)
 
         def extract(dataset):
@@ -145,10 +245,32 @@ def extract_train_and_eval_features(feature):
     )
 
 
+def load_saved_model(path):
+    """`tf.saved_model.load(path)`; a damaged SavedModel is a ValueError
+    naming the path and the fix."""
+    import tensorflow as tf
+
+    check_saved_model_input(path)
+    try:
+        return tf.saved_model.load(path)
+    except Exception as error:  # protobuf, TensorFlow and OS errors alike
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise ValueError(
+            f"--saved_model {path!r} cannot be loaded ({reason}). It is damaged or not "
+            "a SavedModel; write it again with evaluate/export.py."
+        ) from error
+
+
 def saved_model_image_size(saved_model):
     """The image size a SavedModel's `serve` endpoint takes."""
-    spec = saved_model.serve.concrete_functions[0].structured_input_signature[0][0]
-    return int(spec.shape[1])
+    try:
+        spec = saved_model.serve.concrete_functions[0].structured_input_signature[0][0]
+        return int(spec.shape[1])
+    except (AttributeError, IndexError, TypeError) as error:
+        raise ValueError(
+            "The --saved_model has no `serve` endpoint taking [B, H, W, 3] images; it is "
+            "not an encoder export. Write one with evaluate/export.py."
+        ) from error
 
 
 def write_results(results):
@@ -163,5 +285,13 @@ def write_results(results):
 
 
 def fail(error):
-    print(f"Error: {error}", file=sys.stderr)
+    """Prints `error` as one line (an `OSError` with its path and the fix)
+    and returns the exit status."""
+    if isinstance(error, OSError):
+        from keras_ccmim.file_errors import describe_os_error
+
+        text = describe_os_error(error)
+    else:
+        text = " ".join(str(error).split())
+    print(f"Error: {text}", file=sys.stderr)
     return 2

@@ -1,11 +1,17 @@
 r"""Exports a pretrained encoder as a standalone TensorFlow SavedModel.
 
-    python evaluate/export.py --workdir=runs/demo --saved_model=runs/demo/saved_model
+    python evaluate/export.py --workdir=runs/demo --saved_model=runs/demo_saved_model
 
 The SavedModel takes images `[B, H, W, 3]` (`serve`: float32 in [0, 1];
 `serve_uint8`: uint8) and returns `cls`, `mean_patch` and `patch_tokens`;
 ImageNet normalisation is inside. Load it with `tf.saved_model.load` alone.
 Works under every backend (torch exports through a TensorFlow subprocess).
+
+The target must be new or empty; `--overwrite` replaces an existing
+SavedModel there (a folder holding a SavedModel and nothing else), never
+other files. It may not be, hold, or lie inside the `--workdir`. The
+SavedModel is written beside the target and renamed into place when
+complete, so an interrupted export leaves the old one as it was.
 """
 
 import os
@@ -30,6 +36,12 @@ flags.DEFINE_enum(
     "TensorFlow-backend subprocess (any backend), or auto (see "
     "keras_ccmim.evaluation.export).",
 )
+flags.DEFINE_boolean(
+    "overwrite",
+    False,
+    "Replace an existing SavedModel at --saved_model (only a folder holding a "
+    "SavedModel and nothing else; other files are never replaced).",
+)
 
 
 def main(argv):
@@ -38,23 +50,32 @@ def main(argv):
     try:
         if not FLAGS.saved_model:
             raise ValueError("Pass --saved_model=FOLDER, where the SavedModel is written.")
+        common.check_output_path(FLAGS.output)
         common.encoder_source()  # checked before the slow imports
-        from keras_ccmim import evaluation
+        from keras_ccmim.evaluation import export
 
+        protected = [FLAGS.workdir] if FLAGS.workdir else []
+        export.check_export_target(FLAGS.saved_model, FLAGS.overwrite, protected)
         encoder = common.load_encoder()
-        path = evaluation.export_saved_model(encoder, FLAGS.saved_model, method=FLAGS.method)
-    except ValueError as error:
+        path = export.export_saved_model(
+            encoder,
+            FLAGS.saved_model,
+            method=FLAGS.method,
+            overwrite=FLAGS.overwrite,
+            protected=protected,
+        )
+        common.write_results(
+            {
+                "saved_model": path,
+                "image_size": list(encoder.image_size),
+                "hidden_dim": encoder.hidden_dim,
+                "num_patches": encoder.num_patches,
+                "endpoints": {"serve": "float32 in [0, 1]", "serve_uint8": "uint8"},
+                **common.describe_source(),
+            }
+        )
+    except (ValueError, OSError) as error:
         return common.fail(error)
-    common.write_results(
-        {
-            "saved_model": path,
-            "image_size": list(encoder.image_size),
-            "hidden_dim": encoder.hidden_dim,
-            "num_patches": encoder.num_patches,
-            "endpoints": {"serve": "float32 in [0, 1]", "serve_uint8": "uint8"},
-            **common.describe_source(),
-        }
-    )
     return 0
 
 

@@ -39,11 +39,27 @@ flags.DEFINE_float("cutmix", 1.0, "CutMix alpha (0 = off).")
 flags.DEFINE_float("smoothing", 0.1, "Label smoothing.")
 flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Keras fit verbosity.")
 
+# Checked (finite, in range) before any work.
+FLOAT_RANGES = {
+    "warmup_epochs": "[0, epochs)",
+    "blr": "(0, inf)",
+    "weight_decay": "[0, inf)",
+    "layer_decay": "(0, 1]",
+    "drop_path": "[0, 1)",
+    "rand_augment": "[0, 10]",
+    "reprob": "[0, 1]",
+    "mixup": "[0, inf)",
+    "cutmix": "[0, inf)",
+    "smoothing": "[0, 1)",
+}
+
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
+        common.check_float_flags(FLOAT_RANGES)
+        common.check_output_path(FLAGS.output)
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim import evaluation
 
@@ -72,19 +88,19 @@ def main(argv):
             seed=FLAGS.seed,
             verbose=int(FLAGS.verbose),
         )
-    except ValueError as error:
+        results = result.to_dict()
+        results.update(
+            protocol="finetune",
+            dataset=FLAGS.dataset,
+            train_split=FLAGS.train_split,
+            eval_split=FLAGS.eval_split,
+            layer_decay=FLAGS.layer_decay,
+            drop_path=FLAGS.drop_path,
+            **common.describe_source(),
+        )
+        common.write_results(results)
+    except (ValueError, OSError) as error:
         return common.fail(error)
-    results = result.to_dict()
-    results.update(
-        protocol="finetune",
-        dataset=FLAGS.dataset,
-        train_split=FLAGS.train_split,
-        eval_split=FLAGS.eval_split,
-        layer_decay=FLAGS.layer_decay,
-        drop_path=FLAGS.drop_path,
-        **common.describe_source(),
-    )
-    common.write_results(results)
     return 0
 
 

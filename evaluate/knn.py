@@ -25,11 +25,16 @@ flags.DEFINE_enum("feature", "mean_patch", ["mean_patch", "cls"], "Image feature
 flags.DEFINE_integer("k", 20, "Neighbours.")
 flags.DEFINE_float("temperature", 0.07, "Temperature of the vote weights exp(sim / T).")
 
+# Checked (finite, in range) before any work.
+FLOAT_RANGES = {"temperature": "(0, inf)"}
+
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
+        common.check_float_flags(FLOAT_RANGES)
+        common.check_output_path(FLAGS.output)
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim import evaluation
 
@@ -43,18 +48,18 @@ def main(argv):
             k=FLAGS.k,
             temperature=FLAGS.temperature,
         )
-    except ValueError as error:
+        results.update(
+            protocol="knn",
+            feature=FLAGS.feature,
+            dataset=FLAGS.dataset,
+            train_split=FLAGS.train_split,
+            eval_split=FLAGS.eval_split,
+            image_size=features.image_size,
+            **common.describe_source(),
+        )
+        common.write_results(results)
+    except (ValueError, OSError) as error:
         return common.fail(error)
-    results.update(
-        protocol="knn",
-        feature=FLAGS.feature,
-        dataset=FLAGS.dataset,
-        train_split=FLAGS.train_split,
-        eval_split=FLAGS.eval_split,
-        image_size=features.image_size,
-        **common.describe_source(),
-    )
-    common.write_results(results)
     return 0
 
 

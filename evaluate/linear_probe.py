@@ -4,7 +4,7 @@ The features are extracted once; the probe trains on them with SGD and
 momentum (warmup + cosine).
 
     python evaluate/linear_probe.py --workdir=runs/demo --output=runs/demo/probe.json
-    python evaluate/linear_probe.py --saved_model=runs/demo/saved_model
+    python evaluate/linear_probe.py --saved_model=runs/demo_saved_model
     python evaluate/linear_probe.py --workdir=runs/cifar10 --dataset=cifar10_jpeg \
         --data_dir=../shared/data/tfds --train_split='train[:45000]' \
         --eval_split='train[45000:]'
@@ -32,11 +32,21 @@ flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 0.0, "SGD weight decay.")
 flags.DEFINE_float("warmup_epochs", 10, "Linear warmup epochs.")
 
+# Checked (finite, in range) before any work.
+FLOAT_RANGES = {
+    "blr": "(0, inf)",
+    "momentum": "[0, 1)",
+    "weight_decay": "[0, inf)",
+    "warmup_epochs": "[0, inf)",  # capped below --epochs
+}
+
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
+        common.check_float_flags(FLOAT_RANGES)
+        common.check_output_path(FLAGS.output)
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim import evaluation
 
@@ -55,21 +65,21 @@ def main(argv):
             warmup_epochs=FLAGS.warmup_epochs,
             seed=FLAGS.seed,
         )
-    except ValueError as error:
+        results = result.to_dict()
+        results.update(
+            protocol="linear_probe",
+            feature=FLAGS.feature,
+            dataset=FLAGS.dataset,
+            train_split=FLAGS.train_split,
+            eval_split=FLAGS.eval_split,
+            num_train=int(features.train_x.shape[0]),
+            num_eval=int(features.eval_x.shape[0]),
+            image_size=features.image_size,
+            **common.describe_source(),
+        )
+        common.write_results(results)
+    except (ValueError, OSError) as error:
         return common.fail(error)
-    results = result.to_dict()
-    results.update(
-        protocol="linear_probe",
-        feature=FLAGS.feature,
-        dataset=FLAGS.dataset,
-        train_split=FLAGS.train_split,
-        eval_split=FLAGS.eval_split,
-        num_train=int(features.train_x.shape[0]),
-        num_eval=int(features.eval_x.shape[0]),
-        image_size=features.image_size,
-        **common.describe_source(),
-    )
-    common.write_results(results)
     return 0
 
 

@@ -39,8 +39,8 @@ def main(argv):
     try:
         if not FLAGS.output:
             raise ValueError("Pass --output=PATH.png.")
-        if bool(FLAGS.workdir) == bool(FLAGS.random_init):
-            raise ValueError("Pass exactly one of --workdir, --random_init.")
+        common.check_output_path(FLAGS.output)
+        common.encoder_source(random_init_flags=common.RANDOM_INIT_FLAGS + ("masking",))
         if FLAGS.num_images < 1:
             raise ValueError(f"--num_images must be >= 1, got {FLAGS.num_images}.")
         import keras
@@ -68,7 +68,7 @@ def main(argv):
         picture = evaluation.reconstruction_grid(
             model, images.numpy(), FLAGS.output, scale=FLAGS.scale
         )
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         return common.fail(error)
     print(f"Wrote {FLAGS.output} ({picture.shape[1]}x{picture.shape[0]} px).")
     return 0

@@ -8,6 +8,7 @@ export need; the reconstruction pictures need the pretrainer.
 """
 
 import os
+import zipfile
 
 import keras
 
@@ -23,6 +24,11 @@ ENCODER_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_h
 
 def _check_workdir(workdir, names):
     workdir = os.fspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(
+            f"workdir {workdir!r} is a file, not a folder. Pass the folder of a "
+            "pretraining run (the --workdir given to train/pretrain.py)."
+        )
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir!r} does not exist.")
     missing = [name for name in names if not os.path.exists(os.path.join(workdir, name))]
@@ -49,7 +55,16 @@ def load_encoder(workdir):
 def load_pretrainer(workdir):
     """The final `CCMIMPretrainer` of a pretraining workdir (`pretrainer.keras`)."""
     workdir = _check_workdir(workdir, (PRETRAINER,))
-    model = keras.saving.load_model(os.path.join(workdir, PRETRAINER), compile=False)
+    path = os.path.join(workdir, PRETRAINER)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+        raise ValueError(
+            f"Cannot read {path} ({reason}): the file is unreadable or damaged. Check its "
+            "permissions; if it is damaged, rerun the pretraining command of this "
+            "workdir (train/pretrain.py with the same flags), which writes it again."
+        ) from error
     if not isinstance(model, CCMIMPretrainer):
         raise ValueError(f"{workdir}/{PRETRAINER} does not hold a CCMIMPretrainer.")
     return model

@@ -36,17 +36,40 @@ def save_encoder(encoder, directory):
     return path
 
 
+def _unreadable(path, error):
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return ValueError(
+        f"Cannot read {path} ({reason}): the file is unreadable or damaged. Check its "
+        "permissions; if it is damaged, rerun the pretraining command of this workdir "
+        "(train/pretrain.py with the same flags), which writes it again from the last "
+        "checkpoint."
+    )
+
+
 def load_encoder(directory):
     """The `ViTEncoder` saved by `save_encoder` in `directory`, built, with
-    its weights."""
-    with open(os.path.join(directory, ENCODER_CONFIG)) as f:
-        encoder = keras.saving.deserialize_keras_object(json.load(f))
+    its weights.
+
+    Raises:
+        ValueError: a file that cannot be read or does not hold the encoder,
+            naming the file and the fix.
+    """
+    config_path = os.path.join(directory, ENCODER_CONFIG)
+    try:
+        with open(config_path) as f:
+            encoder = keras.saving.deserialize_keras_object(json.load(f))
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise _unreadable(config_path, error) from error
     if not isinstance(encoder, ViTEncoder):
         raise ValueError(f"{directory} does not hold a ViTEncoder config.")
     if not encoder.built:
         encoder.build()
     holder = _EncoderHolder(encoder)
-    holder.load_weights(os.path.join(directory, ENCODER_WEIGHTS))
+    weights_path = os.path.join(directory, ENCODER_WEIGHTS)
+    try:
+        holder.load_weights(weights_path)
+    except (OSError, ValueError, KeyError) as error:
+        raise _unreadable(weights_path, error) from error
     return encoder
 
 
