@@ -5,21 +5,20 @@ Pretrains ViT-T/4 (32 px) on `cifar10_jpeg` `train[:45000]` with the same
 schedule for each variant:
 
   mae            masking=random,              contrastive=none
-  ccmim          the paper's settings (importance sampling at T_s = 1 + InfoNCE,
-                 lambda 0.2)
+  ccmim          the defaults: importance sampling at T_s = 1 (the paper's) of the
+                 public code's probability score, InfoNCE, lambda 0.2
+  ccmim_logits   the paper's own logit score (score_from=logits), T_s = 1
   ccmim_anneal   T_s annealed from 1 to 0.1 over the run (half cosine)
-  ccmim_logits   the paper's logit score (score_from=logits), T_s = 1
-  ccmim_logits_anneal  the logit score with T_s annealed from 1 to 0.1
-  ccmim_t01      importance sampling at a constant T_s = 0.1
+  ccmim_t025     importance sampling at a constant T_s = 0.25
   importance     deterministic top-K masking + InfoNCE
   is_lambda0     importance sampling, lambda = 0
   block          block masking + InfoNCE
 
 A variant named `NAME@S` is NAME with seed S (pretraining and probe), so
 `--variants=mae,mae@1` measures the seed-to-seed spread. Each finished
-variant leaves `<output_dir>/<variant>/row.json`; running again skips the
-variants that have one (so a study can be run in parts, or resumed), and
-the table holds every variant named in --variants.
+variant leaves `<rows_dir>/<variant>.json`; running again skips the
+variants that have one (so a study can be run in parts, or resumed, with its
+rows committed), and the table holds every variant named in --variants.
 
 then evaluates each encoder (and a randomly initialised one) with weighted
 k-NN and a linear probe on the held-out `train[45000:]` (mean patch feature).
@@ -48,11 +47,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "mae": dict(masking="random", contrastive="none"),
     "ccmim": dict(),
-    "ccmim_anneal": dict(sampling_temperature=0.1, sampling_temperature_start=1.0),
     "ccmim_logits": dict(score_from="logits"),
-    "ccmim_logits_anneal": dict(score_from="logits", sampling_temperature=0.1,
-                                sampling_temperature_start=1.0),
-    "ccmim_t01": dict(sampling_temperature=0.1),
+    "ccmim_anneal": dict(sampling_temperature=0.1, sampling_temperature_start=1.0),
+    "ccmim_t025": dict(sampling_temperature=0.25),
     "importance": dict(masking="importance"),
     "is_lambda0": dict(contrastive_weight=0.0),
     "block": dict(masking="block"),
@@ -79,6 +76,10 @@ flags.DEFINE_integer("synthetic_epochs", 4, "Epochs of the synthetic_objects cur
 flags.DEFINE_integer("synthetic_images", 2048, "Images of the synthetic_objects curve runs.")
 flags.DEFINE_boolean(
     "replot", False, "Rewrite results.md and the PNGs from --output_dir's results.json; train nothing.")
+flags.DEFINE_string(
+    "rows_dir", None,
+    "Folder of the finished variants' rows (<variant>.json; default <output_dir>/rows): variants "
+    "with a row there are not run again, so a study can be run in parts and its rows kept in git.")
 flags.DEFINE_string("hardware", None, "Hardware label for the table (default: the CPU model and core count).")
 
 
@@ -161,7 +162,8 @@ def main(argv):
 
     from keras_ccmim.evaluation.encoders import load_encoder, random_encoder
 
-    os.makedirs(out, exist_ok=True)
+    rows_dir = os.path.abspath(FLAGS.rows_dir or os.path.join(out, "rows"))
+    os.makedirs(rows_dir, exist_ok=True)
     hardware = FLAGS.hardware or hardware_label()
     data_dir = os.path.abspath(FLAGS.data_dir)
     study_start = time.time()
@@ -178,7 +180,7 @@ def main(argv):
         plot_curves(out, synthetic, {}, FLAGS.points_per_epoch)
 
     for name, base, seed in variants:
-        row_path = os.path.join(out, name, "row.json")
+        row_path = os.path.join(rows_dir, f"{name}.json")
         if os.path.exists(row_path):
             with open(row_path) as f:
                 row = json.load(f)
@@ -207,7 +209,7 @@ def main(argv):
         curves[name] = row.pop("history")
         rows.append(row)
 
-    random_path = os.path.join(out, "random_init_row.json")
+    random_path = os.path.join(rows_dir, "random_init.json")
     if os.path.exists(random_path):
         with open(random_path) as f:
             rows.append(json.load(f))

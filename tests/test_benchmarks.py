@@ -130,6 +130,10 @@ def test_cifar10_study_writes_its_table_and_curves(tmp_path):
     ])
     summary = json.loads((out / "results.json").read_text())
     assert [r["variant"] for r in summary["rows"]] == ["mae", "ccmim", "random init"]
+    # Each finished variant's row is kept, and a rerun reads it instead of training.
+    assert sorted(p.name for p in (out / "rows").iterdir()) == ["ccmim.json", "mae.json",
+                                                               "random_init.json"]
+    assert [r["seed"] for r in summary["rows"]] == [0, 0, 0]
     for row in summary["rows"][:2]:
         assert row["steps"] == 4  # 256 images / 64 per batch, logged at 2 points
         assert row["num_eval"] == 5000 and row["num_probe_train"] == 500
@@ -144,6 +148,12 @@ def test_cifar10_study_writes_its_table_and_curves(tmp_path):
     (out / "results.md").unlink()
     _run("cifar10_study.py", [f"--output_dir={out}", "--replot"])
     assert (out / "results.md").read_text() == table
+    rerun = _run("cifar10_study.py", [
+        f"--output_dir={out}", f"--data_dir={SHARED_TFDS_DIR}", "--variants=ccmim",
+        "--synthetic_epochs=0"])
+    assert "ccmim: done before" in rerun
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["variant"] for r in summary["rows"]] == ["ccmim", "random init"]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="profiles the XLA step; JAX's trace has per-op events")
@@ -154,3 +164,36 @@ def test_profile_step_groups_op_time_by_kind():
     assert rows, stdout
     shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in rows]
     assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="one backend is enough for the study's plumbing")
+def test_selectivity_study_writes_its_table_and_curves(tmp_path):
+    out = tmp_path / "selectivity"
+    args = [f"--output_dir={out}", "--temperatures=1", "--default_score_temperatures=",
+            "--score_from=probabilities", "--score_layers=all", "--num_images=128",
+            "--num_layers=1", "--batch_size=32", "--points=2", "--steps_per_point=2",
+            "--lift_images=32"]
+    _run("selectivity_study.py", args)
+    summary = json.loads((out / "results.json").read_text())
+    labels = [r["label"] for r in summary["runs"]]
+    assert labels == ["probabilities/all T=1", "probabilities/all T=1->0.1",
+                      "probabilities/all top-K", "random"]
+    for run in summary["runs"]:
+        assert run["steps"] == 4 and len(run["history"]["mask_selectivity"]) == 2
+        f = run["final"]
+        assert f["mask_selectivity"] == pytest.approx(
+            (f["foreground_lift"] - 1) / (f["foreground_lift_max"] - 1), rel=1e-4, abs=1e-6)
+    # The annealed run logs its temperature; top-K's sampled masks are its scores' top-K.
+    assert summary["runs"][1]["history"]["sampling_temperature"][-1] == pytest.approx(0.1)
+    top_k = summary["runs"][2]
+    assert top_k["history"]["score_selectivity"] == pytest.approx(top_k["history"]["mask_selectivity"])
+    assert (out / "selectivity.png").stat().st_size > 0
+    table = (out / "results.md").read_text()
+    assert table.count("\n") == 2 + len(labels)
+    (out / "results.md").unlink()
+    assert "study wall time" in _run("selectivity_study.py", [f"--output_dir={out}", "--replot"])
+    assert (out / "results.md").read_text() == table
+    # Finished runs are kept: a second call trains nothing and gives the same table.
+    _run("selectivity_study.py", args)
+    assert (out / "results.md").read_text() == table
