@@ -6,8 +6,9 @@ COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (23, 190, 207), (127, 127, 127), (188, 189, 34), (227, 119, 194)]
 
 
-def line_plot(path, panels, width=420, height=300, x_label=None):
-    """Writes a PNG with one panel per `(title, {label: [y values]})`.
+def line_plot(path, panels, width=420, height=300, x_label=None, columns=None):
+    """Writes a PNG with one panel per `(title, {label: [y values]})`, in
+    rows of `columns` panels (default: one row).
 
     Each series is drawn against its index (epoch or logging step), named by
     `x_label` under the panels. A label keeps its colour in every panel.
@@ -17,19 +18,21 @@ def line_plot(path, panels, width=420, height=300, x_label=None):
         labels += [label for label in series if label not in labels]
     colours = {label: COLOURS[i % len(COLOURS)] for i, label in enumerate(labels)}
     margin = 44
-    image = Image.new("RGB", (width * len(panels), height), "white")
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    image = Image.new("RGB", (width * min(columns, len(panels)), height * rows), "white")
     draw = ImageDraw.Draw(image)
     for p, (title, series) in enumerate(panels):
-        x0 = p * width
+        x0, y0 = (p % columns) * width, (p // columns) * height
         values = [v for ys in series.values() for v in ys if v is not None]
         if not values:
             continue
         lo, hi = min(values), max(values)
         if hi - lo < 1e-9:
             lo, hi = lo - 0.5, hi + 0.5
-        left, right, top, bottom = x0 + margin, x0 + width - 12, 28, height - 36
+        left, right, top, bottom = x0 + margin, x0 + width - 12, y0 + 28, y0 + height - 36
         draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
-        draw.text((left, 8), title, fill=(0, 0, 0))
+        draw.text((left, y0 + 8), title, fill=(0, 0, 0))
         draw.text((x0 + 4, top), f"{hi:.4g}", fill=(0, 0, 0))
         draw.text((x0 + 4, bottom - 10), f"{lo:.4g}", fill=(0, 0, 0))
         if x_label:

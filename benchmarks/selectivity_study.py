@@ -140,7 +140,8 @@ def plot(out, summary):
             short(r, first): r["history"][loss] for r in runs
             if r["group"] in (first, "random")}))
     path = os.path.join(out, "selectivity.png")
-    line_plot(path, panels, x_label=f"x: points, {summary['flags']['steps_per_point']} steps each")
+    line_plot(path, panels, x_label=f"x: points, {summary['flags']['steps_per_point']} steps each",
+              columns=2)
     return path
 
 
@@ -152,7 +153,9 @@ def write_outputs(out, summary):
         f.write(table + "\n")
     plot(out, summary)
     print(table)
-    print(f"study wall time: {summary['study_seconds']:.0f} s on {summary['hardware']}")
+    print(f"study wall time: {summary['study_seconds']:.0f} s (this call), "
+          f"{summary.get('runs_seconds', summary['study_seconds']):.0f} s of runs in all, "
+          f"on {summary['hardware']}")
 
 
 def main(argv):
@@ -187,6 +190,7 @@ def main(argv):
                                                "final_reconstruction_loss", "seconds")}), flush=True)
     summary = {
         "runs": runs, "groups": groups, "study_seconds": time.time() - start,
+        "runs_seconds": sum(r["seconds"] for r in runs),
         "hardware": hardware_label(), "backend": keras.backend.backend(),
         "flags": {k: FLAGS[k].value for k in (
             "temperatures", "default_score_temperatures", "schedule_end", "score_from", "score_layers", "num_images", "num_layers",
