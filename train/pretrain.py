@@ -8,7 +8,10 @@ of 48 steps at batch 64, a few minutes on a 2-core CPU:
     python train/pretrain.py --workdir=runs/demo
 
 Running the same command again after an interruption (even SIGKILL)
-continues from the last checkpoint in the workdir. CIFAR-10 from the shared
+continues from the newest intact checkpoint in the workdir (a damaged one is
+skipped for an older one, and the line "Restored checkpoint ..." says which);
+a workdir with metrics but no checkpoint is refused unless --fresh is given,
+which moves the earlier run's outputs to <workdir>/previous-<n>/. CIFAR-10 from the shared
 TFDS folder, ViT-T/4 with the MAE/ccMIM optimiser recipe:
 
     python train/pretrain.py --workdir=runs/cifar10 --dataset=cifar10_jpeg \
@@ -128,6 +131,13 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("lift_images", _DEFAULTS.lift_images, "Images for foreground lift.")
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras fit verbosity.")
+flags.DEFINE_boolean(
+    "fresh",
+    _DEFAULTS.fresh,
+    "Start over in a workdir that holds an earlier run (its checkpoints or metrics); its "
+    "outputs are moved to <workdir>/previous-<n>/, never deleted. Without it such a "
+    "workdir resumes from its newest intact checkpoint, or is refused.",
+)
 
 # Config fields whose flags differ in name or type; every other field is a
 # flag of the same name.
@@ -151,7 +161,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
         training.pretrain(config_from_flags())
-    except training.ConfigError as error:
+    except (training.ConfigError, training.CheckpointError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2
     except training.NonFiniteLossError as error:

@@ -5,6 +5,7 @@ their own with `model.fit` (see `examples/pretrain_in_notebook.py`).
 """
 
 from keras_ccmim.training.callbacks import (
+    CheckpointError,
     ForegroundLift,
     LogLearningRate,
     MetricsCSV,
@@ -12,8 +13,10 @@ from keras_ccmim.training.callbacks import (
     TensorBoardScalars,
     TrainingCheckpoint,
     foreground_patches,
+    checkpoint_candidates,
     latest_checkpoint,
     predict_outputs,
+    seeded_predict_outputs,
 )
 from keras_ccmim.training.config import (
     ConfigError,

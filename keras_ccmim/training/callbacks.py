@@ -6,6 +6,7 @@ before the ones that write them (`MetricsCSV`,
 `TensorBoardScalars`), and `TrainingCheckpoint` last.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -40,17 +41,115 @@ def _write_json_atomically(path, data):
     os.replace(tmp, path)
 
 
-def latest_checkpoint(directory):
-    """The pointer record of the newest complete checkpoint in `directory`,
-    or None. Keys: `weights` (a path), `global_step`, `epoch`, `batch`,
-    `steps_per_epoch`, `loss`, `batch_loss`, `learning_rate`, `time`."""
-    path = os.path.join(directory, CHECKPOINT_POINTER)
-    if not os.path.exists(path):
+class CheckpointError(ValueError):
+    """A checkpoint folder from which no intact checkpoint can be restored
+    (or whose checkpoint contradicts its own record); the message names the
+    folder and the fix."""
+
+
+_CHECKPOINT_PREFIX, _CHECKPOINT_SUFFIX = "ckpt-", ".weights.h5"
+
+
+def _step_of_name(name):
+    """The global step of a `ckpt-<step>.weights.h5` name, else None."""
+    if not (name.startswith(_CHECKPOINT_PREFIX) and name.endswith(_CHECKPOINT_SUFFIX)):
         return None
-    with open(path) as f:
-        record = json.load(f)
-    record["weights"] = os.path.join(directory, record["weights"])
+    digits = name[len(_CHECKPOINT_PREFIX):-len(_CHECKPOINT_SUFFIX)]
+    return int(digits) if digits.isdigit() else None
+
+
+def _checkpoint_names(directory):
+    """The `ckpt-*.weights.h5` names in `directory`, newest step first."""
+    if not os.path.isdir(directory):
+        return []
+    names = [n for n in os.listdir(directory) if _step_of_name(n) is not None]
+    return sorted(names, key=_step_of_name, reverse=True)
+
+
+def _read_record(text):
+    """A checkpoint record parsed from JSON text, or None when it is damaged."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("weights"), str)
+        or not isinstance(record.get("global_step"), int)
+    ):
+        return None
     return record
+
+
+def checkpoint_candidates(directory):
+    """Every checkpoint `directory` may be restored from, best first, as
+    `(record, source)` pairs; `record["weights"]` is a path, `source` names
+    where the record came from.
+
+    The pointer `checkpoint.json` first, then the records of
+    `checkpoints.jsonl` (newest first), then the `ckpt-*.weights.h5` files
+    themselves (newest step first; their records hold only `weights`,
+    `global_step`, `epoch`, `batch` and `steps_per_epoch` when a record
+    gave the run's `steps_per_epoch`). Damaged records are skipped, as are
+    records whose weights file is gone; whether a weights file is intact is
+    only known when it is loaded (see `TrainingCheckpoint.restore`)."""
+    directory = os.fspath(directory)
+    records = []
+    pointer = os.path.join(directory, CHECKPOINT_POINTER)
+    if os.path.exists(pointer):
+        with open(pointer) as f:
+            record = _read_record(f.read())
+        if record is not None:
+            records.append((record, CHECKPOINT_POINTER))
+    log = os.path.join(directory, CHECKPOINT_LOG)
+    if os.path.exists(log):
+        with open(log) as f:
+            lines = f.read().splitlines()
+        for line in reversed(lines):
+            record = _read_record(line)
+            if record is not None:
+                records.append((record, CHECKPOINT_LOG))
+    steps_per_epoch = next(
+        (r["steps_per_epoch"] for r, _ in records if isinstance(r.get("steps_per_epoch"), int)
+         and r["steps_per_epoch"] > 0),
+        None,
+    )
+    for name in _checkpoint_names(directory):
+        record = {"weights": name, "global_step": _step_of_name(name)}
+        if steps_per_epoch:
+            epoch, batch = divmod(record["global_step"], steps_per_epoch)
+            record.update(epoch=epoch, batch=batch, steps_per_epoch=steps_per_epoch)
+        records.append((record, "the checkpoint files"))
+    candidates, seen = [], set()
+    for record, source in records:
+        name = record["weights"]
+        if name in seen or os.path.dirname(name):
+            continue
+        seen.add(name)
+        if not os.path.isfile(os.path.join(directory, name)):
+            continue
+        candidates.append((dict(record, weights=os.path.join(directory, name)), source))
+    return candidates
+
+
+def holds_checkpoints(directory):
+    """Whether `directory` holds any trace of checkpoints (a pointer, a log
+    or weights files), intact or not."""
+    directory = os.fspath(directory)
+    return any(
+        os.path.exists(os.path.join(directory, name))
+        for name in (CHECKPOINT_POINTER, CHECKPOINT_LOG)
+    ) or bool(_checkpoint_names(directory))
+
+
+def latest_checkpoint(directory):
+    """The record of the newest checkpoint in `directory` that has a readable
+    record and weights file (see `checkpoint_candidates`), or None. Keys:
+    `weights` (a path), `global_step`, and when its record has them `epoch`,
+    `batch`, `steps_per_epoch`, `loss`, `batch_loss`, `learning_rate`,
+    `time`."""
+    candidates = checkpoint_candidates(directory)
+    return candidates[0][0] if candidates else None
 
 
 def _all_finite(variables):
@@ -152,30 +251,66 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._batches = 0
         self._mean_loss = 0.0
         self._batch_loss = None
+        self.restored = None
 
     def restore(self, model):
-        """Loads the newest checkpoint into `model` (built and compiled).
+        """Loads the newest intact checkpoint into `model` (built and
+        compiled) and prints which one it used.
+
+        Tries the pointer `checkpoint.json`, then the records of
+        `checkpoints.jsonl`, then the `ckpt-*.weights.h5` files (see
+        `checkpoint_candidates`); a checkpoint that cannot be loaded
+        (truncated or damaged) is reported and the next older one is tried.
 
         Returns:
             The global step restored (the optimizer's `iterations`), 0 when
-            there is no checkpoint.
+            the folder holds no checkpoint at all.
+
+        Raises:
+            CheckpointError: the folder holds checkpoints but none of them
+                can be loaded, or a checkpoint holds another step than its
+                record says.
         """
-        record = latest_checkpoint(self.directory)
-        if record is None:
+        self.restored = None
+        candidates = checkpoint_candidates(self.directory)
+        if not candidates:
+            if holds_checkpoints(self.directory):
+                raise CheckpointError(self._nothing_intact([]))
             return 0
         if not model.built:
             model.build()
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(record["weights"])
-        step = _iterations(model)
-        if step != record["global_step"]:
-            raise ValueError(
-                f"Checkpoint {record['weights']} holds step {step} but "
-                f"{CHECKPOINT_POINTER} says {record['global_step']}; the checkpoint "
-                "folder is inconsistent. Delete it to start over."
-            )
-        return step
+        failures = []
+        for record, source in candidates:
+            try:
+                model.load_weights(record["weights"])
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                failures.append(f"{record['weights']} ({reason[:200]})")
+                print(f"Checkpoint {record['weights']} cannot be loaded ({reason[:200]}); "
+                      "trying an older one.")
+                continue
+            step = _iterations(model)
+            if step != record["global_step"]:
+                raise CheckpointError(
+                    f"Checkpoint {record['weights']} holds step {step} but {source} says "
+                    f"{record['global_step']}; the checkpoint folder is inconsistent. Move "
+                    "the folder away (or pass --fresh) to start over."
+                )
+            self.restored = dict(record, source=source)
+            print(f"Restored checkpoint {record['weights']} (step {step}, found through "
+                  f"{source}).")
+            return step
+        raise CheckpointError(self._nothing_intact(failures))
+
+    def _nothing_intact(self, failures):
+        damaged = f": {'; '.join(failures)}" if failures else ""
+        return (
+            f"No intact checkpoint is left in {self.directory}{damaged}. Nothing was "
+            "deleted. Move the folder away or pass --fresh (fresh=True) to start the run "
+            "over; its files are then kept aside, not deleted."
+        )
 
     def on_train_begin(self, logs=None):
         self._step = _iterations(self.model)
@@ -235,11 +370,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._remove_old(name)
 
     def _remove_old(self, newest):
-        prefix, suffix = _CHECKPOINT_PATTERN.split("{")[0], ".weights.h5"
-        names = sorted(
-            n for n in os.listdir(self.directory) if n.startswith(prefix) and n.endswith(suffix)
-        )
-        for name in names[: -self.max_to_keep]:
+        names = _checkpoint_names(self.directory)
+        for name in names[self.max_to_keep:]:
             if name != newest:
                 os.remove(os.path.join(self.directory, name))
 
@@ -247,8 +379,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
 class ForegroundLift(keras.callbacks.Callback):
     """Logs how much the model's masks prefer the object, on a fixed batch.
 
-    At each epoch end runs `predict_outputs(model, images)` (the compiled
-    `model(images, training=False)`; masks are still sampled) and adds the
+    At each epoch end runs `seeded_predict_outputs(model, images, seed)`
+    (the compiled `model(images, training=False)`; masks are still sampled,
+    but from fixed seeds, so the same weights give the same figures and the
+    training's random draws are left as they were) and adds the
     three `keras_ccmim.masking_metrics.MASKING_METRICS` to the epoch `logs`:
     `foreground_lift` (masked foreground share / foreground share; random
     masking gives about 1), `foreground_lift_max` (the lift of masking the
@@ -264,10 +398,12 @@ class ForegroundLift(keras.callbacks.Callback):
         images: `[B, S, S, 3]` float32, as the model takes them.
         foreground: `[B, S, S]` 0/1 masks of the same images.
         patch_size: the model's patch size.
+        seed: int, seed of the measurement's mask sampling.
     """
 
-    def __init__(self, images, foreground, patch_size):
+    def __init__(self, images, foreground, patch_size, seed=0):
         super().__init__()
+        self.seed = int(seed)
         self.images = np.asarray(images, dtype="float32")
         self.foreground_patches = foreground_patches(foreground, patch_size)
         self.values = None
@@ -278,7 +414,7 @@ class ForegroundLift(keras.callbacks.Callback):
         return None if self.values is None else self.values["foreground_lift"]
 
     def compute(self, model):
-        outputs = predict_outputs(model, self.images)
+        outputs = seeded_predict_outputs(model, self.images, self.seed)
         values = self.metrics_of(outputs["mask"])
         if "scores" in outputs:
             values["score_selectivity"] = self.metrics_of(
@@ -313,9 +449,42 @@ def predict_outputs(model, images):
     """`model(images, training=False)` as one compiled batch, numpy outputs.
 
     `model.predict` rather than `predict_on_batch`: under `tf.distribute`
-    the latter hands the whole batch to every replica.
+    the latter hands the whole batch to every replica. The masks are
+    sampled from the model's `SeedGenerator`s, which this advances; see
+    `seeded_predict_outputs` for a measurement that can be repeated.
     """
     return model.predict(images, batch_size=len(images), verbose=0)
+
+
+def _seed_states(model):
+    """The state variables of the model's `SeedGenerator`s."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+@contextlib.contextmanager
+def fixed_seeds(model, seed):
+    """Within the block the model's `SeedGenerator`s start from states
+    derived from `seed` alone; on leaving, their states are put back as they
+    were, so a training run goes on drawing what it would have drawn."""
+    states = _seed_states(model)
+    saved = [ops.convert_to_numpy(v) for v in states]
+    try:
+        for index, variable in enumerate(states):
+            variable.assign(
+                ops.convert_to_tensor(np.array([seed, index], "int64"), dtype=variable.dtype)
+            )
+        yield
+    finally:
+        for variable, value in zip(states, saved):
+            variable.assign(value)
+
+
+def seeded_predict_outputs(model, images, seed=0):
+    """`predict_outputs(model, images)` with the masks drawn from fixed seeds
+    (see `fixed_seeds`): the same weights give the same outputs, whatever the
+    training's `SeedGenerator` state, which it does not change."""
+    with fixed_seeds(model, int(seed)):
+        return predict_outputs(model, images)
 
 
 def foreground_patches(foreground, patch_size):

@@ -43,6 +43,7 @@ RESUMABLE_CHANGES = (
     "verbose",
     "jit_compile",
     "tensorboard_every_steps",
+    "fresh",
 )
 
 
@@ -73,7 +74,9 @@ class PretrainConfig:
     Output: workdir, checkpoint_every_steps (0: epoch ends only),
         keep_checkpoints, tensorboard_every_steps (0: epochs only),
         lift_images (images of the fixed foreground-lift batch), verbose
-        (Keras `fit` verbosity).
+        (Keras `fit` verbosity), fresh (start over in a workdir that holds
+        an earlier run, whose outputs are moved to `previous-<n>/`; without
+        it such a workdir resumes or is refused).
     """
 
     preset: str = "vit_tiny_patch4_32"
@@ -122,6 +125,7 @@ class PretrainConfig:
     tensorboard_every_steps: int = 10
     lift_images: int = 64
     verbose: object = "auto"
+    fresh: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -282,6 +286,8 @@ def _check_training(config):
     _check_int("keep_checkpoints", config.keep_checkpoints, 1)
     _check_int("tensorboard_every_steps", config.tensorboard_every_steps, 0)
     _check_int("lift_images", config.lift_images, 1)
+    if not isinstance(config.fresh, bool):
+        raise ValueError(f"fresh must be True or False, got {config.fresh!r}.")
     _check_positive("blr", config.blr, " (MAE and ccMIM use 1.5e-4.)")
     _check_non_negative("weight_decay", config.weight_decay, " (MAE and ccMIM use 0.05.)")
     if not _is_finite_number(config.warmup_epochs) or not (

@@ -14,7 +14,11 @@ The workdir of a run:
                             masking gets on the same images
 
 Running `pretrain` again with the same config and workdir resumes from the
-last checkpoint (or, when the run had finished, only rewrites the outputs).
+newest intact checkpoint (found through checkpoints/checkpoint.json, else
+checkpoints.jsonl, else the ckpt-*.weights.h5 files), or, when the run had
+finished, only rewrites the outputs (results.json keeps the history). A
+workdir with metrics but no checkpoint is refused unless `fresh=True`, which
+moves the earlier run's outputs to previous-<n>/; nothing is deleted.
 """
 
 import contextlib
@@ -61,7 +65,9 @@ class PretrainResults:
             on the same batch, `{metric: {"mean", "std"}}` over 100 draws.
         global_step: optimizer steps done in total.
         initial_step: the step this call started from (0 for a fresh run).
-        history: per-epoch logs of the epochs run by this call.
+        history: per-epoch logs of the run: those an earlier call wrote to
+            `results.json` (when it ended at or before `initial_step`)
+            followed by this call's, so rerunning a finished run keeps them.
         workdir: the run's folder; `paths` maps output names to files in it.
     """
 
@@ -111,27 +117,99 @@ def build_pretrainer(config):
     return model
 
 
-def _prepare_workdir(config):
-    """Creates the workdir; a workdir without a checkpoint starts over, one
-    with a checkpoint must hold the same run."""
+# What a run writes in its workdir (besides config.json); `fresh=True` moves
+# those of an earlier run aside, nothing else.
+RUN_OUTPUTS = (
+    "checkpoints", "metrics.csv", "tensorboard", "encoder.weights.h5",
+    "encoder_config.json", "pretrainer.keras", "masks.png", RESULTS_FILE, CONFIG_FILE,
+)
+
+
+def _holds_metrics(workdir):
+    return os.path.exists(os.path.join(workdir, "metrics.csv"))
+
+
+def _move_aside(workdir):
+    """Moves an earlier run's outputs into `workdir/previous-<n>/` (never
+    deletes them) and returns that folder, or None when there were none."""
+    present = [name for name in RUN_OUTPUTS if os.path.lexists(os.path.join(workdir, name))]
+    if not present:
+        return None
+    index = 1
+    while os.path.lexists(os.path.join(workdir, f"previous-{index}")):
+        index += 1
+    aside = os.path.join(workdir, f"previous-{index}")
+    os.makedirs(aside)
+    for name in present:
+        os.replace(os.path.join(workdir, name), os.path.join(aside, name))
+    return aside
+
+
+def _prepare_workdir(config, fresh=False):
+    """Creates the workdir. One that holds checkpoints (intact or not) must
+    hold the same run, which then resumes; one that holds metrics but no
+    checkpoint is refused, as starting over would mix two runs. With
+    `fresh`, an earlier run's outputs are moved to `previous-<n>/` first
+    (nothing is deleted) and the run starts from step 0."""
     workdir = os.fspath(config.workdir)
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     config_path = os.path.join(workdir, CONFIG_FILE)
-    if ccmim_callbacks.latest_checkpoint(checkpoint_dir) is not None and os.path.exists(
-        config_path
-    ):
-        changed = config_changes(PretrainConfig.load(config_path), config)
-        if changed:
-            raise ConfigError(
-                f"workdir {workdir!r} holds a checkpointed run with a different "
-                f"configuration (fields {changed} differ). Resume it with the same "
-                "settings, or pass a new --workdir."
-            )
-    elif os.path.exists(os.path.join(workdir, "metrics.csv")):
-        os.remove(os.path.join(workdir, "metrics.csv"))
+    if fresh:
+        aside = _move_aside(workdir)
+        if aside is not None:
+            print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
+    elif ccmim_callbacks.holds_checkpoints(checkpoint_dir):
+        if os.path.exists(config_path):
+            try:
+                saved = PretrainConfig.load(config_path)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(
+                    f"{config_path} cannot be read ({error}), so the checkpointed run in "
+                    f"{workdir!r} cannot be checked against this configuration. Restore the "
+                    "file, pass a new --workdir, or pass --fresh to start over (the old "
+                    "files are kept aside)."
+                ) from error
+            changed = config_changes(saved, config)
+            if changed:
+                raise ConfigError(
+                    f"workdir {workdir!r} holds a checkpointed run with a different "
+                    f"configuration (fields {changed} differ). Resume it with the same "
+                    "settings, pass a new --workdir, or pass --fresh to start over (the "
+                    "old files are kept aside)."
+                )
+    elif _holds_metrics(workdir):
+        raise ConfigError(
+            f"workdir {workdir!r} holds metrics.csv of an earlier run but no checkpoint to "
+            "resume it from; starting over would mix the two runs. Pass a new --workdir, "
+            "or pass --fresh to start over (the old files are kept aside)."
+        )
     os.makedirs(checkpoint_dir, exist_ok=True)
     config.save(config_path)
     return workdir, checkpoint_dir
+
+
+def _earlier_results(path):
+    """The `results.json` of an earlier call on this run, or {}."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _merged_history(earlier, history, initial_step):
+    """The earlier calls' per-epoch history (when it ends at or before the
+    step this call started from) followed by this call's."""
+    old = earlier.get("history")
+    if not isinstance(old, dict) or not isinstance(earlier.get("global_step"), int):
+        old = {}
+    elif earlier["global_step"] > initial_step:
+        old = {}
+    merged = {k: [float(v) for v in vs] for k, vs in old.items() if isinstance(vs, list)}
+    for key, values in history.items():
+        merged.setdefault(key, []).extend(float(v) for v in values)
+    return merged
 
 
 def _fixed_batch(config, info, num_replicas):
@@ -166,7 +244,7 @@ def _dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def pretrain(config=None, callbacks=()):
+def pretrain(config=None, callbacks=(), fresh=None):
     """Runs (or resumes) a ccMIM pretraining run and saves its outputs.
 
     Validates the whole config first (`resolve_config`), then builds the
@@ -177,13 +255,18 @@ def pretrain(config=None, callbacks=()):
     Args:
         config: a `PretrainConfig` or dict of its fields (default: the demo).
         callbacks: extra Keras callbacks, run after the built-in loggers.
+        fresh: bool, start over even in a workdir that holds an earlier run
+            (its outputs are moved to `previous-<n>/`, never deleted); None
+            takes `config.fresh`.
 
     Returns:
         A `PretrainResults`.
 
     Raises:
         ConfigError: bad config or data (a `ValueError`), before any work
-            starts; also for a workdir that holds a different run.
+            starts; also for a workdir that holds a different run, or
+            metrics but no checkpoint (without `fresh`).
+        CheckpointError: the workdir holds checkpoints but none is intact.
         NonFiniteLossError: the loss became NaN or infinite; the last good
             checkpoint is kept and no final outputs are written.
     """
@@ -191,7 +274,11 @@ def pretrain(config=None, callbacks=()):
 
     config, info = resolve_config(config if config is not None else PretrainConfig())
     distribution = setup_distribution(config.distribution)
-    workdir, checkpoint_dir = _prepare_workdir(config)
+    if fresh is not None:
+        if not isinstance(fresh, bool):
+            raise ConfigError(f"fresh must be True or False, got {fresh!r}.")
+        config = dataclasses.replace(config, fresh=fresh)
+    workdir, checkpoint_dir = _prepare_workdir(config, fresh=config.fresh)
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
 
@@ -217,7 +304,9 @@ def pretrain(config=None, callbacks=()):
         lift = None
         run_callbacks = []
         if foreground is not None:
-            lift = ccmim_callbacks.ForegroundLift(images, foreground, config.patch_size)
+            lift = ccmim_callbacks.ForegroundLift(
+                images, foreground, config.patch_size, seed=config.seed
+            )
             run_callbacks.append(lift)
         run_callbacks += [
             ccmim_callbacks.LogLearningRate(),
@@ -240,9 +329,10 @@ def pretrain(config=None, callbacks=()):
             verbose=config.verbose,
         )
 
-        # One inference call on the fixed batch gives the picture and the
-        # masking metrics, next to random masking's on the same images.
-        outputs = ccmim_callbacks.predict_outputs(model, images)
+        # One inference call on the fixed batch, its masks drawn from fixed
+        # seeds (the same weights give the same figures), gives the picture
+        # and the masking metrics, next to random masking's on the same images.
+        outputs = ccmim_callbacks.seeded_predict_outputs(model, images, config.seed)
         masking = dict.fromkeys(MASKING_METRICS)
         random_masking = None
         if lift is not None:
@@ -265,17 +355,20 @@ def pretrain(config=None, callbacks=()):
         }
         model.save(paths["pretrainer"])
 
+    earlier = _earlier_results(paths["results"])
     final_loss = history["loss"][-1] if history.get("loss") else None
     if final_loss is None:
         record = ccmim_callbacks.latest_checkpoint(checkpoint_dir)
         final_loss = record and record.get("loss")
+    if final_loss is None and earlier.get("global_step") == initial_step:
+        final_loss = earlier.get("final_loss")
     results = PretrainResults(
         final_loss=None if final_loss is None else float(final_loss),
         **masking,
         random_masking=random_masking,
         global_step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         initial_step=initial_step,
-        history={k: [float(v) for v in vs] for k, vs in history.items()},
+        history=_merged_history(earlier, history, initial_step),
         workdir=workdir,
         paths=paths,
     )

@@ -21,7 +21,8 @@ def fit_resumable(
 ):
     """Trains `model` for `epochs * steps_per_epoch` steps in total, resuming.
 
-    If `checkpoint_dir` holds a checkpoint (see `TrainingCheckpoint`), the
+    If `checkpoint_dir` holds an intact checkpoint (see
+    `TrainingCheckpoint.restore`), the
     model weights, the optimizer state and its `iterations` (so the learning
     rate schedule) are restored first and training continues at that global
     step: `epoch = step // steps_per_epoch`, and an epoch interrupted after
@@ -54,6 +55,9 @@ def fit_resumable(
     Raises:
         NonFiniteLossError: the loss became NaN or infinite. The last good
             checkpoint is kept.
+        CheckpointError: `checkpoint_dir` holds checkpoints but none of them
+            can be loaded (`TrainingCheckpoint.restore` falls back from a
+            damaged newest checkpoint to an older intact one).
     """
     epochs, steps_per_epoch = int(epochs), int(steps_per_epoch)
     checkpoint = TrainingCheckpoint(

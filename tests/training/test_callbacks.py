@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_ccmim.training import (
+    CheckpointError,
     ForegroundLift,
     NonFiniteLossError,
     TensorBoardScalars,
@@ -15,6 +16,8 @@ from keras_ccmim.training import (
     fit_resumable,
     foreground_patches,
     latest_checkpoint,
+    predict_outputs,
+    seeded_predict_outputs,
 )
 
 STEPS_PER_EPOCH = 4
@@ -244,3 +247,101 @@ def test_score_selectivity_is_the_top_k_of_the_scores():
     assert logs["mask_selectivity"] == pytest.approx(1 / 3)
     # Top-1 of the scores is patch 3 in both images: lift 0, selectivity -1/3.
     assert logs["score_selectivity"] == pytest.approx(-1 / 3)
+
+
+def _checkpointed_run(checkpoint_dir):
+    """4 steps checkpointed at each: ckpt 3 and 4 kept, the pointer names 4."""
+    fit_resumable(
+        _dense_model(), _constant_batches(), epochs=1, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=checkpoint_dir, save_every_steps=1, verbose=0,
+    )
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("damage, step, source", [
+    (("delete pointer",), 4, "checkpoints.jsonl"),
+    (("truncate pointer",), 4, "checkpoints.jsonl"),
+    (("delete pointer", "delete log"), 4, "the checkpoint files"),
+    (("truncate newest",), 3, "checkpoints.jsonl"),
+    (("truncate pointer", "truncate log", "truncate newest"), 3, "the checkpoint files"),
+])
+def test_restore_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys, damage, step,
+                                                            source):
+    checkpoint_dir = str(tmp_path / "ckpt")
+    _checkpointed_run(checkpoint_dir)
+    files = {
+        "pointer": os.path.join(checkpoint_dir, "checkpoint.json"),
+        "log": os.path.join(checkpoint_dir, "checkpoints.jsonl"),
+        "newest": os.path.join(checkpoint_dir, "ckpt-00000004.weights.h5"),
+    }
+    for action in damage:
+        verb, name = action.split()
+        os.remove(files[name]) if verb == "delete" else _truncate(files[name])
+    before = sorted(os.listdir(checkpoint_dir))
+    capsys.readouterr()
+
+    model = _dense_model()
+    checkpoint = TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH)
+    assert checkpoint.restore(model) == step
+    out = capsys.readouterr().out
+    assert f"Restored checkpoint {checkpoint_dir}/ckpt-{step:08d}.weights.h5" in out
+    assert f"found through {source}" in out
+    if "truncate newest" in damage:
+        assert "ckpt-00000004.weights.h5 cannot be loaded" in out
+    assert checkpoint.restored["global_step"] == step
+    assert all(np.all(np.isfinite(w)) for w in _state(model))
+    assert sorted(os.listdir(checkpoint_dir)) == before  # nothing deleted
+
+
+def test_restore_without_an_intact_checkpoint_is_a_clear_error(tmp_path):
+    checkpoint_dir = str(tmp_path / "ckpt")
+    _checkpointed_run(checkpoint_dir)
+    for name in ("ckpt-00000003.weights.h5", "ckpt-00000004.weights.h5"):
+        _truncate(os.path.join(checkpoint_dir, name))
+    before = sorted(os.listdir(checkpoint_dir))
+    with pytest.raises(CheckpointError, match="No intact checkpoint is left") as error:
+        TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH).restore(_dense_model())
+    assert isinstance(error.value, ValueError) and "--fresh" in str(error.value)
+    assert "ckpt-00000003.weights.h5" in str(error.value)
+    assert sorted(os.listdir(checkpoint_dir)) == before
+
+    # Records left without any weights file are no checkpoint either.
+    for name in before:
+        if name.endswith(".h5"):
+            os.remove(os.path.join(checkpoint_dir, name))
+    with pytest.raises(CheckpointError, match="No intact checkpoint is left"):
+        TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH).restore(_dense_model())
+    assert latest_checkpoint(checkpoint_dir) is None
+
+
+def _seed_states(model):
+    return [keras.ops.convert_to_numpy(v).tolist() for v in model.variables
+            if v.path.endswith("seed_generator_state")]
+
+
+def test_the_foreground_measurement_is_seeded_and_leaves_training_draws_alone(
+        tiny_pretrainer):
+    model = tiny_pretrainer(masking="importance_sampling")
+    model.build()
+    images = np.random.RandomState(0).rand(4, 16, 16, 3).astype("float32")
+    foreground = np.zeros((4, 16, 16), "float32")
+    foreground[:, :8, :8] = 1.0
+    lift = ForegroundLift(images, foreground, patch_size=4, seed=3)
+
+    states = _seed_states(model)
+    first = lift.compute(model)
+    assert _seed_states(model) == states  # the training's draws are untouched
+    predict_outputs(model, images)  # the model's own draws move on ...
+    assert _seed_states(model) != states
+    assert lift.compute(model) == first  # ... the measurement does not
+    masks = [seeded_predict_outputs(model, images, seed=3)["mask"] for _ in range(2)]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    assert masks[0].sum() > 0
+    # Unseeded draws differ from one call to the next: the seeding is what
+    # makes the figures repeatable.
+    assert not np.array_equal(predict_outputs(model, images)["mask"],
+                              predict_outputs(model, images)["mask"])

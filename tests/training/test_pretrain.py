@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_ccmim.training import PretrainConfig, load_encoder, pretrain
+from keras_ccmim.training import (
+    CheckpointError,
+    ConfigError,
+    PretrainConfig,
+    load_encoder,
+    pretrain,
+)
 
 
 def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys):
@@ -37,7 +43,8 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
         rows = list(csv.DictReader(f))
     assert [row["epoch"] for row in rows] == ["0", "1"]
     assert {"loss", "reconstruction_loss", "contrastive_loss", "foreground_lift",
-            "foreground_lift_max", "mask_selectivity", "learning_rate"} == set(rows[0]) - {"epoch"}
+            "foreground_lift_max", "mask_selectivity", "score_selectivity",
+            "learning_rate"} == set(rows[0]) - {"epoch"}
     assert float(rows[1]["learning_rate"]) == pytest.approx(0.0, abs=1e-9)
 
     events = os.listdir(os.path.join(workdir, "tensorboard", "train"))
@@ -67,11 +74,18 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
     for name in ("foreground_lift", "foreground_lift_max", "mask_selectivity"):
         assert saved[name] == pytest.approx(getattr(results, name))
 
-    # The same command again finds the run finished and trains no more.
+    # The same command again finds the run finished and trains no more; it
+    # keeps the history, and the same weights give the same figures.
     again = pretrain(values)
     assert again.initial_step == again.global_step == 6
     assert again.final_loss == pytest.approx(results.final_loss)
     assert "training already finished" in capsys.readouterr().out
+    with open(results.paths["results"]) as f:
+        rewritten = json.load(f)
+    assert rewritten["history"] == saved["history"] == again.history
+    assert len(rewritten["history"]["loss"]) == 2
+    for name in ("foreground_lift", "foreground_lift_max", "mask_selectivity"):
+        assert rewritten[name] == saved[name] == getattr(results, name)
 
     # A different run in the same workdir is refused.
     with pytest.raises(ValueError, match=r"different configuration \(fields \['mask_ratio'\]"):
@@ -91,3 +105,96 @@ def test_temperature_schedule_position_resumes_with_the_run(tiny_run):
         temperatures = [float(row["sampling_temperature"]) for row in csv.DictReader(f)]
     # After 3 of 6 steps the half cosine is half way (0.55); at 6 it is at 0.1.
     assert temperatures == pytest.approx([0.55, 0.1], rel=1e-5)
+
+
+def _rows(workdir):
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, capsys):
+    values = tiny_run(epochs=1)
+    pretrain(values)
+    workdir = values["workdir"]
+    checkpoints = os.path.join(workdir, "checkpoints")
+    events = sorted(os.listdir(os.path.join(workdir, "tensorboard", "train")))
+    os.remove(os.path.join(checkpoints, "checkpoint.json"))
+
+    # The config is still checked against the checkpointed run.
+    with pytest.raises(ConfigError, match=r"fields \['mask_ratio'\] differ"):
+        pretrain(dict(values, mask_ratio=0.5))
+    capsys.readouterr()
+
+    resumed = pretrain(dict(values, epochs=2))
+    assert resumed.initial_step == 3 and resumed.global_step == 6
+    out = capsys.readouterr().out
+    assert "ckpt-00000003.weights.h5 (step 3, found through checkpoints.jsonl)" in out
+    assert [row["epoch"] for row in _rows(workdir)] == ["0", "1"]  # epoch 0 kept
+    assert set(events) <= set(os.listdir(os.path.join(workdir, "tensorboard", "train")))
+    assert len(resumed.history["loss"]) == 2  # the first call's epoch, then this one's
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tiny_run, capsys):
+    values = tiny_run(epochs=1, checkpoint_every_steps=1)
+    pretrain(values)
+    checkpoints = os.path.join(values["workdir"], "checkpoints")
+    _truncate(os.path.join(checkpoints, "ckpt-00000003.weights.h5"))
+    capsys.readouterr()
+
+    resumed = pretrain(values)
+    assert resumed.initial_step == 2 and resumed.global_step == 3
+    out = capsys.readouterr().out
+    assert "ckpt-00000003.weights.h5 cannot be loaded" in out
+    assert "ckpt-00000002.weights.h5 (step 2, found through checkpoints.jsonl)" in out
+
+    # With every checkpoint damaged: a clear error, and nothing deleted.
+    for name in os.listdir(checkpoints):
+        if name.endswith(".h5"):
+            _truncate(os.path.join(checkpoints, name))
+    before = sorted(os.listdir(checkpoints))
+    with pytest.raises(CheckpointError, match="No intact checkpoint is left"):
+        pretrain(values)
+    assert sorted(os.listdir(checkpoints)) == before
+
+
+def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, capsys):
+    values = tiny_run(epochs=1)
+    pretrain(values)
+    workdir = values["workdir"]
+    checkpoints = os.path.join(workdir, "checkpoints")
+    for name in os.listdir(checkpoints):
+        os.remove(os.path.join(checkpoints, name))
+    notes = os.path.join(workdir, "notes.txt")
+    with open(notes, "w") as f:
+        f.write("the user's own file")
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        old_metrics = f.read()
+
+    with pytest.raises(ConfigError, match="metrics.csv of an earlier run but no checkpoint"):
+        pretrain(values)
+    with open(os.path.join(workdir, "metrics.csv")) as f:
+        assert f.read() == old_metrics
+
+    capsys.readouterr()
+    fresh = pretrain(values, fresh=True)
+    assert fresh.initial_step == 0 and fresh.global_step == 3
+    assert "previous-1" in capsys.readouterr().out
+    with open(os.path.join(workdir, "previous-1", "metrics.csv")) as f:
+        assert f.read() == old_metrics
+    assert os.path.exists(os.path.join(workdir, "previous-1", "results.json"))
+    with open(notes) as f:
+        assert f.read() == "the user's own file"
+    assert len(_rows(workdir)) == 1
+
+    # fresh=True as a config field does the same, keeping the run before too.
+    again = pretrain(dict(values, fresh=True))
+    assert again.initial_step == 0
+    assert os.path.exists(os.path.join(workdir, "previous-2", "checkpoints",
+                                       "ckpt-00000003.weights.h5"))
+    with pytest.raises(ConfigError, match="fresh must be True or False"):
+        pretrain(values, fresh="yes")

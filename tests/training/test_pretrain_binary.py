@@ -86,6 +86,24 @@ def test_nan_loss_exits_with_the_guard_message(binary, capsys, monkeypatch):
     assert "Error: Loss became nan at step 7" in capsys.readouterr().err
 
 
+def test_fresh_flag_reaches_the_config(binary):
+    assert binary.config_from_flags().fresh is False
+    with _flags(fresh=True):
+        assert binary.config_from_flags().fresh is True
+
+
+def test_no_intact_checkpoint_is_one_line(binary, capsys, monkeypatch):
+    from keras_ccmim import training
+
+    def damaged(config):
+        raise training.CheckpointError("No intact checkpoint is left in w/checkpoints.")
+
+    monkeypatch.setattr(binary.training, "pretrain", damaged)
+    assert binary.main(["pretrain.py"]) == 2
+    err = capsys.readouterr().err
+    assert err == "Error: No intact checkpoint is left in w/checkpoints.\n"
+
+
 def test_binary_reports_a_bad_flag(run_python):
     result = run_python([str(BINARY), "--masking=greedy"], timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
