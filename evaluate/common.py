@@ -146,9 +146,9 @@ def check_output_path(path, what="--output"):
         return
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a folder; pass a file path.")
-    existing = os.path.dirname(os.path.abspath(path))
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+    from keras_ccmim.file_errors import nearest_existing
+
+    existing = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(existing):
         raise ValueError(
             f"{what} {path!r} cannot be written: {existing!r} is a file, not a folder. "

@@ -6,6 +6,7 @@ unreadable file, a full disk.
 """
 
 import errno
+import os
 
 _FIXES = {
     errno.EACCES: "change its permissions or choose a location this user can write",
@@ -29,3 +30,11 @@ def describe_os_error(error):
     fix = _FIXES.get(error.errno, "check that the path exists and is accessible")
     text = f"{reason}: {where}. Fix: {fix}." if where else f"{reason}. Fix: {fix}."
     return " ".join(text.split())
+
+
+def nearest_existing(path):
+    """`path` itself, or its nearest ancestor that exists: where a folder
+    that is still to be created would go, to check it is a writable folder."""
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path

@@ -54,6 +54,7 @@ import keras
 import numpy as np
 
 from keras_ccmim.evaluation.features import EncoderFeatures
+from keras_ccmim.file_errors import nearest_existing
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 ENDPOINTS = {"serve": "float32", "serve_uint8": "uint8"}
@@ -148,9 +149,7 @@ def check_export_target(path, overwrite=False, protected=()):
             f"The SavedModel path {given!r} is a file, not a folder; the export does not "
             "replace it. Pass a new folder path."
         )
-    existing = os.path.dirname(target)  # where the staging folder goes
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(os.path.dirname(target))  # where the staging folder goes
     if not os.path.isdir(existing):
         raise ValueError(
             f"The SavedModel folder {given!r} cannot be created: {existing!r} is a file, "

@@ -12,6 +12,7 @@ import math
 import numbers
 import os
 
+from keras_ccmim.file_errors import nearest_existing
 from keras_ccmim.layers.importance_scorer import SCORE_SOURCES, resolve_score_layers
 from keras_ccmim.layers.patch_selector import MASKING_STRATEGIES, SAMPLERS
 from keras_ccmim.losses import CONTRASTIVE_LOSSES
@@ -319,9 +320,7 @@ def _check_workdir_location(workdir):
             f"workdir {workdir!r} is a file, not a folder. Pass a folder path (a new one "
             "starts a new run)."
         )
-    existing = os.path.abspath(workdir)
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(os.path.abspath(workdir))
     if not os.path.isdir(existing):
         raise ValueError(
             f"workdir {workdir!r} cannot be created: {existing!r} is a file, not a folder. "
