@@ -99,3 +99,22 @@ def test_build_files_are_up_to_date():
         "BUILD files differ from what tools/bazel/generate_build.py writes; "
         "run `python tools/bazel/generate_build.py`:\n  " + "\n  ".join(problems)
     )
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+def test_generator_refuses_a_module_that_imports_a_test_file(tmp_path, deferred):
+    # A test target cannot be a dep, so such an import passes under pytest
+    # and fails under Bazel (ModuleNotFoundError); the generator says so.
+    (tmp_path / "WORKSPACE").write_text("")
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    (tests / "__init__.py").write_text("")
+    (tests / "test_a.py").write_text("def helper():\n    return 1\n")
+    body = "from tests.test_a import helper\n"
+    if deferred:
+        body = "def test_b():\n    " + body
+    (tests / "test_b.py").write_text(body)
+    problems = _load_generator().check(str(tmp_path))
+    assert len(problems) == 1
+    assert "tests/test_b.py imports tests/test_a.py" in problems[0]
+    assert "helper module" in problems[0]

@@ -21,19 +21,16 @@ flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
 
 def main(argv):
     del argv
-    from keras_ccmim.evaluation import extract_features, knn_classify, linear_probe, load_encoder, random_encoder
+    from keras_ccmim.evaluation import load_encoder, random_encoder
     from keras_ccmim.training import pretrain
     from tests.evaluation.conftest import PRETRAIN_ENCODER, PRETRAIN_RUN
-    from tests.evaluation.test_pretraining_helps import load_splits
+    from tests.evaluation.pretraining_protocol import load_splits
+    from tests.evaluation.pretraining_protocol import measure as measure_with
 
     train, evaluation = load_splits()
 
     def measure(encoder):
-        train_x, train_y = extract_features(encoder, train, "mean_patch")
-        eval_x, eval_y = extract_features(encoder, evaluation, "mean_patch")
-        knn = knn_classify(train_x, train_y, eval_x, eval_y)
-        probe = linear_probe(train_x, train_y, eval_x, eval_y, epochs=30, seed=0)
-        return {"knn_top1": knn["top1"], "knn_top5": knn["top5"], "probe_top1": probe.top1}
+        return measure_with(encoder, train, evaluation)
 
     random = measure(random_encoder(seed=0, **PRETRAIN_ENCODER))
     rows = []

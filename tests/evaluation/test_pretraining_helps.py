@@ -21,31 +21,11 @@ evaluation images is about 0.7 points.
 
 import pytest
 
-from keras_ccmim.data import make_dataset
-from keras_ccmim.evaluation import (
-    extract_features,
-    knn_classify,
-    linear_probe,
-    load_encoder,
-    random_encoder,
-)
+from keras_ccmim.evaluation import load_encoder, random_encoder
 from tests.evaluation.conftest import PRETRAIN_ENCODER
+from tests.evaluation.pretraining_protocol import load_splits, measure
 
-NUM_TRAIN = 8000
-NUM_EVAL = 2000
 MARGINS = {"knn_top1": 0.3, "knn_top5": 1.5, "probe_top1": 3.0}
-
-
-def load_splits():
-    """The training and evaluation batches as numpy, generated once."""
-    splits = []
-    for split, count in (("train", NUM_TRAIN), ("test", NUM_EVAL)):
-        dataset = make_dataset(
-            "synthetic_objects", split=split, batch_size=500, image_size=32,
-            training=False, num_images=count,
-        )
-        splits.append([(x.numpy(), {"label": e["label"].numpy()}) for x, e in dataset])
-    return splits
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +35,7 @@ def results(pretrained_workdir):
         "random": random_encoder(seed=0, **PRETRAIN_ENCODER),
     }
     train, evaluation = load_splits()
-    out = {}
-    for name, encoder in encoders.items():
-        train_x, train_y = extract_features(encoder, train, "mean_patch")
-        eval_x, eval_y = extract_features(encoder, evaluation, "mean_patch")
-        knn = knn_classify(train_x, train_y, eval_x, eval_y)
-        probe = linear_probe(train_x, train_y, eval_x, eval_y, epochs=30, seed=0)
-        out[name] = {"knn_top1": knn["top1"], "knn_top5": knn["top5"], "probe_top1": probe.top1}
+    out = {name: measure(encoder, train, evaluation) for name, encoder in encoders.items()}
     print(out)
     return out
 

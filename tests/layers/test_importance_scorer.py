@@ -3,6 +3,7 @@ import pytest
 
 from keras_ccmim.layers import ImportanceScorer, resolve_score_layers
 from keras_ccmim.models import ViTEncoder
+from tests.layers.numpy_reference import block_weights, layer_norm, reference_block
 from tests.testing_utils import assert_config_round_trip, tiny_encoder_config, to_numpy
 
 
@@ -62,8 +63,6 @@ def test_encoder_cls_attention_matches_full_pass_and_stops_early():
 def _numpy_cls_logits(encoder, tokens):
     """[CLS]-query logits over the patch keys at every block, in numpy from
     the blocks' weights: `mean_h q_0 . k_j / sqrt(d)`, `j` the N patches."""
-    from tests.layers.test_transformer_block import block_weights, layer_norm, reference_block
-
     x = to_numpy(encoder._prepend_cls(tokens)).astype("float64")
     maps = []
     for block in encoder.blocks:

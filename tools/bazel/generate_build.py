@@ -316,8 +316,23 @@ def _dependency_graph(modules, by_dotted):
     functions or `if TYPE_CHECKING:` are added afterwards, in sorted order,
     each unless it would close a cycle (the usual way to break one in Python).
     """
+    imports_of_tests = sorted(
+        "%s imports %s" % (r, d)
+        for r, m in modules.items()
+        for deferred in (False, True)
+        for d in _resolve_deps(m, by_dotted, deferred)
+        if modules[d].kind == "test"
+    )
+    if imports_of_tests:
+        # A test target cannot be a dep, so the import would fail under Bazel.
+        raise GenerationError(
+            "a module imports a test file, which no Bazel target can depend on: %s\n"
+            "Move the shared code into a helper module (a name not starting "
+            "with test_) and import it from there." % "; ".join(imports_of_tests)
+        )
+
     def wanted(deps):
-        return {d for d in deps if modules[d].kind != "test"}
+        return set(deps)
 
     edges = {r: wanted(_resolve_deps(m, by_dotted, False)) for r, m in modules.items()}
     cycle = _find_cycle(edges)
