@@ -138,6 +138,13 @@ flags.DEFINE_boolean(
     "outputs are moved to <workdir>/previous-<n>/, never deleted. Without it such a "
     "workdir resumes from its newest intact checkpoint, or is refused.",
 )
+flags.DEFINE_integer(
+    "resume_from_step",
+    _DEFAULTS.resume_from_step,
+    "Train on from the checkpoint of this global step instead of the newest (after a NaN, "
+    "the step the error names); later checkpoints are moved to "
+    "<workdir>/checkpoints/abandoned-after-step-<step>/, never deleted.",
+)
 
 # Config fields whose flags differ in name or type; every other field is a
 # flag of the same name.

@@ -16,6 +16,7 @@ from keras_ccmim.training.callbacks import (
     checkpoint_candidates,
     latest_checkpoint,
     predict_outputs,
+    roll_back_to_step,
     seeded_predict_outputs,
 )
 from keras_ccmim.training.config import (

@@ -152,6 +152,70 @@ def latest_checkpoint(directory):
     return candidates[0][0] if candidates else None
 
 
+ROLLBACK_PREFIX = "abandoned-after-step-"
+
+
+def roll_back_to_step(directory, step):
+    """Makes the checkpoint of global step `step` the one a run resumes from.
+
+    The checkpoints of later steps are moved (never deleted) into
+    `<directory>/abandoned-after-step-<step>[-<n>]/`, the pointer is set to
+    `step`'s record, and `checkpoints.jsonl` records the roll-back. Asking
+    again for a step this folder was already rolled back to does nothing
+    (the same command can be rerun after a kill and resumes from the newest
+    checkpoint of the continued run).
+
+    Returns:
+        The folder the later checkpoints went to, or None when nothing moved.
+
+    Raises:
+        CheckpointError: no checkpoint of `step` is in `directory`; the
+            message lists the steps that are.
+    """
+    directory = os.fspath(directory)
+    step = int(step)
+    log = os.path.join(directory, CHECKPOINT_LOG)
+    if os.path.exists(log):
+        with open(log) as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and entry.get("rolled_back_to_step") == step:
+                    print(f"This run was already rolled back to step {step} (the later "
+                          f"checkpoints went to {entry.get('moved_to')}); resuming from its "
+                          "newest checkpoint.")
+                    return None
+    candidates = checkpoint_candidates(directory)
+    record = next((r for r, _ in candidates if r["global_step"] == step), None)
+    if record is None:
+        steps = sorted({r["global_step"] for r, _ in candidates})
+        raise CheckpointError(
+            f"No checkpoint of step {step} in {directory}; it holds steps "
+            f"{steps or 'none'}. Pass one of those to --resume_from_step (resume_from_step)."
+        )
+    later = [n for n in _checkpoint_names(directory) if _step_of_name(n) > step]
+    moved_to = None
+    if later:
+        moved_to = os.path.join(directory, f"{ROLLBACK_PREFIX}{step}")
+        index = 1
+        while os.path.lexists(moved_to):
+            index += 1
+            moved_to = os.path.join(directory, f"{ROLLBACK_PREFIX}{step}-{index}")
+        os.makedirs(moved_to)
+        for name in later:
+            os.replace(os.path.join(directory, name), os.path.join(moved_to, name))
+    record = {k: v for k, v in record.items() if k != "source"}
+    _write_json_atomically(os.path.join(directory, CHECKPOINT_POINTER), record)
+    with open(log, "a") as f:
+        f.write(json.dumps({"rolled_back_to_step": step, "moved_to": moved_to,
+                            "moved": later, "time": time.time()}) + "\n")
+    where = f"; the checkpoints of later steps were moved to {moved_to}" if later else ""
+    print(f"Rolled back to the checkpoint of step {step}{where}.")
+    return moved_to
+
+
 def _all_finite(variables):
     for variable in variables:
         if "float" not in str(variable.dtype):
@@ -161,23 +225,45 @@ def _all_finite(variables):
     return True
 
 
+def default_nan_advice(step):
+    """What to do after the loss became NaN, for `fit_resumable` callers;
+    `step` is the checkpoint to train on from (None: start over)."""
+    restart = (f"train on from step {step} (resume_from_step={step})" if step is not None
+               else "start over (fresh=True)")
+    return (f"Lower the learning rate, lengthen the warmup or train in float32, and "
+            f"{restart}.")
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stops training at the first step whose loss is NaN or infinite.
 
-    `failure` then holds a message naming the step and the last good
-    checkpoint; `fit_resumable` raises it as a `NonFiniteLossError`. Put this
+    `failure` then holds a message naming the step, the checkpoint to train
+    on from and what to change; `fit_resumable` raises it as a
+    `NonFiniteLossError`. Weights that produce a NaN have usually diverged
+    some steps before, while their loss was still finite but rising; so the
+    checkpoint named is the newest one that `checkpoint` (the run's
+    `TrainingCheckpoint`) found healthy, i.e. whose next batch loss was
+    finite and had not blown up, which that callback keeps. Put this
     callback before `TrainingCheckpoint`, which itself never saves a
-    non-finite state, so the last good checkpoint stays.
+    non-finite state.
 
     Args:
         checkpoint_dir: optional folder of the run's `TrainingCheckpoint`,
             named in the message.
+        checkpoint: optional `TrainingCheckpoint` of the run; without it the
+            newest checkpoint is named.
+        advice: optional `advice(step) -> str`, the fix to print, given the
+            step of the checkpoint to train on from (None when there is
+            none); default `default_nan_advice`.
     """
 
-    def __init__(self, checkpoint_dir=None):
+    def __init__(self, checkpoint_dir=None, checkpoint=None, advice=None):
         super().__init__()
         self.checkpoint_dir = checkpoint_dir
+        self.checkpoint = checkpoint
+        self.advice = advice or default_nan_advice
         self.failure = None
+        self.resume_step = None
         self._step = 0
         self._epoch = 0
 
@@ -193,21 +279,38 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is None or math.isfinite(_to_float(loss)):
             return
-        last = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
-        if last is None:
-            kept = "No checkpoint had been written yet."
+        newest = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
+        good = self.checkpoint.good if self.checkpoint is not None else newest
+        history = ""
+        if self.checkpoint is not None and self.checkpoint.lowest_loss is not None:
+            history = f" The batch loss had been as low as {self.checkpoint.lowest_loss:.4g}"
+            if self.checkpoint.last_finite_loss is not None:
+                history += (f"; its last finite value was {self.checkpoint.last_finite_loss:.4g}")
+            history += "."
+        if good is None:
+            kept = (" No checkpoint had been written yet." if newest is None else
+                    f" No checkpoint is known to be from before the divergence (the newest, "
+                    f"step {newest['global_step']}, may already hold diverged weights).")
         else:
-            kept = (
-                f"The last good checkpoint, {last['weights']} (step "
-                f"{last['global_step']}), is kept, and running again resumes from it."
-            )
+            kept = (f" Checkpoint {good['weights']} (step {good['global_step']}) is the newest "
+                    "one from before the loss blew up, and it is kept.")
+            if newest is not None and newest["global_step"] != good["global_step"]:
+                kept += (f" The newest, step {newest['global_step']}, may already hold "
+                         "diverged weights, so a plain rerun (which resumes from it) would "
+                         "likely fail again.")
+        self.resume_step = None if good is None else int(good["global_step"])
         self.failure = (
             f"Loss became {_to_float(loss)} at step {self._step} (epoch "
-            f"{self._epoch + 1}); training stopped. {kept} Lower the learning rate "
-            "(blr), lengthen the warmup or train in float32 for the rerun."
+            f"{self._epoch + 1}); training stopped.{history}{kept} "
+            f"{self.advice(self.resume_step)}"
         )
         print("\n" + self.failure)
         self.model.stop_training = True
+
+
+# A batch loss above the lowest so far by more than this multiple of it marks
+# diverging weights (healthy MIM losses wander by tens of percent, not 4x).
+BLOWUP_FACTOR = 3.0
 
 
 class TrainingCheckpoint(keras.callbacks.Callback):
@@ -221,6 +324,12 @@ class TrainingCheckpoint(keras.callbacks.Callback):
     `max_to_keep` are kept. Each save first appends its record to
     `checkpoints.jsonl` (so every step the pointer ever named is logged).
     A state whose loss or variables are not finite is never saved.
+
+    A checkpoint is *healthy* once the batch after it has a finite loss
+    that has not blown up (at most `BLOWUP_FACTOR` times above the lowest
+    batch loss so far); `good` is the newest healthy one, and it is never
+    removed to keep `max_to_keep`, so a run whose loss rises to NaN over
+    several steps still has a checkpoint from before the rise.
 
     The epoch and the batch within it are derived from the optimizer's
     `iterations` and `steps_per_epoch`, so they can never disagree with the
@@ -252,6 +361,10 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         self._mean_loss = 0.0
         self._batch_loss = None
         self.restored = None
+        self.good = None
+        self.lowest_loss = None
+        self.last_finite_loss = None
+        self._last_saved = None
 
     def restore(self, model):
         """Loads the newest intact checkpoint into `model` (built and
@@ -299,6 +412,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                     "the folder away (or pass --fresh) to start over."
                 )
             self.restored = dict(record, source=source)
+            self._last_saved = record
             print(f"Restored checkpoint {record['weights']} (step {step}, found through "
                   f"{source}).")
             return step
@@ -329,12 +443,27 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             self._batches += 1
             self._batch_loss = self._batches * mean - (self._batches - 1) * self._mean_loss
             self._mean_loss = mean
+            self._judge(self._batch_loss)
         if self.save_every_steps and self._step % self.save_every_steps == 0:
             self._save(logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self._saved_step != self._step:
             self._save(logs)
+
+    def _judge(self, batch_loss):
+        """This batch's loss was computed with the weights of the step
+        before: it decides whether a checkpoint of that step is healthy."""
+        if not math.isfinite(batch_loss):
+            return
+        self.last_finite_loss = batch_loss
+        lowest = self.lowest_loss
+        if lowest is not None and batch_loss > lowest + BLOWUP_FACTOR * max(abs(lowest), 1e-12):
+            return
+        self.lowest_loss = batch_loss if lowest is None else min(lowest, batch_loss)
+        saved = self._last_saved
+        if saved is not None and saved["global_step"] == self._step - 1:
+            self.good = saved
 
     def _save(self, logs):
         loss = (logs or {}).get("loss")
@@ -367,12 +496,14 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             f.write(json.dumps(record) + "\n")
         _write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
         self._saved_step = self._step
+        self._last_saved = record
         self._remove_old(name)
 
     def _remove_old(self, newest):
+        keep = {newest, self.good and self.good["weights"]}
         names = _checkpoint_names(self.directory)
         for name in names[self.max_to_keep:]:
-            if name != newest:
+            if name not in keep:
                 os.remove(os.path.join(self.directory, name))
 
 

@@ -28,6 +28,9 @@ DECODER_FIELDS = {
 # Images of `synthetic_objects` generated when num_images is None: the demo's
 # size (the data package's own default is 10,000).
 DEMO_SYNTHETIC_IMAGES = 3072
+# The workdir file with the scan of a `folder:` dataset (see
+# `keras_ccmim.data.write_dataset_manifest`); a resumed run reuses it.
+FOLDER_MANIFEST_FILE = "image_folder_manifest.json"
 # Fields a resumed run may change (the optimisation knobs one turns after a
 # NaN, and the run's length and logistics); any other change needs a new
 # workdir.
@@ -45,6 +48,7 @@ RESUMABLE_CHANGES = (
     "jit_compile",
     "tensorboard_every_steps",
     "fresh",
+    "resume_from_step",
 )
 
 
@@ -77,7 +81,9 @@ class PretrainConfig:
         lift_images (images of the fixed foreground-lift batch), verbose
         (Keras `fit` verbosity), fresh (start over in a workdir that holds
         an earlier run, whose outputs are moved to `previous-<n>/`; without
-        it such a workdir resumes or is refused).
+        it such a workdir resumes or is refused), resume_from_step (train
+        on from the checkpoint of this step rather than the newest, e.g.
+        from before a NaN; later checkpoints are moved aside).
     """
 
     preset: str = "vit_tiny_patch4_32"
@@ -127,6 +133,7 @@ class PretrainConfig:
     lift_images: int = 64
     verbose: object = "auto"
     fresh: bool = False
+    resume_from_step: int = None
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -289,6 +296,12 @@ def _check_training(config):
     _check_int("lift_images", config.lift_images, 1)
     if not isinstance(config.fresh, bool):
         raise ValueError(f"fresh must be True or False, got {config.fresh!r}.")
+    _check_int("resume_from_step", config.resume_from_step, 1, allow_none=True)
+    if config.fresh and config.resume_from_step is not None:
+        raise ValueError(
+            "fresh and resume_from_step contradict each other: fresh starts the run over, "
+            "resume_from_step trains on from one of its checkpoints. Pass one of them."
+        )
     _check_positive("blr", config.blr, " (MAE and ccMIM use 1.5e-4.)")
     _check_non_negative("weight_decay", config.weight_decay, " (MAE and ccMIM use 0.05.)")
     if not _is_finite_number(config.warmup_epochs) or not (
@@ -349,6 +362,11 @@ def _check_data(config):
         )
     if config.num_images is None and config.dataset == "synthetic_objects":
         config.num_images = DEMO_SYNTHETIC_IMAGES
+    # An image folder an earlier call on this workdir scanned is not decoded
+    # again while unchanged (only read here; `pretrain` writes it).
+    data.read_dataset_manifest(
+        config.dataset, os.path.join(os.fspath(config.workdir), FOLDER_MANIFEST_FILE)
+    )
     info = data.describe_dataset(
         config.dataset,
         split=config.split,

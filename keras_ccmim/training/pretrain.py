@@ -12,6 +12,11 @@ The workdir of a run:
     masks.png               masks of the final model on a few images
     results.json            final loss, the masking metrics and what random
                             masking gets on the same images
+    image_folder_manifest.json
+                            for a `folder:` dataset, the scan of the folder
+                            (readable files with labels, skipped files); a
+                            resumed run reuses it while the folder is
+                            unchanged
 
 Running `pretrain` again with the same config and workdir resumes from the
 newest intact checkpoint (found through checkpoints/checkpoint.json, else
@@ -23,6 +28,7 @@ moves the earlier run's outputs to previous-<n>/; nothing is deleted.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 
@@ -32,6 +38,7 @@ from keras_ccmim.masking_metrics import MASKING_METRICS, random_masking_metrics
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.training import callbacks as ccmim_callbacks
 from keras_ccmim.training.config import (
+    FOLDER_MANIFEST_FILE,
     ConfigError,
     PretrainConfig,
     config_changes,
@@ -122,6 +129,7 @@ def build_pretrainer(config):
 RUN_OUTPUTS = (
     "checkpoints", "metrics.csv", "tensorboard", "encoder.weights.h5",
     "encoder_config.json", "pretrainer.keras", "masks.png", RESULTS_FILE, CONFIG_FILE,
+    FOLDER_MANIFEST_FILE,
 )
 
 
@@ -279,6 +287,8 @@ def pretrain(config=None, callbacks=(), fresh=None):
             raise ConfigError(f"fresh must be True or False, got {fresh!r}.")
         config = dataclasses.replace(config, fresh=fresh)
     workdir, checkpoint_dir = _prepare_workdir(config, fresh=config.fresh)
+    # The scan resolve_config made of an image folder, for a later call.
+    data.write_dataset_manifest(config.dataset, os.path.join(workdir, FOLDER_MANIFEST_FILE))
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
 
@@ -327,6 +337,8 @@ def pretrain(config=None, callbacks=(), fresh=None):
             save_every_steps=config.checkpoint_every_steps,
             max_to_keep=config.keep_checkpoints,
             verbose=config.verbose,
+            resume_from_step=config.resume_from_step,
+            nan_advice=functools.partial(nan_advice, config),
         )
 
         # One inference call on the fixed batch, its masks drawn from fixed
@@ -382,6 +394,23 @@ def pretrain(config=None, callbacks=(), fresh=None):
     )
     print(masking_summary(results))
     return results
+
+
+def nan_advice(config, step):
+    """The fix printed when the loss became NaN: the flags of a rerun that
+    trains on from checkpoint `step` (None: from scratch) with a lower
+    learning rate, and the other knobs that help."""
+    default = PretrainConfig.blr
+    lower = default if config.blr > 10 * default else config.blr / 10
+    restart = f"--resume_from_step={step}" if step is not None else "--fresh"
+    others = [f"a longer --warmup_epochs (now {config.warmup_epochs:g})"]
+    if config.mixed_precision != "float32":
+        others.append("float32 (--nobfloat16)")
+    return (
+        f"To train on, rerun the same command with {restart} --blr={lower:g} (blr is "
+        f"{config.blr:g}; the default is {default:g}); {' or '.join(others)} also helps. "
+        "In Python the config fields have the same names."
+    )
 
 
 def masking_summary(results):

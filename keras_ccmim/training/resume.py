@@ -1,6 +1,6 @@
 """`fit_resumable`: `model.fit` that continues a checkpointed run where it stopped."""
 
-from keras_ccmim.training.callbacks import StopOnNonFiniteLoss, TrainingCheckpoint
+from keras_ccmim.training.callbacks import StopOnNonFiniteLoss, TrainingCheckpoint, roll_back_to_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -18,6 +18,8 @@ def fit_resumable(
     save_every_steps=0,
     max_to_keep=2,
     verbose="auto",
+    resume_from_step=None,
+    nan_advice=None,
 ):
     """Trains `model` for `epochs * steps_per_epoch` steps in total, resuming.
 
@@ -46,6 +48,12 @@ def fit_resumable(
             at each epoch end (0: epoch ends only).
         max_to_keep: checkpoints kept.
         verbose: passed to `fit`.
+        resume_from_step: optional int, train on from the checkpoint of this
+            global step instead of the newest (see `roll_back_to_step`; the
+            later checkpoints are moved aside, not deleted). For a run whose
+            loss became NaN: the message names the step.
+        nan_advice: optional `advice(step) -> str` for the NaN message (see
+            `StopOnNonFiniteLoss`).
 
     Returns:
         `(history, initial_step)`: `history` maps each logged name to its
@@ -53,8 +61,9 @@ def fit_resumable(
         global step training started from (0 for a fresh run).
 
     Raises:
-        NonFiniteLossError: the loss became NaN or infinite. The last good
-            checkpoint is kept.
+        NonFiniteLossError: the loss became NaN or infinite. The newest
+            checkpoint from before the loss blew up is kept; the message
+            names it and the fix.
         CheckpointError: `checkpoint_dir` holds checkpoints but none of them
             can be loaded (`TrainingCheckpoint.restore` falls back from a
             damaged newest checkpoint to an older intact one).
@@ -63,8 +72,10 @@ def fit_resumable(
     checkpoint = TrainingCheckpoint(
         checkpoint_dir, steps_per_epoch, save_every_steps=save_every_steps, max_to_keep=max_to_keep
     )
-    guard = StopOnNonFiniteLoss(checkpoint_dir)
+    guard = StopOnNonFiniteLoss(checkpoint_dir, checkpoint=checkpoint, advice=nan_advice)
     all_callbacks = [guard, *callbacks, checkpoint]
+    if resume_from_step is not None:
+        roll_back_to_step(checkpoint_dir, resume_from_step)
     initial_step = checkpoint.restore(model)
     total_steps = epochs * steps_per_epoch
     history = {}

@@ -17,6 +17,7 @@ from keras_ccmim.training import (
     foreground_patches,
     latest_checkpoint,
     predict_outputs,
+    roll_back_to_step,
     seeded_predict_outputs,
 )
 
@@ -144,7 +145,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, ca
         )
     message = str(error.value)
     assert "step 4" in message and "ckpt-00000002.weights.h5" in message
-    assert "(step 2), is kept" in message
+    assert "(step 2) is the newest one from before the loss blew up, and it is kept" in message
+    assert "resume_from_step=2" in message
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
     record = latest_checkpoint(checkpoint_dir)
     assert record["global_step"] == 2
@@ -153,6 +155,88 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, ca
     restored = _dense_model()
     TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH).restore(restored)
     assert all(np.all(np.isfinite(w)) for w in _state(restored))
+
+
+class _Diverge(keras.callbacks.Callback):
+    """Scales the weights by 1e3 after step `at_step` (finite, but the loss
+    explodes) and makes them NaN after step `nan_step`: a blow-up that, as
+    in real runs, is finite for a few steps before it is NaN."""
+
+    def __init__(self, at_step, nan_step):
+        super().__init__()
+        self.at_step, self.nan_step, self.step = at_step, nan_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        kernel = self.model.layers[0].kernel
+        if self.step == self.at_step:
+            kernel.assign(kernel * 1e3)
+        if self.step == self.nan_step:
+            kernel.assign(keras.ops.full(kernel.shape, float("nan")))
+
+
+def test_a_loss_that_blows_up_keeps_the_checkpoint_from_before_and_resumes_from_it(
+    tmp_path, capsys
+):
+    checkpoint_dir = str(tmp_path / "ckpt")
+    model = _dense_model()
+    with pytest.raises(NonFiniteLossError) as error:
+        fit_resumable(
+            model, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
+            checkpoint_dir=checkpoint_dir, callbacks=[_Diverge(at_step=3, nan_step=5)],
+            save_every_steps=1, max_to_keep=1, verbose=0,
+        )
+    message = str(error.value)
+    # ckpt-3 holds the scaled weights (step 4's loss exploded); ckpt-2 is the
+    # newest healthy one and survived max_to_keep=1; ckpt-4 is the newest.
+    assert "at step 6" in message
+    assert "ckpt-00000002.weights.h5 (step 2) is the newest one from before" in message
+    assert "The newest, step 4, may already hold diverged weights" in message
+    assert "resume_from_step=2" in message
+    names = sorted(n for n in os.listdir(checkpoint_dir) if n.endswith(".h5"))
+    assert names == ["ckpt-00000002.weights.h5", "ckpt-00000004.weights.h5"]
+
+    # Training on from step 2 ends where a run that never diverged ends.
+    reference = _dense_model()
+    fit_resumable(
+        reference, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=str(tmp_path / "reference"), verbose=0,
+    )
+    resumed = _dense_model()
+    capsys.readouterr()
+    _, initial_step = fit_resumable(
+        resumed, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=checkpoint_dir, save_every_steps=1, max_to_keep=1, verbose=0,
+        resume_from_step=2,
+    )
+    assert initial_step == 2
+    out = capsys.readouterr().out
+    assert "Rolled back to the checkpoint of step 2" in out
+    for got, want in zip(_state(resumed), _state(reference)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # The abandoned checkpoint is moved aside, not deleted.
+    aside = os.path.join(checkpoint_dir, "abandoned-after-step-2")
+    assert os.listdir(aside) == ["ckpt-00000004.weights.h5"]
+
+    # The same command again resumes the continued run, not step 2.
+    again = _dense_model()
+    _, initial_step = fit_resumable(
+        again, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=checkpoint_dir, verbose=0, resume_from_step=2,
+    )
+    assert initial_step == 2 * STEPS_PER_EPOCH
+    assert "already rolled back to step 2" in capsys.readouterr().out
+    assert os.listdir(aside) == ["ckpt-00000004.weights.h5"]
+
+
+def test_resume_from_a_step_without_checkpoint_names_the_kept_steps(tmp_path):
+    checkpoint_dir = str(tmp_path / "ckpt")
+    fit_resumable(
+        _dense_model(), _constant_batches(), epochs=1, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=checkpoint_dir, save_every_steps=1, max_to_keep=2, verbose=0,
+    )
+    with pytest.raises(CheckpointError, match=r"No checkpoint of step 1 .* steps \[3, 4\]"):
+        roll_back_to_step(checkpoint_dir, 1)
 
 
 def test_checkpoint_refuses_an_inconsistent_pointer(tmp_path):

@@ -3,12 +3,14 @@
 import csv
 import json
 import os
+import re
 
 import keras
 import numpy as np
 import pytest
 from PIL import Image
 
+from keras_ccmim import training
 from keras_ccmim.training import (
     CheckpointError,
     ConfigError,
@@ -198,3 +200,42 @@ def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, capsys):
                                        "ckpt-00000003.weights.h5"))
     with pytest.raises(ConfigError, match="fresh must be True or False"):
         pretrain(values, fresh="yes")
+
+
+def test_following_the_nan_advice_trains_on(tiny_run, capsys):
+    # blr=1e6 diverges within a few steps: the weights are finite but huge
+    # before the loss is NaN, so "resume from the last finite checkpoint
+    # with a lower blr" would NaN again. The advice names a checkpoint from
+    # before the blow-up (or a fresh start) and a blr that trains.
+    values = tiny_run(epochs=1, steps_per_epoch=10, warmup_epochs=0.1,
+                      checkpoint_every_steps=1, blr=1e6)
+    with pytest.raises(training.NonFiniteLossError) as error:
+        pretrain(values)
+    message = str(error.value)
+    advice = re.search(r"rerun the same command with ((?:--\w+(?:=\S+)? ?)+)", message)
+    assert advice, message
+    flags = {}
+    for flag in advice.group(1).split():
+        name, _, value = flag[2:].partition("=")
+        flags[name] = True if not value else (float(value) if "." in value or "e" in value
+                                              else int(value))
+    assert flags["blr"] == PretrainConfig.blr, message
+    assert ("resume_from_step" in flags) != ("fresh" in flags), message
+    if "resume_from_step" in flags:
+        kept = os.path.join(values["workdir"], "checkpoints",
+                            "ckpt-%08d.weights.h5" % flags["resume_from_step"])
+        assert os.path.exists(kept), message
+
+    results = pretrain(dict(values, **flags))
+    assert results.global_step == 10
+    assert np.isfinite(results.final_loss)
+    weights = [keras.ops.convert_to_numpy(w) for w in load_encoder(results.workdir).weights]
+    assert all(np.all(np.isfinite(w)) for w in weights)
+    assert np.max([np.max(np.abs(w)) for w in weights]) < 100
+
+
+def test_resume_from_step_and_fresh_contradict(tiny_run):
+    with pytest.raises(ValueError, match="fresh and resume_from_step contradict"):
+        pretrain(tiny_run(fresh=True, resume_from_step=2))
+    with pytest.raises(ValueError, match="resume_from_step"):
+        pretrain(tiny_run(resume_from_step=0))
