@@ -17,10 +17,19 @@ from keras_ccmim.data.augment import (
 from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.image_folder import (
     ImageFolder,
+    image_folder_manifest,
     load_image_folder,
+    read_image_folder_manifest,
     scan_image_folder,
+    write_image_folder_manifest,
 )
-from keras_ccmim.data.pipeline import describe_dataset, load_source, make_dataset
+from keras_ccmim.data.pipeline import (
+    describe_dataset,
+    load_source,
+    make_dataset,
+    read_dataset_manifest,
+    write_dataset_manifest,
+)
 from keras_ccmim.data.splits import parse_split, split_bounds
 from keras_ccmim.data.synthetic_objects import (
     SYNTHETIC_OBJECTS_CLASS_NAMES,

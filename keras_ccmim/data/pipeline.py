@@ -17,7 +17,12 @@ import numbers
 import tensorflow as tf
 
 from keras_ccmim.data import augment
-from keras_ccmim.data.image_folder import describe_image_folder, load_image_folder
+from keras_ccmim.data.image_folder import (
+    describe_image_folder,
+    load_image_folder,
+    read_image_folder_manifest,
+    write_image_folder_manifest,
+)
 from keras_ccmim.data.synthetic_objects import (
     describe_synthetic_objects,
     load_synthetic_objects,
@@ -53,6 +58,37 @@ def _check_name(name):
         )
 
 
+def _is_folder(name):
+    return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
+
+
+def write_dataset_manifest(name, path):
+    """Writes the manifest of a `"folder:..."` dataset's image folder (its
+    readable files with labels, the count and names of the skipped ones)
+    as JSON to `path`, from this process's scan of the folder.
+
+    Returns:
+        `path`, or None for datasets that are not image folders (nothing to
+        scan) and for a `path` inside the image folder (never written to).
+    """
+    if not _is_folder(name):
+        return None
+    return write_image_folder_manifest(_folder_path(name), path)
+
+
+def read_dataset_manifest(name, path):
+    """Lets this process reuse the manifest `write_dataset_manifest` wrote
+    to `path` for a `"folder:..."` dataset, while the folder is unchanged.
+
+    Returns:
+        bool, whether it was taken (False for other datasets, and for a
+        missing, damaged or outdated manifest: the folder is scanned).
+    """
+    if not _is_folder(name) or not name[len(FOLDER_PREFIX) :]:
+        return False
+    return read_image_folder_manifest(path)
+
+
 def describe_dataset(
     name, *, split="train", data_dir=None, num_images=None, image_size=None
 ):
@@ -69,7 +105,8 @@ def describe_dataset(
     Returns:
         A `DatasetInfo` with the image count (`num_images`), `num_classes`
         and `class_names` (`None` when unlabelled) and `has_foreground`.
-        Image folders are fully scanned (each file decoded once).
+        Image folders are fully scanned (each file decoded once per
+        process; see `scan_image_folder`).
     """
     _check_name(name)
     if name == SYNTHETIC_OBJECTS:
