@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite once per Keras backend (default: all three).
 # Usage: tools/run_tests.sh [tensorflow|jax|torch ...] [-- extra pytest args]
+#
+# TEST_JOBS (default: the number of CPUs, at most one per backend) backends
+# run at once, each in its own pytest process; most tests are small eager
+# steps that keep one core busy, so two backends side by side on two cores
+# take about the time of the longest one instead of the sum. Each backend's
+# output is printed whole when it finishes. TEST_JOBS=1 runs them one after
+# the other with live output.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"
@@ -8,15 +15,59 @@ backends=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do backends+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#backends[@]} -eq 0 ] && backends=(tensorflow jax torch)
-status=0
-summary=()
-for backend in "${backends[@]}"; do
-  echo "=== KERAS_BACKEND=$backend ==="
+jobs="${TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+[ "$jobs" -gt ${#backends[@]} ] && jobs=${#backends[@]}
+[ "$jobs" -lt 1 ] && jobs=1
+# `wait -n -p` needs bash 5.1.
+if (( BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1) )); then jobs=1; fi
+# The key check's pretraining is shared by the three sessions (see
+# tests/evaluation/conftest.py); keep it with this run unless told otherwise.
+logs="$(mktemp -d)"
+export KERAS_CCMIM_TEST_CACHE="${KERAS_CCMIM_TEST_CACHE:-$logs/cache}"
+trap 'rm -rf "$logs"' EXIT
+
+run_one() {  # backend -> exit status of its pytest run
+  local backend=$1 start rc
   start=$(date +%s)
-  KERAS_BACKEND="$backend" "$PY" -m pytest -q -W ignore::DeprecationWarning "$@"
+  KERAS_BACKEND="$backend" "$PY" -m pytest -q -W ignore::DeprecationWarning "${@:2}"
   rc=$?
-  summary+=("$backend: exit $rc in $(( $(date +%s) - start )) s")
-  [ $rc -ne 0 ] && status=1
+  echo "$backend: exit $rc in $(( $(date +%s) - start )) s" > "$logs/$backend.summary"
+  return $rc
+}
+
+status=0
+if [ "$jobs" -eq 1 ]; then
+  for backend in "${backends[@]}"; do
+    echo "=== KERAS_BACKEND=$backend ==="
+    run_one "$backend" "$@" || status=1
+  done
+else
+  declare -A running=()
+  report() {  # pid -> prints the finished backend's output
+    local backend=${running[$1]}
+    echo "=== KERAS_BACKEND=$backend ==="
+    cat "$logs/$backend.log"
+    unset "running[$1]"
+  }
+  for backend in "${backends[@]}"; do
+    while [ ${#running[@]} -ge "$jobs" ]; do
+      wait -n -p done_pid "${!running[@]}"
+      report "$done_pid"
+    done
+    run_one "$backend" "$@" > "$logs/$backend.log" 2>&1 &
+    running[$!]=$backend
+  done
+  while [ ${#running[@]} -gt 0 ]; do
+    wait -n -p done_pid "${!running[@]}"
+    report "$done_pid"
+  done
+fi
+for backend in "${backends[@]}"; do
+  if [ -f "$logs/$backend.summary" ]; then
+    cat "$logs/$backend.summary"
+    grep -q ": exit 0 in" "$logs/$backend.summary" || status=1
+  else
+    echo "$backend: no result"; status=1
+  fi
 done
-printf '%s\n' "${summary[@]}"
 exit $status
