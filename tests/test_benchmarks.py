@@ -13,6 +13,8 @@ import sys
 import keras
 import pytest
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # A one-block model at 16 px: 16 patches of 4x4, 4 of them visible.

@@ -13,6 +13,12 @@
 #   BAZEL_JOBS       build jobs (default: 1)
 #   BAZEL_TEST_JOBS  tests run at once (default: 1)
 #   BAZEL_FLAGS      extra flags for both bazel build and bazel test
+#   BAZEL_SLOW       "run" (default) runs every target in full; "import" runs
+#                    the targets tagged slow (test files with
+#                    `pytestmark = pytest.mark.slow`) as import checks only
+#                    (`pytest --collect-only`: their deps and imports resolve
+#                    under Bazel) and the others in full. CI uses "import",
+#                    as its pytest stage has just run the slow files in full.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,7 +72,21 @@ flags=(
 log="$(mktemp)"
 trap 'rm -f "${log}"' EXIT
 status=0
-"${bazel}" test "${flags[@]}" "${suites[@]}" 2>&1 | tee "${log}" || status=$?
+case "${BAZEL_SLOW:-run}" in
+  run)
+    "${bazel}" test "${flags[@]}" "${suites[@]}" 2>&1 | tee "${log}" || status=$?
+    ;;
+  import)
+    "${bazel}" test "${flags[@]}" --test_tag_filters=-slow "${suites[@]}" 2>&1 | tee "${log}" || status=$?
+    echo "bazel_test: the slow targets, as import checks (pytest --collect-only):"
+    "${bazel}" test "${flags[@]}" --test_tag_filters=slow --test_arg=--collect-only \
+      "${suites[@]}" 2>&1 | tee -a "${log}" || status=$?
+    ;;
+  *)
+    echo "bazel_test: BAZEL_SLOW must be run or import, got '${BAZEL_SLOW}'" >&2
+    exit 2
+    ;;
+esac
 
 passed="$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "${log}" || true)"
 total="$(grep -cE '^//[^ ]+ +(\(cached\) )?(PASSED|FAILED|TIMEOUT|FLAKY|NO STATUS|INCOMPLETE|FAILED TO BUILD)' "${log}" || true)"

@@ -7,6 +7,8 @@ import pytest
 
 from tests.evaluation.conftest import TINY_ENCODER, run_python
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY_ENCODER.items()]
 DATA_FLAGS = ["--train_num_images=64", "--eval_num_images=32", "--batch_size=16"]
 

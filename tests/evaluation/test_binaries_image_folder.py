@@ -3,8 +3,12 @@ descriptions and pipelines share one scan, and its warning comes once."""
 
 import json
 
-from tests.evaluation.conftest import TINY_ENCODER, run_python
+import pytest
+
 from tests.data.image_folder_testing import write_class_folder
+from tests.evaluation.conftest import TINY_ENCODER, run_python
+
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY_ENCODER.items()]
 

@@ -24,6 +24,8 @@ import pytest
 
 from keras_ccmim.training import pretrain
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 SELECTIVE_END = 0.01
 RUN = dict(
     image_size=32, patch_size=4, hidden_dim=64, num_layers=2, num_heads=2,

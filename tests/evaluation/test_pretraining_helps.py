@@ -25,6 +25,8 @@ from keras_ccmim.evaluation import load_encoder, random_encoder
 from tests.evaluation.conftest import PRETRAIN_ENCODER
 from tests.evaluation.pretraining_protocol import load_splits, measure
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 MARGINS = {"knn_top1": 0.3, "knn_top5": 1.5, "probe_top1": 3.0}
 
 

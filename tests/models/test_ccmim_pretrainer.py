@@ -12,6 +12,8 @@ from tests.testing_utils import (
     to_numpy,
 )
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 
 def smooth_images(n, size=16, seed=0):
     """Oriented sinusoids: each image's patches share one frequency and

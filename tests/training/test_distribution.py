@@ -8,6 +8,8 @@ import pytest
 
 from keras_ccmim.training import setup_distribution
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 BACKEND = keras.backend.backend()
 
 _RUN = r"""

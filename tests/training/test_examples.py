@@ -5,6 +5,10 @@ import math
 import runpy
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pretrain_in_notebook.py"
 
 

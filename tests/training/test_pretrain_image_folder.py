@@ -17,6 +17,8 @@ from tests.data.image_folder_testing import (
     write_class_folder,
 )
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 MANIFEST = "image_folder_manifest.json"
 
 

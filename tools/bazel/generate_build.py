@@ -106,6 +106,15 @@ class Module:
             and (node.value in BINARY_ROOTS or node.value.endswith(".py"))
         })
         self.has_main_guard = any(_is_main_guard(node) for node in tree.body)
+        # `pytestmark = pytest.mark.slow` (or a list holding it): the test's
+        # Bazel targets get the tag "slow" (tools/bazel_test.sh can run them
+        # as import checks only; pytest runs them in full).
+        self.slow = any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            and "mark.slow" in ast.unparse(node.value)
+            for node in tree.body
+        )
 
     @property
     def kind(self):
@@ -440,6 +449,8 @@ def generate(repo):
             if labels:
                 attrs.append(("deps", _list(labels)))
             if m.kind == "test":
+                if m.slow:
+                    attrs.append(("tags", '["slow"]'))
                 out.append("\n" + _rule("keras_backend_py_test", attrs))
                 for b in BACKENDS:
                     suites[b].append("//%s:%s_%s" % (package_dir, name, b))
