@@ -11,8 +11,11 @@ Running the same command again after an interruption (even SIGKILL)
 continues from the newest intact checkpoint in the workdir (a damaged one is
 skipped for an older one, and the line "Restored checkpoint ..." says which);
 a workdir with metrics but no checkpoint is refused unless --fresh is given,
-which moves the earlier run's outputs to <workdir>/previous-<n>/. CIFAR-10 from the shared
-TFDS folder, ViT-T/4 with the MAE/ccMIM optimiser recipe:
+which moves the earlier run's outputs to <workdir>/previous-<n>/. A rerun
+whose flags would change what the checkpointed run trains (its length, model,
+masking, data, optimisation or seed) is refused, naming each change, unless
+--allow_config_change is given. CIFAR-10 from the shared TFDS folder, ViT-T/4
+with the MAE/ccMIM optimiser recipe:
 
     python train/pretrain.py --workdir=runs/cifar10 --dataset=cifar10_jpeg \
         --data_dir=../shared/data/tfds --split='train[:45000]' --batch_size=256 \
@@ -143,7 +146,15 @@ flags.DEFINE_integer(
     _DEFAULTS.resume_from_step,
     "Train on from the checkpoint of this global step instead of the newest (after a NaN, "
     "the step the error names); later checkpoints are moved to "
-    "<workdir>/checkpoints/abandoned-after-step-<step>/, never deleted.",
+    "<workdir>/checkpoints/abandoned-after-step-<step>/, never deleted. With it, --blr, "
+    "--warmup_epochs, --weight_decay and --bfloat16 may differ from the checkpointed run's.",
+)
+flags.DEFINE_boolean(
+    "allow_config_change",
+    _DEFAULTS.allow_config_change,
+    "Train on in a workdir whose checkpointed run had other settings that change what is "
+    "trained (e.g. a longer --epochs); without it such a rerun is refused, naming each "
+    "changed flag. config.json is updated.",
 )
 
 # Config fields whose flags differ in name or type; every other field is a

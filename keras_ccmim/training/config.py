@@ -16,6 +16,7 @@ from keras_ccmim.file_errors import nearest_existing
 from keras_ccmim.layers.importance_scorer import SCORE_SOURCES, resolve_score_layers
 from keras_ccmim.layers.patch_selector import MASKING_STRATEGIES, SAMPLERS
 from keras_ccmim.losses import CONTRASTIVE_LOSSES
+from keras_ccmim.models.presets import ALIASES as PRESET_ALIASES
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.training.distribution import plan_distribution
 
@@ -31,25 +32,30 @@ DEMO_SYNTHETIC_IMAGES = 3072
 # The workdir file with the scan of a `folder:` dataset (see
 # `keras_ccmim.data.write_dataset_manifest`); a resumed run reuses it.
 FOLDER_MANIFEST_FILE = "image_folder_manifest.json"
-# Fields a resumed run may change (the optimisation knobs one turns after a
-# NaN, and the run's length and logistics); any other change needs a new
-# workdir.
+# Fields a rerun on a workdir that holds a checkpointed run may change
+# freely: they do not change what is trained (where the run's files and the
+# prepared data are, how it is distributed and compiled, what it prints and
+# how often it checkpoints or logs). Every other field (model, masking,
+# loss, data, schedule length, batch size, optimisation, seed, and
+# lift_images, the fixed batch the recorded masking metrics are measured
+# on) changes the run: the rerun is refused unless allow_config_change.
 RESUMABLE_CHANGES = (
-    "epochs",
-    "blr",
-    "warmup_epochs",
-    "weight_decay",
-    "mixed_precision",
+    "data_dir",
     "workdir",
     "distribution",
+    "jit_compile",
+    "verbose",
     "checkpoint_every_steps",
     "keep_checkpoints",
-    "verbose",
-    "jit_compile",
     "tensorboard_every_steps",
     "fresh",
     "resume_from_step",
+    "allow_config_change",
 )
+# The optimisation knobs the NaN advice turns (`pretrain.nan_advice`): a
+# rerun with resume_from_step set, a deliberate restart from an earlier
+# checkpoint, may change them too.
+RESTART_CHANGES = ("blr", "warmup_epochs", "weight_decay", "mixed_precision")
 
 
 @dataclasses.dataclass
@@ -83,7 +89,10 @@ class PretrainConfig:
         an earlier run, whose outputs are moved to `previous-<n>/`; without
         it such a workdir resumes or is refused), resume_from_step (train
         on from the checkpoint of this step rather than the newest, e.g.
-        from before a NaN; later checkpoints are moved aside).
+        from before a NaN; later checkpoints are moved aside),
+        allow_config_change (train on in a workdir whose checkpointed run
+        had other values of fields outside `RESUMABLE_CHANGES`; without it
+        such a rerun is refused, see `config_changes`).
     """
 
     preset: str = "vit_tiny_patch4_32"
@@ -134,6 +143,7 @@ class PretrainConfig:
     verbose: object = "auto"
     fresh: bool = False
     resume_from_step: int = None
+    allow_config_change: bool = False
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -294,8 +304,9 @@ def _check_training(config):
     _check_int("keep_checkpoints", config.keep_checkpoints, 1)
     _check_int("tensorboard_every_steps", config.tensorboard_every_steps, 0)
     _check_int("lift_images", config.lift_images, 1)
-    if not isinstance(config.fresh, bool):
-        raise ValueError(f"fresh must be True or False, got {config.fresh!r}.")
+    for name in ("fresh", "allow_config_change"):
+        if not isinstance(getattr(config, name), bool):
+            raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}.")
     _check_int("resume_from_step", config.resume_from_step, 1, allow_none=True)
     if config.fresh and config.resume_from_step is not None:
         raise ValueError(
@@ -435,12 +446,52 @@ def validate_config(config):
     return resolve_config(config)[0]
 
 
+def _comparable(name, value):
+    """`value` as compared across reruns: lists and tuples (a list read back
+    from config.json, a tuple passed in Python) by their items, a preset
+    alias as the preset it names."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_comparable(name, item) for item in value)
+    if name == "preset" and isinstance(value, str):
+        return PRESET_ALIASES.get(value, value)
+    return value
+
+
+def _shown(value):
+    return repr(list(value)) if isinstance(value, tuple) else repr(value)
+
+
 def config_changes(saved, current):
-    """Names of the fields that differ between two resolved configs and may
-    not change when a run resumes."""
+    """The changes from the `saved` config of a checkpointed run to the
+    `current` one (both resolved) that change what the run trains: `(field,
+    old, new)` for each field outside `RESUMABLE_CHANGES` (and, when
+    `current.resume_from_step` is set, outside `RESTART_CHANGES`) whose
+    values differ, in field order. Lists and tuples compare by their items."""
+    allowed = set(RESUMABLE_CHANGES)
+    if current.resume_from_step is not None:
+        allowed.update(RESTART_CHANGES)
+    return [
+        (name, old, new)
+        for name, old, new in all_config_changes(saved, current)
+        if name not in allowed
+    ]
+
+
+def all_config_changes(saved, current):
+    """`(field, old, new)` for every field whose value differs between two
+    configs, in field order (lists and tuples compare by their items)."""
     saved, current = saved.to_dict(), current.to_dict()
-    return sorted(
-        key
-        for key in current
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]
+    return [
+        (name, saved.get(name), value)
+        for name, value in current.items()
+        if _comparable(name, saved.get(name)) != _comparable(name, value)
+    ]
+
+
+def describe_changes(changes):
+    """`"epochs: 2 -> 3, masking: 'random' -> 'importance'"` for `(field, old,
+    new)` triples."""
+    return ", ".join(
+        f"{name}: {_shown(_comparable(name, old))} -> {_shown(_comparable(name, new))}"
+        for name, old, new in changes
     )

@@ -22,8 +22,11 @@ Running `pretrain` again with the same config and workdir resumes from the
 newest intact checkpoint (found through checkpoints/checkpoint.json, else
 checkpoints.jsonl, else the ckpt-*.weights.h5 files), or, when the run had
 finished, only rewrites the outputs (results.json keeps the history). A
-workdir with metrics but no checkpoint is refused unless `fresh=True`, which
-moves the earlier run's outputs to previous-<n>/; nothing is deleted.
+config that changes what the checkpointed run trains (a field outside
+`config.RESUMABLE_CHANGES`; with `resume_from_step`, the NaN advice's
+optimisation knobs may change too) is refused unless `allow_config_change`.
+A workdir with metrics but no checkpoint is refused unless `fresh=True`,
+which moves the earlier run's outputs to previous-<n>/; nothing is deleted.
 """
 
 import contextlib
@@ -39,9 +42,12 @@ from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.training import callbacks as ccmim_callbacks
 from keras_ccmim.training.config import (
     FOLDER_MANIFEST_FILE,
+    RESTART_CHANGES,
     ConfigError,
     PretrainConfig,
+    all_config_changes,
     config_changes,
+    describe_changes,
     resolve_config,
 )
 from keras_ccmim.training.distribution import setup_distribution
@@ -153,12 +159,51 @@ def _move_aside(workdir):
     return aside
 
 
+def _check_changes(saved, config, workdir):
+    """Refuses a rerun whose config changes what the checkpointed run in
+    `workdir` trains (see `config_changes`) unless `allow_config_change`;
+    prints one line for each kind of change that is let through."""
+    changes = config_changes(saved, config)
+    if changes and not config.allow_config_change:
+        restart = [name for name, _, _ in changes if name in RESTART_CHANGES]
+        note = ""
+        if restart:
+            note = (
+                f" ({', '.join(restart)} may change without --allow_config_change when "
+                "--resume_from_step trains on from an earlier checkpoint, as the NaN advice "
+                "says.)"
+            )
+        raise ConfigError(
+            f"workdir {workdir!r} holds a checkpointed run with a different configuration: "
+            f"{describe_changes(changes)}. Rerun with the same settings to resume it, pass "
+            "--allow_config_change to train on with the new values (config.json is "
+            "updated), --fresh to start over (the earlier outputs are moved to "
+            f"previous-<n>/), or a new --workdir.{note}"
+        )
+    if changes:
+        print(
+            f"Training on with a changed configuration (allow_config_change): "
+            f"{describe_changes(changes)}; config.json is updated."
+        )
+    if config.resume_from_step is None:
+        return
+    restarted = [
+        change for change in all_config_changes(saved, config) if change[0] in RESTART_CHANGES
+    ]
+    if restarted:
+        print(
+            f"Training on from step {config.resume_from_step} with "
+            f"{describe_changes(restarted)}; config.json is updated."
+        )
+
+
 def _prepare_workdir(config, fresh=False):
     """Creates the workdir. One that holds checkpoints (intact or not) must
-    hold the same run, which then resumes; one that holds metrics but no
-    checkpoint is refused, as starting over would mix two runs. With
-    `fresh`, an earlier run's outputs are moved to `previous-<n>/` first
-    (nothing is deleted) and the run starts from step 0."""
+    hold the same run (see `_check_changes`), which then resumes; one that
+    holds metrics but no checkpoint is refused, as starting over would mix
+    two runs. With `fresh`, an earlier run's outputs are moved to
+    `previous-<n>/` first (nothing is deleted) and the run starts from step
+    0."""
     workdir = os.fspath(config.workdir)
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     config_path = os.path.join(workdir, CONFIG_FILE)
@@ -177,14 +222,7 @@ def _prepare_workdir(config, fresh=False):
                     "file, pass a new --workdir, or pass --fresh to start over (the old "
                     "files are kept aside)."
                 ) from error
-            changed = config_changes(saved, config)
-            if changed:
-                raise ConfigError(
-                    f"workdir {workdir!r} holds a checkpointed run with a different "
-                    f"configuration (fields {changed} differ). Resume it with the same "
-                    "settings, pass a new --workdir, or pass --fresh to start over (the "
-                    "old files are kept aside)."
-                )
+            _check_changes(saved, config, workdir)
     elif _holds_metrics(workdir):
         raise ConfigError(
             f"workdir {workdir!r} holds metrics.csv of an earlier run but no checkpoint to "
@@ -272,8 +310,9 @@ def pretrain(config=None, callbacks=(), fresh=None):
 
     Raises:
         ConfigError: bad config or data (a `ValueError`), before any work
-            starts; also for a workdir that holds a different run, or
-            metrics but no checkpoint (without `fresh`).
+            starts; also for a workdir that holds a different run
+            (without `allow_config_change`), or metrics but no checkpoint
+            (without `fresh`).
         CheckpointError: the workdir holds checkpoints but none is intact.
         NonFiniteLossError: the loss became NaN or infinite; the last good
             checkpoint is kept and no final outputs are written.

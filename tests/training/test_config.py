@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from keras_ccmim.training import ConfigError, PretrainConfig, resolve_config, validate_config
+from keras_ccmim.training import config as config_module
 
 
 def test_demo_defaults_resolve(tiny_run):
@@ -217,3 +218,85 @@ def test_a_read_only_workdir_is_rejected(tiny_run, tmp_path, monkeypatch):
         with pytest.raises(ConfigError, match=r"is not writable: '.*read_only' is read-only"):
             resolve_config(tiny_run(workdir=workdir))
     assert os.listdir(read_only) == []
+
+
+# Every field that changes what a run trains: a rerun on its checkpointed
+# workdir that changes one is refused. A new field must be put here or in
+# RESUMABLE_CHANGES, deliberately.
+RUN_FIELDS = (
+    "preset", "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads",
+    "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads",
+    "mask_ratio", "masking", "sampler", "sampling_temperature", "sampling_temperature_start",
+    "sampling_temperature_steps", "score_layers", "score_from", "contrastive",
+    "contrastive_weight", "temperature", "projection_dim", "norm_pix_loss",
+    "dataset", "split", "num_images",
+    "batch_size", "epochs", "steps_per_epoch", "blr", "warmup_epochs", "weight_decay", "seed",
+    "mixed_precision", "lift_images",
+)
+
+
+def test_every_field_is_classified_for_reruns():
+    fields = [field.name for field in dataclasses.fields(PretrainConfig)]
+    assert sorted(set(fields) - set(config_module.RESUMABLE_CHANGES)) == sorted(RUN_FIELDS)
+    assert set(config_module.RESUMABLE_CHANGES) <= set(fields)
+    assert set(config_module.RESTART_CHANGES) <= set(RUN_FIELDS)
+
+
+def test_config_changes_name_old_and_new_values(tiny_run):
+    saved = validate_config(tiny_run(epochs=2))
+    current = dataclasses.replace(saved, epochs=3, seed=1, masking="random", blr=1e-4)
+    changes = config_module.config_changes(saved, current)
+    assert [name for name, _, _ in changes] == ["masking", "epochs", "blr", "seed"]
+    assert config_module.describe_changes(changes) == (
+        "masking: 'importance_sampling' -> 'random', epochs: 2 -> 3, blr: 0.0015 -> 0.0001, "
+        "seed: 0 -> 1"
+    )
+
+
+def test_harmless_changes_are_not_config_changes(tiny_run, tmp_path):
+    saved = validate_config(tiny_run())
+    current = dataclasses.replace(
+        saved, workdir=str(tmp_path / "moved"), data_dir=str(tmp_path), verbose=2,
+        tensorboard_every_steps=0, checkpoint_every_steps=1, keep_checkpoints=5,
+        distribution="none", jit_compile=False, fresh=True, resume_from_step=3,
+        allow_config_change=True,
+    )
+    assert config_module.config_changes(saved, current) == []
+    assert len(config_module.all_config_changes(saved, current)) == 11
+
+
+def test_resume_from_step_may_change_the_optimisation_knobs(tiny_run):
+    saved = validate_config(tiny_run(blr=1e6))
+    knobs = dict(blr=1.5e-3, warmup_epochs=1.0, weight_decay=0.0, mixed_precision="bfloat16")
+    current = dataclasses.replace(saved, **knobs)
+    assert [name for name, _, _ in config_module.config_changes(saved, current)] == list(knobs)
+    restart = dataclasses.replace(current, resume_from_step=2)
+    assert config_module.config_changes(saved, restart) == []
+    # Not the schedule length nor the rest of the run.
+    longer = dataclasses.replace(restart, epochs=3, seed=1)
+    assert config_module.describe_changes(config_module.config_changes(saved, longer)) == (
+        "epochs: 2 -> 3, seed: 0 -> 1"
+    )
+
+
+def test_a_list_read_back_from_json_equals_a_tuple(tiny_run, tmp_path):
+    current = validate_config(tiny_run(score_layers=(0, 1)))
+    assert current.score_layers == (0, 1)
+    current.save(tmp_path / "config.json")
+    saved = PretrainConfig.load(tmp_path / "config.json")
+    assert saved.score_layers == [0, 1]
+    assert config_module.all_config_changes(saved, current) == []
+    changed = dataclasses.replace(current, score_layers=(1,))
+    assert config_module.describe_changes(config_module.config_changes(saved, changed)) == (
+        "score_layers: [0, 1] -> [1]"
+    )
+
+
+def test_a_preset_alias_is_the_preset_it_names(tiny_run):
+    saved = validate_config(tiny_run())
+    assert config_module.config_changes(saved, dataclasses.replace(saved, preset="T/4")) == []
+
+
+def test_allow_config_change_must_be_a_bool(tiny_run):
+    with pytest.raises(ConfigError, match="allow_config_change must be True or False"):
+        validate_config(tiny_run(allow_config_change="yes"))

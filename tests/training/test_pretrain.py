@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 
 import keras
 import numpy as np
@@ -90,16 +91,46 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
         assert rewritten[name] == saved[name] == getattr(results, name)
 
     # A different run in the same workdir is refused.
-    with pytest.raises(ValueError, match=r"different configuration \(fields \['mask_ratio'\]"):
+    with pytest.raises(ValueError, match=r"different configuration: mask_ratio: 0.75 -> 0.5\. "):
         pretrain(dict(values, mask_ratio=0.5))
 
+    # Moved, with settings that do not change what is trained, it is the same run.
+    moved = os.path.join(os.path.dirname(workdir), "moved")
+    shutil.copytree(workdir, moved)
+    capsys.readouterr()
+    elsewhere = pretrain(dict(values, workdir=moved, keep_checkpoints=3, jit_compile=False,
+                              tensorboard_every_steps=0, distribution="none"))
+    assert elsewhere.initial_step == elsewhere.global_step == 6
+    out = capsys.readouterr().out
+    assert "training already finished" in out and "changed configuration" not in out
 
-def test_temperature_schedule_position_resumes_with_the_run(tiny_run):
+
+def test_temperature_schedule_position_resumes_with_the_run(tiny_run, capsys):
     values = tiny_run(sampling_temperature_start=1.0, sampling_temperature=0.1,
                       sampling_temperature_steps=6, epochs=1)
     first = pretrain(values)
     assert first.global_step == 3
-    resumed = pretrain(dict(values, epochs=2))  # epochs may change on resume
+    config_path = os.path.join(values["workdir"], "config.json")
+    checkpoints = sorted(os.listdir(os.path.join(values["workdir"], "checkpoints")))
+
+    # A longer run changes the schedule: refused before any step, naming
+    # the change and both ways on, unless asked for.
+    with pytest.raises(ConfigError, match=r"configuration: epochs: 1 -> 2\. ") as error:
+        pretrain(dict(values, epochs=2))
+    assert "--allow_config_change" in str(error.value) and "--fresh" in str(error.value)
+    assert "--resume_from_step" not in str(error.value)  # epochs is no NaN-advice knob
+    # The NaN advice's knobs may change when training on from a checkpoint.
+    with pytest.raises(ConfigError, match=r"configuration: blr: 0.0015 -> 0.0001\. .*\(blr "
+                       r"may change without --allow_config_change when --resume_from_step"):
+        pretrain(dict(values, blr=1e-4))
+    assert PretrainConfig.load(config_path).epochs == 1
+    assert sorted(os.listdir(os.path.join(values["workdir"], "checkpoints"))) == checkpoints
+    capsys.readouterr()
+    resumed = pretrain(dict(values, epochs=2, allow_config_change=True))
+    changed = [line for line in capsys.readouterr().out.splitlines() if "changed config" in line]
+    assert changed == ["Training on with a changed configuration (allow_config_change): "
+                       "epochs: 1 -> 2; config.json is updated."]
+    assert PretrainConfig.load(config_path).epochs == 2
     assert resumed.initial_step == 3 and resumed.global_step == 6
     model = keras.saving.load_model(resumed.paths["pretrainer"])
     assert float(keras.ops.convert_to_numpy(model.selector.temperature_step)) == 6.0
@@ -120,7 +151,9 @@ def _truncate(path):
 
 
 def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, capsys):
-    values = tiny_run(epochs=1)
+    # score_layers as a tuple: config.json reads it back as a list, which is
+    # no change.
+    values = tiny_run(epochs=1, score_layers=(0, 1))
     pretrain(values)
     workdir = values["workdir"]
     checkpoints = os.path.join(workdir, "checkpoints")
@@ -128,14 +161,15 @@ def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, caps
     os.remove(os.path.join(checkpoints, "checkpoint.json"))
 
     # The config is still checked against the checkpointed run.
-    with pytest.raises(ConfigError, match=r"fields \['mask_ratio'\] differ"):
+    with pytest.raises(ConfigError, match=r"configuration: mask_ratio: 0.75 -> 0.5\. "):
         pretrain(dict(values, mask_ratio=0.5))
     capsys.readouterr()
 
-    resumed = pretrain(dict(values, epochs=2))
+    resumed = pretrain(dict(values, epochs=2, allow_config_change=True))  # a longer run
     assert resumed.initial_step == 3 and resumed.global_step == 6
     out = capsys.readouterr().out
     assert "ckpt-00000003.weights.h5 (step 3, found through checkpoints.jsonl)" in out
+    assert "(allow_config_change): epochs: 1 -> 2; config.json" in out  # not score_layers
     assert [row["epoch"] for row in _rows(workdir)] == ["0", "1"]  # epoch 0 kept
     assert set(events) <= set(os.listdir(os.path.join(workdir, "tensorboard", "train")))
     assert len(resumed.history["loss"]) == 2  # the first call's epoch, then this one's
@@ -226,8 +260,12 @@ def test_following_the_nan_advice_trains_on(tiny_run, capsys):
                             "ckpt-%08d.weights.h5" % flags["resume_from_step"])
         assert os.path.exists(kept), message
 
+    capsys.readouterr()
     results = pretrain(dict(values, **flags))
     assert results.global_step == 10
+    if "resume_from_step" in flags:  # a deliberate restart may change blr
+        assert (f"Training on from step {flags['resume_from_step']} with blr: 1000000.0 -> "
+                "0.0015; config.json is updated.") in capsys.readouterr().out
     assert np.isfinite(results.final_loss)
     weights = [keras.ops.convert_to_numpy(w) for w in load_encoder(results.workdir).weights]
     assert all(np.all(np.isfinite(w)) for w in weights)

@@ -92,6 +92,38 @@ def test_fresh_flag_reaches_the_config(binary):
         assert binary.config_from_flags().fresh is True
 
 
+def test_allow_config_change_flag_reaches_the_config(binary):
+    assert binary.config_from_flags().allow_config_change is False
+    with _flags(allow_config_change=True):
+        assert binary.config_from_flags().allow_config_change is True
+
+
+def test_a_changed_config_on_a_checkpointed_workdir_is_one_line(binary, capsys, tmp_path):
+    from keras_ccmim import training
+
+    workdir = tmp_path / "run"
+    tiny = dict(workdir=str(workdir), image_size=16, patch_size=4, hidden_dim=32,
+                num_layers=2, num_heads=2, decoder_hidden_dim=32, decoder_num_layers=1,
+                decoder_num_heads=2, num_images=64, batch_size=16, epochs=2,
+                steps_per_epoch=2, verbose="0")
+    with _flags(**tiny):
+        saved = training.validate_config(binary.config_from_flags())
+    # What the check reads of a checkpointed run: its config and a checkpoint
+    # log (it refuses before any checkpoint is loaded).
+    (workdir / "checkpoints").mkdir(parents=True)
+    saved.save(workdir / "config.json")
+    (workdir / "checkpoints" / "checkpoints.jsonl").write_text("")
+    before = (workdir / "config.json").read_text()
+
+    with _flags(**dict(tiny, epochs=3, seed=1)):
+        assert binary.main(["pretrain.py"]) == 2
+    err = _one_line_error(capsys)
+    assert "different configuration: epochs: 2 -> 3, seed: 0 -> 1. " in err, err
+    assert "--allow_config_change" in err and "--fresh" in err, err
+    assert (workdir / "config.json").read_text() == before
+    assert sorted(os.listdir(workdir)) == ["checkpoints", "config.json"]
+
+
 def test_no_intact_checkpoint_is_one_line(binary, capsys, monkeypatch):
     from keras_ccmim import training
 
