@@ -20,6 +20,8 @@ from keras_ccmim.training import (
     pretrain,
 )
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 
 def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys):
     values = tiny_run(checkpoint_every_steps=2)

@@ -13,6 +13,8 @@ import pytest
 
 from keras_ccmim.training import PretrainConfig
 
+pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
+
 BINARY = Path(__file__).resolve().parents[2] / "train" / "pretrain.py"
 
 
