@@ -132,6 +132,12 @@ flags.DEFINE_integer("keep_checkpoints", _DEFAULTS.keep_checkpoints, "Checkpoint
 flags.DEFINE_integer(
     "tensorboard_every_steps", _DEFAULTS.tensorboard_every_steps, "Steps between scalars."
 )
+flags.DEFINE_integer(
+    "check_every_steps",
+    _DEFAULTS.check_every_steps,
+    "Steps between two reads of the loss by the host (NaN guard, healthy checkpoints); the "
+    "steps between run without waiting for the device.",
+)
 flags.DEFINE_integer("lift_images", _DEFAULTS.lift_images, "Images for foreground lift.")
 flags.DEFINE_enum("verbose", "auto", ["auto", "0", "1", "2"], "Keras fit verbosity.")
 flags.DEFINE_boolean(

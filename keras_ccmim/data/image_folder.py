@@ -381,12 +381,9 @@ def load_image_folder(
         `(dataset, info)`: a `tf.data.Dataset` of dicts `{"image": tf.string
         (encoded file), "label": int32 scalar}` and its `DatasetInfo`.
     """
-    folder = scan_image_folder(directory)
-    indices = _slice(folder, split)
-    if num_images is not None:
-        indices = indices[:num_images]
-    files = [folder.files[i] for i in indices]
-    labels = folder.labels[indices]
+    files, labels, info = image_folder_files(
+        directory, split=split, num_images=num_images, name=name
+    )
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(files, tf.string, shape=[len(files)]), labels)
     )
@@ -395,6 +392,18 @@ def load_image_folder(
             len(files), seed=seed, reshuffle_each_iteration=True
         )
     dataset = dataset.map(_read, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset, info
+
+
+def image_folder_files(directory, *, split="train", num_images=None, name=None):
+    """The readable files of a split of an image folder, for reading them by
+    index: `(files, labels, info)`, `files` a list of paths, `labels` int32
+    numpy array (-1 when unlabelled), `info` its `DatasetInfo`."""
+    folder = scan_image_folder(directory)
+    indices = _slice(folder, split)
+    if num_images is not None:
+        indices = indices[:num_images]
+    files = [folder.files[i] for i in indices]
     info = DatasetInfo(
         name=name or f"folder:{directory}",
         split=split,
@@ -402,4 +411,4 @@ def load_image_folder(
         num_classes=len(folder.class_names) if folder.class_names else None,
         class_names=folder.class_names,
     )
-    return dataset, info
+    return files, folder.labels[indices], info

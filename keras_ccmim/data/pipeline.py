@@ -12,6 +12,7 @@ Dataset names:
 Splits accept TFDS slicing everywhere: `"train[:90%]"`, `"train[45000:]"`.
 """
 
+import dataclasses
 import numbers
 
 import tensorflow as tf
@@ -19,6 +20,7 @@ import tensorflow as tf
 from keras_ccmim.data import augment
 from keras_ccmim.data.image_folder import (
     describe_image_folder,
+    image_folder_files,
     load_image_folder,
     read_image_folder_manifest,
     write_image_folder_manifest,
@@ -26,6 +28,7 @@ from keras_ccmim.data.image_folder import (
 from keras_ccmim.data.synthetic_objects import (
     describe_synthetic_objects,
     load_synthetic_objects,
+    synthetic_objects_arrays,
 )
 from keras_ccmim.data.tfds_source import describe_tfds, load_tfds
 
@@ -187,6 +190,119 @@ def _extras(example, mask):
     return extras
 
 
+# Salts that keep the streams drawn from one `seed` apart.
+_ORDER_SALT = 0x0D5E
+_AUGMENT_SALT = 0xA06
+
+
+def _indexed_examples(name, *, split, image_size, num_images):
+    """`(lookup, info)` for the sources read by index (`synthetic_objects`,
+    image folders): `lookup(index)` gives the example at an int64 index;
+    None for TFDS record files, which can only be read in order."""
+    if name == SYNTHETIC_OBJECTS:
+        arrays, info = synthetic_objects_arrays(
+            split=split, image_size=image_size, num_images=num_images
+        )
+        tensors = {key: tf.constant(value) for key, value in arrays.items()}
+
+        def lookup(index):
+            return {key: tf.gather(value, index) for key, value in tensors.items()}
+
+        return lookup, dataclasses.replace(info, num_images=len(arrays["label"]))
+    if name.startswith(FOLDER_PREFIX):
+        files, labels, info = image_folder_files(
+            _folder_path(name), split=split, num_images=num_images, name=name
+        )
+        paths = tf.constant(files, tf.string, shape=[len(files)])
+        labels = tf.constant(labels, tf.int32)
+
+        def lookup(index):
+            return {
+                "image": tf.io.read_file(tf.gather(paths, index)),
+                "label": tf.gather(labels, index),
+            }
+
+        return lookup, info
+    return None
+
+
+def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
+                     shuffle_buffer, repeat, start):
+    """The training examples of a run from stream position `start` on, as
+    `(example, pass_key, position)`: the pass over the data it belongs to
+    and its position in that pass (int64 scalars).
+
+    With `repeat`, pass `d` (positions `d * N` to `(d + 1) * N - 1` of N
+    images) has key `d`: the stream is a function of `seed` and the
+    position alone, so one started at `start` is the tail of one started
+    at 0. Without it, each iteration over the dataset (each `fit` epoch) is
+    one pass with a new key drawn from `seed` (`tf.data.Dataset.random`).
+    A pass is a permutation of the images drawn from `(seed, key)`. Indexed
+    sources compute it per position (`tf.random.experimental.index_shuffle`),
+    so starting late reads nothing in front of `start`; TFDS record files
+    are read in file order through a shuffle buffer seeded by `(seed, key)`
+    (and TF's global seed, which `keras.utils.set_random_seed` sets), so
+    the records of the pass in front of `start` are read again, undecoded,
+    and dropped.
+    """
+    indexed = _indexed_examples(
+        name, split=split, image_size=image_size, num_images=num_images
+    )
+    if indexed is not None:
+        lookup, info = indexed
+    else:
+        raw, info = load_tfds(
+            name, split=split, data_dir=data_dir, shuffle_files=False, num_images=num_images
+        )
+    count = info.num_images or 0
+    first_pass, offset = divmod(start, count) if count else (0, 0)
+    order_key = tf.constant(int(seed) * 65_536 + _ORDER_SALT, tf.int64)
+    if repeat:
+        keys = tf.data.Dataset.range(first_pass, tf.int64.max)
+        begins = tf.data.Dataset.from_tensors(tf.constant(offset, tf.int64)).concatenate(
+            tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat())
+    else:
+        keys = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
+        keys = keys.take(0 if first_pass else 1)
+        begins = tf.data.Dataset.from_tensors(tf.constant(offset, tf.int64))
+    passes = tf.data.Dataset.zip((keys, begins))
+
+    if indexed is not None:
+        shuffle = shuffle_buffer > 0 and count > 1
+
+        def positions(key, begin):
+            keyed = tf.data.Dataset.from_tensors(key).repeat()
+            return tf.data.Dataset.zip((keyed, tf.data.Dataset.range(begin, count)))
+
+        def example_at(key, position):
+            index = position
+            if shuffle:
+                index = tf.random.experimental.index_shuffle(
+                    position, tf.stack([order_key, key]), tf.constant(count - 1, tf.int64)
+                )
+            return lookup(index), key, position
+
+        stream = passes.flat_map(positions).map(
+            example_at, num_parallel_calls=tf.data.AUTOTUNE
+        )
+        return stream, info
+
+    buffer = min(shuffle_buffer, count)
+
+    def one_pass(key, begin):
+        records = raw
+        if buffer:
+            records = records.shuffle(
+                buffer, seed=order_key + key * 1_000_003, reshuffle_each_iteration=False
+            )
+        keyed = tf.data.Dataset.from_tensors(key).repeat()
+        return tf.data.Dataset.zip(
+            (records.skip(begin), keyed, tf.data.Dataset.range(begin, count))
+        )
+
+    return passes.flat_map(one_pass), info
+
+
 def make_dataset(
     name,
     *,
@@ -201,6 +317,7 @@ def make_dataset(
     num_images=None,
     crop_scale=augment.DEFAULT_CROP_SCALE,
     crop_fraction=1.0,
+    start_batch=0,
 ):
     """Builds the batched input pipeline of images and their extras.
 
@@ -208,10 +325,19 @@ def make_dataset(
     `augment.pretrain_transform` (RandomResizedCrop with `crop_scale` and
     aspect ratio 3/4-4/3, bicubic; horizontal flip; ImageNet normalisation).
     Evaluation applies `augment.eval_transform` (resize, center crop,
-    normalise) in file order. Both are deterministic for a `seed`: the
-    shuffle and the per-image augmentation seeds come from it (and from TF's
-    global seed, which `keras.utils.set_random_seed` also sets); each pass
-    over the dataset (each `fit` epoch) draws new ones.
+    normalise) in file order.
+
+    Training batches are a function of `seed` and their position in the
+    run alone, the same on every backend: each pass over the data is a new
+    permutation drawn from `(seed, pass)`, and each image's augmentation is
+    drawn from `(seed, position)`. `start_batch=s` starts the stream at the
+    batch a run's step `s` trains on, so a resumed run sees exactly the
+    batches the killed run would have seen next. Synthetic data and image
+    folders are read by index, so nothing in front of that batch is read;
+    TFDS record files are read in order (through a shuffle buffer seeded by
+    `(seed, pass)` and TF's global seed, which `keras.utils.set_random_seed`
+    sets), so the current pass's records in front of it are read again,
+    undecoded.
 
     The dataset feeds `model.fit` on every Keras backend.
 
@@ -236,6 +362,8 @@ def make_dataset(
         crop_scale: pair of floats, RandomResizedCrop area range (training).
         crop_fraction: float in (0, 1], evaluation center-crop fraction
             (0.875 for the ImageNet "resize 256, crop 224").
+        start_batch: int >= 0, training only: the first batch of the
+            stream (a resumed run's global step); 0 starts at the beginning.
 
     Returns:
         A `tf.data.Dataset` of `(images, extras)`:
@@ -268,15 +396,38 @@ def make_dataset(
             f"crop_fraction must be in (0, 1], got {crop_fraction!r}; use 1.0 "
             "for a plain resize or 0.875 for ImageNet's resize 256, crop 224."
         )
-    dataset, info = load_source(
-        name,
-        split=split,
-        data_dir=data_dir,
-        image_size=image_size,
-        num_images=num_images,
-        shuffle_files=training and shuffle_buffer > 0,
-        seed=seed,
-    )
+    if isinstance(start_batch, bool) or not isinstance(start_batch, numbers.Integral) or (
+        start_batch < 0
+    ):
+        raise ValueError(f"start_batch must be a non-negative integer, got {start_batch!r}.")
+    if start_batch and not training:
+        raise ValueError(
+            "start_batch positions the training stream; evaluation reads the split in "
+            "order from its first image. Pass training=True, or start_batch=0."
+        )
+    if training:
+        _check_name(name)
+        if num_images is not None:
+            _check_positive_int("num_images", num_images)
+        dataset, info = _training_stream(
+            name,
+            split=split,
+            data_dir=data_dir,
+            image_size=image_size,
+            num_images=num_images,
+            seed=seed,
+            shuffle_buffer=shuffle_buffer,
+            repeat=repeat,
+            start=int(start_batch) * batch_size,
+        )
+    else:
+        dataset, info = load_source(
+            name,
+            split=split,
+            data_dir=data_dir,
+            image_size=image_size,
+            num_images=num_images,
+        )
     count = info.num_images
     if count == 0 or (count is not None and count < batch_size and not repeat):
         raise ValueError(
@@ -286,19 +437,12 @@ def make_dataset(
         )
 
     if training:
-        if shuffle_buffer:
-            buffer = min(shuffle_buffer, count) if count else shuffle_buffer
-            dataset = dataset.shuffle(
-                buffer, seed=seed, reshuffle_each_iteration=True
-            )
-        if repeat:
-            dataset = dataset.repeat()
-        seeds = tf.data.Dataset.random(
-            seed=seed, rerandomize_each_iteration=True
-        ).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds))
+        augment_key = tf.constant(int(seed) * 65_536 + _AUGMENT_SALT, tf.int64)
 
-        def transform(example, element_seed):
+        def transform(example, pass_key, position):
+            element_seed = tf.random.experimental.stateless_fold_in(
+                tf.stack([augment_key, pass_key]), position
+            )
             image, mask = augment.pretrain_transform(
                 _decode(example["image"]),
                 element_seed,
@@ -323,4 +467,12 @@ def make_dataset(
 
     dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=True)
+    if training:
+        # The passes are built with flat_map, whose length tf.data cannot
+        # infer; Keras and progress bars want it.
+        start = int(start_batch) * batch_size
+        batches = (
+            tf.data.INFINITE_CARDINALITY if repeat else max(count - start, 0) // batch_size
+        )
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -307,10 +307,19 @@ def load_synthetic_objects(*, split="train", image_size=32, num_images=None):
         [image_size, image_size, 3], "label": int32 scalar, "foreground":
         uint8 [image_size, image_size]}` and its `DatasetInfo`.
     """
+    data, info = synthetic_objects_arrays(
+        split=split, image_size=image_size, num_images=num_images
+    )
+    return tf.data.Dataset.from_tensor_slices(data), info
+
+
+def synthetic_objects_arrays(*, split="train", image_size=32, num_images=None):
+    """The examples of `load_synthetic_objects` as numpy arrays (for reading
+    them by index): `(data, info)`, `data` a dict of arrays with the
+    examples along the first axis."""
     base, total, start, stop = _split_size(split, num_images)
     data = make_synthetic_objects(
         total, image_size=image_size, seed=SYNTHETIC_OBJECTS_SPLIT_SEEDS[base]
     )
     data = {key: value[start:stop] for key, value in data.items()}
-    info = describe_synthetic_objects(split, total, image_size)
-    return tf.data.Dataset.from_tensor_slices(data), info
+    return data, describe_synthetic_objects(split, total, image_size)

@@ -28,6 +28,20 @@ def _to_float(value):
     return float(np.asarray(ops.convert_to_numpy(value)).reshape(()))
 
 
+def _float_logs(logs):
+    """The scalar entries of `logs` (nested dicts flattened) as floats."""
+    result = {}
+    for key, value in (logs or {}).items():
+        if isinstance(value, dict):
+            result.update(_float_logs(value))
+            continue
+        try:
+            result[key] = _to_float(value)
+        except (TypeError, ValueError):
+            pass
+    return result
+
+
 def _iterations(model):
     return int(ops.convert_to_numpy(model.optimizer.iterations))
 
@@ -216,6 +230,73 @@ def roll_back_to_step(directory, step):
     return moved_to
 
 
+# How often the host reads the loss by default (NaN guard, healthy-checkpoint
+# judgement, batch scalars): reading it makes the host wait for the device.
+DEFAULT_CHECK_EVERY_STEPS = 20
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training stopped because the loss became NaN or infinite."""
+
+
+class PeriodicCallback(keras.callbacks.Callback):
+    """A callback that acts every `every_steps` global steps and at each
+    epoch end, and reads nothing from the device in between.
+
+    Keras converts the batch `logs` to Python floats (which waits for the
+    step to finish) only for callbacks that override `on_train_batch_end`;
+    without one, on JAX and torch it hands them to a background thread and
+    the next step is dispatched at once (TensorFlow's Keras converts them on
+    every step whatever the callbacks). So these callbacks count steps on the
+    host (from `on_train_batch_begin`'s batch index) and act in
+    `on_train_batch_begin` of the step after a due one (between two steps,
+    so the model state is that of the due step) or in `on_epoch_end`.
+    `on_period_end(step, batches, logs, epoch_end)` gets the global step,
+    the batches of this epoch done so far and the epoch's running-mean logs
+    (read from the model's metrics, one host sync).
+
+    Args:
+        every_steps: int >= 0, steps between actions (0: epoch ends only).
+    """
+
+    def __init__(self, every_steps):
+        super().__init__()
+        if isinstance(every_steps, bool) or int(every_steps) < 0:
+            raise ValueError(f"every_steps must be a non-negative integer, got {every_steps!r}.")
+        self.every_steps = int(every_steps)
+        self._step = 0
+        self._epoch_start = 0
+        self._handled = 0
+        self._epoch = 0
+
+    def due(self, step):
+        return bool(self.every_steps) and step % self.every_steps == 0
+
+    def on_train_begin(self, logs=None):
+        self._step = self._epoch_start = self._handled = _iterations(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._epoch_start = self._step
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch_start + batch
+        self._step = step
+        if step > self._handled and self.due(step):
+            self._handled = step
+            metrics = _float_logs(self.model.get_metrics_result())
+            self.on_period_end(step, batch, metrics, epoch_end=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = _iterations(self.model)
+        self._step = step
+        self._handled = step
+        self.on_period_end(step, step - self._epoch_start, dict(logs or {}), epoch_end=True)
+
+    def on_period_end(self, step, batches, logs, epoch_end):
+        """Override: act on the state after `step` global steps."""
+
+
 def _all_finite(variables):
     for variable in variables:
         if "float" not in str(variable.dtype):
@@ -234,18 +315,20 @@ def default_nan_advice(step):
             f"{restart}.")
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training at the first step whose loss is NaN or infinite.
+class StopOnNonFiniteLoss(PeriodicCallback):
+    """Stops training when the loss has become NaN or infinite, by raising
+    `NonFiniteLossError` (no further step runs).
 
-    `failure` then holds a message naming the step, the checkpoint to train
-    on from and what to change; `fit_resumable` raises it as a
-    `NonFiniteLossError`. Weights that produce a NaN have usually diverged
-    some steps before, while their loss was still finite but rising; so the
-    checkpoint named is the newest one that `checkpoint` (the run's
-    `TrainingCheckpoint`) found healthy, i.e. whose next batch loss was
-    finite and had not blown up, which that callback keeps. Put this
-    callback before `TrainingCheckpoint`, which itself never saves a
-    non-finite state.
+    The loss is read every `check_every_steps` steps and at epoch ends (the
+    epoch's running mean, which stays NaN once one batch was), so training
+    stops at most `check_every_steps` steps after the first bad batch,
+    without a host sync on the other steps. The message names the steps,
+    the checkpoint to train on from and what to change. Weights that produce
+    a NaN have usually diverged some steps before, while their loss was
+    still finite but rising; so the checkpoint named is the newest one that
+    `checkpoint` (the run's `TrainingCheckpoint`) found healthy, which that
+    callback keeps. Put this callback before `TrainingCheckpoint`, which
+    itself never saves a non-finite state.
 
     Args:
         checkpoint_dir: optional folder of the run's `TrainingCheckpoint`,
@@ -255,35 +338,37 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         advice: optional `advice(step) -> str`, the fix to print, given the
             step of the checkpoint to train on from (None when there is
             none); default `default_nan_advice`.
+        check_every_steps: int >= 1, steps between two reads of the loss.
     """
 
-    def __init__(self, checkpoint_dir=None, checkpoint=None, advice=None):
-        super().__init__()
+    def __init__(self, checkpoint_dir=None, checkpoint=None, advice=None,
+                 check_every_steps=DEFAULT_CHECK_EVERY_STEPS):
+        if isinstance(check_every_steps, bool) or int(check_every_steps) < 1:
+            raise ValueError(
+                f"check_every_steps must be a positive integer, got {check_every_steps!r}.")
+        super().__init__(check_every_steps)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint = checkpoint
         self.advice = advice or default_nan_advice
         self.failure = None
         self.resume_step = None
-        self._step = 0
-        self._epoch = 0
+        self._checked = 0
 
     def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
         self.failure = None
-        self._step = _iterations(self.model)
+        self._checked = self._step
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        loss = (logs or {}).get("loss")
-        if loss is None or math.isfinite(_to_float(loss)):
+    def on_period_end(self, step, batches, logs, epoch_end):
+        loss = logs.get("loss")
+        last_checked, self._checked = self._checked, step
+        if loss is None or math.isfinite(loss):
             return
         newest = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
         good = self.checkpoint.good if self.checkpoint is not None else newest
         history = ""
         if self.checkpoint is not None and self.checkpoint.lowest_loss is not None:
-            history = f" The batch loss had been as low as {self.checkpoint.lowest_loss:.4g}"
+            history = f" The loss had been as low as {self.checkpoint.lowest_loss:.4g}"
             if self.checkpoint.last_finite_loss is not None:
                 history += (f"; its last finite value was {self.checkpoint.last_finite_loss:.4g}")
             history += "."
@@ -299,13 +384,15 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                          "diverged weights, so a plain rerun (which resumes from it) would "
                          "likely fail again.")
         self.resume_step = None if good is None else int(good["global_step"])
+        where = (f"at step {step}" if step - last_checked <= 1 else
+                 f"between steps {last_checked + 1} and {step} (the loss is read every "
+                 f"{self.every_steps} steps)")
         self.failure = (
-            f"Loss became {_to_float(loss)} at step {self._step} (epoch "
-            f"{self._epoch + 1}); training stopped.{history}{kept} "
-            f"{self.advice(self.resume_step)}"
+            f"Loss became {loss} {where} (epoch {self._epoch + 1}); training stopped."
+            f"{history}{kept} {self.advice(self.resume_step)}"
         )
         print("\n" + self.failure)
-        self.model.stop_training = True
+        raise NonFiniteLossError(self.failure)
 
 
 # A batch loss above the lowest so far by more than this multiple of it marks
@@ -313,23 +400,28 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 BLOWUP_FACTOR = 3.0
 
 
-class TrainingCheckpoint(keras.callbacks.Callback):
+class TrainingCheckpoint(PeriodicCallback):
     """Checkpoints the whole training state for an exact resume.
 
     Each checkpoint is `ckpt-<global step>.weights.h5` (model weights plus
     the optimizer's variables: moments and `iterations`, hence the learning
-    rate schedule's position). It is written in full before the pointer
+    rate schedule's position); its record (in `checkpoints.jsonl` and the
+    pointer) adds the states of the model's `SeedGenerator`s, which Keras
+    does not save, and which `restore` puts back. It is written in full before the pointer
     `checkpoint.json` is atomically replaced to name it, so a run killed at
     any moment leaves a complete checkpoint behind. The newest
     `max_to_keep` are kept. Each save first appends its record to
     `checkpoints.jsonl` (so every step the pointer ever named is logged).
     A state whose loss or variables are not finite is never saved.
 
-    A checkpoint is *healthy* once the batch after it has a finite loss
-    that has not blown up (at most `BLOWUP_FACTOR` times above the lowest
-    batch loss so far); `good` is the newest healthy one, and it is never
-    removed to keep `max_to_keep`, so a run whose loss rises to NaN over
-    several steps still has a checkpoint from before the rise.
+    The loss is read every `check_every_steps` steps, at checkpoints and at
+    epoch ends (no host sync in between; see `PeriodicCallback`): the mean
+    loss of the steps since the previous read is that window's loss. A
+    checkpoint is *healthy* once the window of the steps after it has a
+    finite loss that has not blown up (at most `BLOWUP_FACTOR` times above
+    the lowest window loss so far); `good` is the newest healthy one, and it
+    is never removed to keep `max_to_keep`, so a run whose loss rises to NaN
+    over several steps still has a checkpoint from before the rise.
 
     The epoch and the batch within it are derived from the optimizer's
     `iterations` and `steps_per_epoch`, so they can never disagree with the
@@ -341,24 +433,29 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         save_every_steps: int, also save every this many steps (0: only at
             epoch ends).
         max_to_keep: int >= 1.
+        check_every_steps: int >= 1, steps between reads of the loss.
     """
 
-    def __init__(self, directory, steps_per_epoch, save_every_steps=0, max_to_keep=2):
-        super().__init__()
+    def __init__(self, directory, steps_per_epoch, save_every_steps=0, max_to_keep=2,
+                 check_every_steps=DEFAULT_CHECK_EVERY_STEPS):
         if int(steps_per_epoch) <= 0:
             raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}.")
         if int(save_every_steps) < 0:
             raise ValueError(f"save_every_steps must be >= 0, got {save_every_steps}.")
         if int(max_to_keep) < 1:
             raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}.")
+        if isinstance(check_every_steps, bool) or int(check_every_steps) < 1:
+            raise ValueError(
+                f"check_every_steps must be a positive integer, got {check_every_steps!r}.")
+        super().__init__(check_every_steps)
         self.directory = os.fspath(directory)
         self.steps_per_epoch = int(steps_per_epoch)
         self.save_every_steps = int(save_every_steps)
         self.max_to_keep = int(max_to_keep)
-        self._step = 0
         self._saved_step = None
-        self._batches = 0
-        self._mean_loss = 0.0
+        self._read_batches = 0
+        self._read_mean = 0.0
+        self._read_step = 0
         self._batch_loss = None
         self.restored = None
         self.good = None
@@ -411,6 +508,7 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                     f"{record['global_step']}; the checkpoint folder is inconsistent. Move "
                     "the folder away (or pass --fresh) to start over."
                 )
+            _restore_seed_states(model, record)
             self.restored = dict(record, source=source)
             self._last_saved = record
             print(f"Restored checkpoint {record['weights']} (step {step}, found through "
@@ -426,46 +524,49 @@ class TrainingCheckpoint(keras.callbacks.Callback):
             "over; its files are then kept aside, not deleted."
         )
 
+    def due(self, step):
+        return super().due(step) or bool(
+            self.save_every_steps and step % self.save_every_steps == 0)
+
     def on_train_begin(self, logs=None):
-        self._step = _iterations(self.model)
+        super().on_train_begin(logs)
         self._saved_step = None
+        self._read_step = self._step
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._batches = 0
-        self._mean_loss = 0.0
+        super().on_epoch_begin(epoch, logs)
+        self._read_batches = 0
+        self._read_mean = 0.0
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        loss = (logs or {}).get("loss")
-        if loss is not None:
-            # `logs["loss"]` is the running mean over the epoch so far.
-            mean = _to_float(loss)
-            self._batches += 1
-            self._batch_loss = self._batches * mean - (self._batches - 1) * self._mean_loss
-            self._mean_loss = mean
-            self._judge(self._batch_loss)
-        if self.save_every_steps and self._step % self.save_every_steps == 0:
-            self._save(logs)
+    def on_period_end(self, step, batches, logs, epoch_end):
+        loss = logs.get("loss")
+        if loss is not None and batches > self._read_batches:
+            # `loss` is the running mean over this epoch's `batches` batches.
+            self._batch_loss = (batches * loss - self._read_batches * self._read_mean) / (
+                batches - self._read_batches)
+            self._read_batches, self._read_mean = batches, loss
+            self._judge(self._batch_loss, since=self._read_step)
+        self._read_step = step
+        saving = epoch_end or (self.save_every_steps and step % self.save_every_steps == 0)
+        if saving and self._saved_step != step:
+            self._save(logs, step)
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self._saved_step != self._step:
-            self._save(logs)
-
-    def _judge(self, batch_loss):
-        """This batch's loss was computed with the weights of the step
-        before: it decides whether a checkpoint of that step is healthy."""
-        if not math.isfinite(batch_loss):
+    def _judge(self, window_loss, since):
+        """The loss of the steps after `since` was computed with the weights
+        of the steps from `since` on: it decides whether a checkpoint saved
+        at one of those steps is healthy."""
+        if not math.isfinite(window_loss):
             return
-        self.last_finite_loss = batch_loss
+        self.last_finite_loss = window_loss
         lowest = self.lowest_loss
-        if lowest is not None and batch_loss > lowest + BLOWUP_FACTOR * max(abs(lowest), 1e-12):
+        if lowest is not None and window_loss > lowest + BLOWUP_FACTOR * max(abs(lowest), 1e-12):
             return
-        self.lowest_loss = batch_loss if lowest is None else min(lowest, batch_loss)
+        self.lowest_loss = window_loss if lowest is None else min(lowest, window_loss)
         saved = self._last_saved
-        if saved is not None and saved["global_step"] == self._step - 1:
+        if saved is not None and since <= saved["global_step"] < self._step:
             self.good = saved
 
-    def _save(self, logs):
+    def _save(self, logs, step):
         loss = (logs or {}).get("loss")
         loss = None if loss is None else _to_float(loss)
         if loss is not None and not math.isfinite(loss):
@@ -473,29 +574,32 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         model = self.model
         if not _all_finite(model.trainable_variables + model.optimizer.variables):
             print(
-                f"\nNot checkpointing step {self._step}: some weights are not finite."
+                f"\nNot checkpointing step {step}: some weights are not finite."
             )
             return
         os.makedirs(self.directory, exist_ok=True)
-        name = _CHECKPOINT_PATTERN.format(self._step)
+        name = _CHECKPOINT_PATTERN.format(step)
         model.save_weights(os.path.join(self.directory, name), overwrite=True)
-        epoch, batch = divmod(self._step, self.steps_per_epoch)
+        epoch, batch = divmod(step, self.steps_per_epoch)
         record = {
             "weights": name,
-            "global_step": self._step,
+            "global_step": step,
             "epoch": epoch,
             "batch": batch,
             "steps_per_epoch": self.steps_per_epoch,
             "loss": loss,
             "batch_loss": self._batch_loss,
             "learning_rate": _to_float(model.optimizer.learning_rate),
+            "seed_states": [
+                np.asarray(ops.convert_to_numpy(v)).tolist() for v in _seed_states(model)
+            ],
             "time": time.time(),
             "pid": os.getpid(),
         }
         with open(os.path.join(self.directory, CHECKPOINT_LOG), "a") as f:
             f.write(json.dumps(record) + "\n")
         _write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
-        self._saved_step = self._step
+        self._saved_step = step
         self._last_saved = record
         self._remove_old(name)
 
@@ -588,8 +692,35 @@ def predict_outputs(model, images):
 
 
 def _seed_states(model):
-    """The state variables of the model's `SeedGenerator`s."""
+    """The state variables of the model's `SeedGenerator`s, in model order."""
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _restore_seed_states(model, record):
+    """Puts back the `SeedGenerator` states a checkpoint record holds (the
+    weights file does not: Keras saves no seed state), so the resumed run
+    draws the masks and drop-path coins the killed run would have drawn."""
+    states = _seed_states(model)
+    saved = record.get("seed_states")
+    if saved is None:
+        if states:
+            print(
+                f"Checkpoint {record['weights']} has no record of the model's random "
+                "state (it was found without its checkpoints.jsonl record, or written by "
+                "an older version): the run trains on with freshly seeded masks, so it "
+                "is not the run an uninterrupted one would have been."
+            )
+        return
+    if len(saved) != len(states):
+        raise CheckpointError(
+            f"Checkpoint {record['weights']} records {len(saved)} random states but the "
+            f"model has {len(states)} SeedGenerators: it was written by a different "
+            "model. Resume with the configuration that wrote it, or pass --fresh."
+        )
+    for variable, value in zip(states, saved):
+        variable.assign(
+            ops.convert_to_tensor(np.asarray(value, "int64"), dtype=variable.dtype)
+        )
 
 
 @contextlib.contextmanager
@@ -652,9 +783,10 @@ class LogLearningRate(keras.callbacks.Callback):
             logs["sampling_temperature"] = _to_float(selector.current_temperature())
 
 
-class TensorBoardScalars(keras.callbacks.Callback):
-    """Writes the epoch `logs` (and every `update_freq` steps the batch
-    `logs`) as TensorBoard scalar events under `log_dir`, indexed by epoch
+class TensorBoardScalars(PeriodicCallback):
+    """Writes the epoch `logs` (and every `update_freq` steps the running
+    means of the epoch so far, without a host sync on the other steps; see
+    `PeriodicCallback`) as TensorBoard scalar events under `log_dir`, indexed by epoch
     and by global step.
 
     `keras.callbacks.TensorBoard` writes scalars through
@@ -668,11 +800,10 @@ class TensorBoardScalars(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir, update_freq=0):
-        super().__init__()
+        super().__init__(update_freq)
         self.log_dir = os.fspath(log_dir)
         self.update_freq = int(update_freq)
         self._writer = None
-        self._step = 0
 
     def _write(self, prefix, logs, step):
         import tensorflow as tf
@@ -699,15 +830,16 @@ class TensorBoardScalars(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 
+        super().on_train_begin(logs)
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
-        self._step = _iterations(self.model)
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self.update_freq and self._step % self.update_freq == 0:
-            self._write("batch_", logs, self._step)
+    def on_period_end(self, step, batches, logs, epoch_end):
+        # `logs` are the epoch's running means, as Keras's batch logs are.
+        if self.due(step):
+            self._write("batch_", logs, step)
 
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         self._write("epoch_", logs, epoch)
 
     def on_train_end(self, logs=None):

@@ -48,6 +48,7 @@ RESUMABLE_CHANGES = (
     "checkpoint_every_steps",
     "keep_checkpoints",
     "tensorboard_every_steps",
+    "check_every_steps",
     "fresh",
     "resume_from_step",
     "allow_config_change",
@@ -84,6 +85,9 @@ class PretrainConfig:
         (see `keras_ccmim.training.distribution`), jit_compile.
     Output: workdir, checkpoint_every_steps (0: epoch ends only),
         keep_checkpoints, tensorboard_every_steps (0: epochs only),
+        check_every_steps (steps between two reads of the loss by the host:
+        the NaN guard stops within this many steps; between reads the host
+        does not wait for the device),
         lift_images (images of the fixed foreground-lift batch), verbose
         (Keras `fit` verbosity), fresh (start over in a workdir that holds
         an earlier run, whose outputs are moved to `previous-<n>/`; without
@@ -139,6 +143,7 @@ class PretrainConfig:
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
     tensorboard_every_steps: int = 10
+    check_every_steps: int = 20
     lift_images: int = 64
     verbose: object = "auto"
     fresh: bool = False
@@ -303,6 +308,7 @@ def _check_training(config):
     _check_int("checkpoint_every_steps", config.checkpoint_every_steps, 0)
     _check_int("keep_checkpoints", config.keep_checkpoints, 1)
     _check_int("tensorboard_every_steps", config.tensorboard_every_steps, 0)
+    _check_int("check_every_steps", config.check_every_steps, 1)
     _check_int("lift_images", config.lift_images, 1)
     for name in ("fresh", "allow_config_change"):
         if not isinstance(getattr(config, name), bool):

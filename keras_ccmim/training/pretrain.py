@@ -331,7 +331,10 @@ def pretrain(config=None, callbacks=(), fresh=None):
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
 
-    dataset = data.make_dataset(
+    # The training batches from global step `step` on: a resumed run reads
+    # exactly the batches the killed run would have read next.
+    dataset = functools.partial(
+        data.make_dataset,
         config.dataset,
         split=config.split,
         batch_size=config.batch_size,
@@ -342,6 +345,9 @@ def pretrain(config=None, callbacks=(), fresh=None):
         repeat=True,
         num_images=config.num_images,
     )
+
+    def dataset_at(step):
+        return dataset(start_batch=step)
     images, foreground = _fixed_batch(config, info, distribution.num_replicas)
 
     with _dtype_policy(policy), distribution.scope():
@@ -368,7 +374,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
         ]
         history, initial_step = fit_resumable(
             model,
-            dataset,
+            dataset_at,
             epochs=config.epochs,
             steps_per_epoch=config.steps_per_epoch,
             checkpoint_dir=checkpoint_dir,
@@ -378,6 +384,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
             verbose=config.verbose,
             resume_from_step=config.resume_from_step,
             nan_advice=functools.partial(nan_advice, config),
+            check_every_steps=config.check_every_steps,
         )
 
         # One inference call on the fixed batch, its masks drawn from fixed

@@ -1,10 +1,14 @@
 """`fit_resumable`: `model.fit` that continues a checkpointed run where it stopped."""
 
-from keras_ccmim.training.callbacks import StopOnNonFiniteLoss, TrainingCheckpoint, roll_back_to_step
+from keras_ccmim.training.callbacks import (
+    DEFAULT_CHECK_EVERY_STEPS,
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
+    TrainingCheckpoint,
+    roll_back_to_step,
+)
 
-
-class NonFiniteLossError(FloatingPointError):
-    """Training stopped because the loss became NaN or infinite."""
+__all__ = ["NonFiniteLossError", "fit_resumable"]
 
 
 def fit_resumable(
@@ -20,6 +24,7 @@ def fit_resumable(
     verbose="auto",
     resume_from_step=None,
     nan_advice=None,
+    check_every_steps=DEFAULT_CHECK_EVERY_STEPS,
 ):
     """Trains `model` for `epochs * steps_per_epoch` steps in total, resuming.
 
@@ -29,17 +34,21 @@ def fit_resumable(
     rate schedule) are restored first and training continues at that global
     step: `epoch = step // steps_per_epoch`, and an epoch interrupted after
     `b` batches is finished with its remaining `steps_per_epoch - b` steps
-    (a first `fit` call; its epoch logs average only those steps). The data
-    are read from the start of `dataset` again, not from where the killed
-    run was.
+    (a first `fit` call; its epoch logs average only those steps). The
+    model's `SeedGenerator` states come back from the checkpoint's record.
+    Given `dataset` as a function of the global step (`make_dataset(...,
+    start_batch=step)`), each `fit` call reads from the batch its first step
+    trains on, so a resumed run is the run an uninterrupted one would have
+    been; a plain dataset is read from its start again by every `fit` call.
 
     Callbacks run in this order: `StopOnNonFiniteLoss`, `callbacks`,
     `TrainingCheckpoint`.
 
     Args:
         model: a compiled model.
-        dataset: yields at least the remaining number of batches (e.g. a
-            repeated `tf.data.Dataset`).
+        dataset: `dataset(step)`, the training batches from global step
+            `step` on (at least the remaining number), or such a dataset
+            itself (e.g. a repeated `tf.data.Dataset`), read from its start.
         epochs: int, total epochs of the run.
         steps_per_epoch: int, steps per epoch.
         checkpoint_dir: folder of the checkpoints.
@@ -54,6 +63,10 @@ def fit_resumable(
             loss became NaN: the message names the step.
         nan_advice: optional `advice(step) -> str` for the NaN message (see
             `StopOnNonFiniteLoss`).
+        check_every_steps: int >= 1, steps between two reads of the loss
+            (NaN guard, healthy checkpoints): on the steps between, the
+            host does not wait for the device. A NaN stops training at most
+            this many steps after it appeared.
 
     Returns:
         `(history, initial_step)`: `history` maps each logged name to its
@@ -70,9 +83,13 @@ def fit_resumable(
     """
     epochs, steps_per_epoch = int(epochs), int(steps_per_epoch)
     checkpoint = TrainingCheckpoint(
-        checkpoint_dir, steps_per_epoch, save_every_steps=save_every_steps, max_to_keep=max_to_keep
+        checkpoint_dir, steps_per_epoch, save_every_steps=save_every_steps,
+        max_to_keep=max_to_keep, check_every_steps=check_every_steps,
     )
-    guard = StopOnNonFiniteLoss(checkpoint_dir, checkpoint=checkpoint, advice=nan_advice)
+    guard = StopOnNonFiniteLoss(
+        checkpoint_dir, checkpoint=checkpoint, advice=nan_advice,
+        check_every_steps=check_every_steps,
+    )
     all_callbacks = [guard, *callbacks, checkpoint]
     if resume_from_step is not None:
         roll_back_to_step(checkpoint_dir, resume_from_step)
@@ -97,9 +114,10 @@ def fit_resumable(
         epoch += 1
     if epoch < epochs:
         phases.append((epoch, epochs, steps_per_epoch))
+    step = initial_step
     for initial_epoch, end_epoch, steps in phases:
         result = model.fit(
-            dataset,
+            dataset(step) if callable(dataset) else dataset,
             initial_epoch=initial_epoch,
             epochs=end_epoch,
             steps_per_epoch=steps,
@@ -109,6 +127,7 @@ def fit_resumable(
         )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
+        step += (end_epoch - initial_epoch) * steps
         if guard.failure:
             raise NonFiniteLossError(guard.failure)
         if model.stop_training:

@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -142,6 +143,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, ca
             callbacks=[_InjectNaN(at_step=3)],
             save_every_steps=1,
             verbose=0,
+            check_every_steps=1,
         )
     message = str(error.value)
     assert "step 4" in message and "ckpt-00000002.weights.h5" in message
@@ -155,6 +157,69 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, ca
     restored = _dense_model()
     TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH).restore(restored)
     assert all(np.all(np.isfinite(w)) for w in _state(restored))
+
+
+def test_the_loss_read_every_n_steps_still_stops_within_n_steps(tmp_path, capsys):
+    """With the loss read every 3 steps (and at epoch ends and checkpoints),
+    a NaN at step 6 stops training before step 7 runs; the checkpoint of
+    step 4, whose next steps include the NaN, is not vouched for."""
+    checkpoint_dir = str(tmp_path / "ckpt")
+    model = _dense_model()
+    with pytest.raises(NonFiniteLossError) as error:
+        fit_resumable(
+            model, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
+            checkpoint_dir=checkpoint_dir,
+            callbacks=[_InjectNaN(at_step=5)],  # the loss of step 6 is NaN
+            save_every_steps=2, verbose=0, check_every_steps=3,
+        )
+    message = str(error.value)
+    assert "between steps 5 and 6 (the loss is read every 3 steps)" in message
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
+    assert "ckpt-00000002.weights.h5 (step 2) is the newest one from before" in message
+    assert "The newest, step 4, may already hold diverged weights" in message
+    names = sorted(n for n in os.listdir(checkpoint_dir) if n.endswith(".h5"))
+    assert names == ["ckpt-00000002.weights.h5", "ckpt-00000004.weights.h5"]
+
+
+class _CountHostReads(keras.callbacks.Callback):
+    """Records the global steps after which the run's callbacks read the
+    loss (through the model's metrics), by wrapping `get_metrics_result`;
+    the calls of the traced train step (symbolic values) are not reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def on_train_begin(self, logs=None):
+        model, reads = self.model, self.reads
+        original = model.get_metrics_result
+
+        def counted():
+            result = original()
+            caller = sys._getframe(1).f_code.co_filename
+            if "keras_ccmim" in caller:  # not Keras' own epoch-end or traced calls
+                reads.append(int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
+            return result
+
+        model.get_metrics_result = counted
+
+
+def test_the_run_callbacks_read_the_loss_only_every_n_steps(tmp_path):
+    counter = _CountHostReads()
+    fit_resumable(
+        _dense_model(), _constant_batches(), epochs=3, steps_per_epoch=STEPS_PER_EPOCH,
+        checkpoint_dir=str(tmp_path / "ckpt"), callbacks=[counter,
+                                                         TensorBoardScalars(str(tmp_path), 6)],
+        save_every_steps=0, verbose=0, check_every_steps=5,
+    )
+    # Steps 5 and 10 (check_every_steps) and 6 (TensorBoard); epoch ends
+    # read the epoch logs Keras hands over. No callback overrides
+    # on_train_batch_end, so Keras need not sync on the other steps.
+    assert sorted(set(counter.reads)) == [5, 6, 10]
+    from keras_ccmim.training import StopOnNonFiniteLoss, TrainingCheckpoint as Checkpoint
+    for callback in (StopOnNonFiniteLoss(), Checkpoint(str(tmp_path), 4),
+                     TensorBoardScalars(str(tmp_path), 6)):
+        assert type(callback).on_train_batch_end is keras.callbacks.Callback.on_train_batch_end
 
 
 class _Diverge(keras.callbacks.Callback):
@@ -184,7 +249,7 @@ def test_a_loss_that_blows_up_keeps_the_checkpoint_from_before_and_resumes_from_
         fit_resumable(
             model, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
             checkpoint_dir=checkpoint_dir, callbacks=[_Diverge(at_step=3, nan_step=5)],
-            save_every_steps=1, max_to_keep=1, verbose=0,
+            save_every_steps=1, max_to_keep=1, verbose=0, check_every_steps=1,
         )
     message = str(error.value)
     # ckpt-3 holds the scaled weights (step 4's loss exploded); ckpt-2 is the
