@@ -47,7 +47,10 @@ def sincos_2d_position_embedding(grid_size, dim, cls_token=False):
 class SinCosPositionEmbedding(keras.layers.Layer):
     """Adds the fixed 2-D sin-cos position embedding to patch tokens.
 
-    The table is a non-trainable weight (so exported models carry it).
+    The table is a non-trainable weight (so exported models carry it). It is
+    a function of the grid and the width alone, so loading weights saved at
+    another image size (another grid) keeps the table computed for this
+    layer's grid: an encoder's weights load at any image size.
 
     Args:
         grid_size: int or `(rows, cols)` of the patch grid.
@@ -75,6 +78,22 @@ class SinCosPositionEmbedding(keras.layers.Layer):
 
     def call(self, tokens):
         return tokens + ops.cast(self.embedding, tokens.dtype)[None]
+
+    def load_own_variables(self, store):
+        # The saved table is the same function of another (or the same)
+        # grid: recomputing it for this grid is what loading it means.
+        if len(store.keys()) != 1:
+            raise ValueError(
+                f"Layer {self.name!r} holds one weight (the sin-cos table) but the file has "
+                f"{len(store.keys())} for it; the file was written by another model."
+            )
+        saved = store["0"]
+        if int(saved.shape[-1]) != int(self.embedding.shape[-1]):
+            raise ValueError(
+                f"Layer {self.name!r}: the saved position table is {int(saved.shape[-1])} wide "
+                f"but this encoder is {int(self.embedding.shape[-1])} wide; load weights saved "
+                "by an encoder of the same hidden_dim."
+            )
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_ccmim.layers.position_embedding import sincos_2d_position_embedding
 from keras_ccmim.models import ViTEncoder, get_preset, preset_names
 from tests.testing_utils import (
     assert_config_round_trip,
@@ -106,3 +107,36 @@ def test_encoder_weights_load_across_backends(source, tmp_path):
     encoder.load_weights(str(tmp_path / "encoder.weights.h5"))
     images = np.random.RandomState(0).randn(2, 16, 16, 3).astype("float32")
     np.testing.assert_allclose(to_numpy(encoder(images)), np.load(tmp_path / "features.npy"), atol=1e-4)
+
+
+def test_weights_saved_at_one_image_size_load_at_another(tmp_path):
+    """The sin-cos table is recomputed for the loading encoder's grid; the
+    other weights do not depend on the size."""
+    import keras
+
+    config = tiny_encoder_config()  # 16 px
+    saved = ViTEncoder(**config)
+    saved.build()
+    path = str(tmp_path / "encoder.weights.h5")
+    saved.save_weights(path)
+    images = np.random.RandomState(0).randn(2, 32, 32, 3).astype("float32")
+
+    keras.utils.set_random_seed(99)  # a different init: the weights come from the file
+    same = ViTEncoder(**config)
+    same.build()
+    same.load_weights(path)
+    np.testing.assert_array_equal(to_numpy(same(images[:, :16, :16])),
+                                  to_numpy(saved(images[:, :16, :16])))
+
+    larger = ViTEncoder(**dict(config, image_size=32))
+    larger.build()
+    larger.load_weights(path)
+    features = to_numpy(larger(images))
+    assert features.shape == (2, 1 + 64, config["hidden_dim"]) and np.all(np.isfinite(features))
+    expected_table = sincos_2d_position_embedding((8, 8), config["hidden_dim"])
+    np.testing.assert_allclose(to_numpy(larger.position_embedding.embedding), expected_table)
+    others = [w for w in larger.weights if w is not larger.position_embedding.embedding]
+    expected = [w for w in saved.weights if w is not saved.position_embedding.embedding]
+    assert len(others) == len(expected) == len(saved.weights) - 1
+    for a, b in zip(others, expected):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
