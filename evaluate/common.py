@@ -20,7 +20,9 @@ SAVED_MODEL_PROTOS = ("saved_model.pb", "saved_model.pbtxt")
 def define_encoder_flags(saved_model=False):
     """--workdir | --random_init (+ model size flags) [| --saved_model]."""
     flags.DEFINE_string(
-        "workdir", None, "Pretraining workdir (encoder_config.json + encoder.weights.h5)."
+        "workdir", None,
+        "A pretraining workdir (its encoder/ preset) or an encoder preset: a folder "
+        "(config.json + model.weights.h5 + metadata.json) or a kaggle:// or hf:// handle.",
     )
     flags.DEFINE_boolean(
         "random_init", False, "Evaluate a randomly initialised encoder (the baseline)."
@@ -180,7 +182,8 @@ def load_encoder():
 
 def describe_source():
     if FLAGS.workdir:
-        return {"workdir": os.path.abspath(FLAGS.workdir)}
+        handle = FLAGS.workdir.startswith(("kaggle://", "hf://"))
+        return {"workdir": FLAGS.workdir if handle else os.path.abspath(FLAGS.workdir)}
     if _SAVED_MODEL_INPUT and FLAGS.saved_model:
         return {"saved_model": os.path.abspath(FLAGS.saved_model)}
     return {"random_init": True, "preset": FLAGS.preset, "seed": FLAGS.seed}

@@ -102,5 +102,6 @@ outputs = model.predict_on_batch(images)
 picture = training.save_mask_picture(
     os.path.join(OUTPUT_DIR, "masks.png"), images, outputs, PATCH_SIZE
 )
-training.save_encoder(model.encoder, OUTPUT_DIR)
-print("Saved", picture, "and the encoder in", OUTPUT_DIR)
+# The encoder as a preset (keras-hub's layout): ViTEncoder.from_preset(folder).
+model.encoder.save_to_preset(os.path.join(OUTPUT_DIR, "encoder"))
+print("Saved", picture, "and the encoder preset in", os.path.join(OUTPUT_DIR, "encoder"))

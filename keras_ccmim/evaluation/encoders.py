@@ -1,10 +1,11 @@
-"""Where evaluated encoders come from: a pretraining workdir or a fresh init.
+"""Where evaluated encoders come from: a workdir, a preset or a fresh init.
 
 A pretraining workdir (see `keras_ccmim.training.pretrain`) holds the final
-encoder as `encoder_config.json` + `encoder.weights.h5` (written by
-`keras_ccmim.training.export.save_encoder`) and the whole pretrainer as
-`pretrainer.keras`. The encoder files are all k-NN, probing, fine-tuning and
-export need; the reconstruction pictures need the pretrainer.
+encoder as the preset `encoder/` (keras-hub's layout, see
+`keras_ccmim.models.preset_files`) and the whole pretrainer as
+`pretrainer.keras`. The encoder is all k-NN, probing, fine-tuning and export
+need (from a workdir or any encoder preset); the reconstruction pictures
+need the pretrainer.
 """
 
 import os
@@ -13,11 +14,10 @@ import zipfile
 import keras
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.preset_files import load_encoder  # noqa: F401 (the one loader)
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
-ENCODER_CONFIG = "encoder_config.json"
-ENCODER_WEIGHTS = "encoder.weights.h5"
 PRETRAINER = "pretrainer.keras"
 ENCODER_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
 
@@ -41,15 +41,6 @@ def _check_workdir(workdir, names):
     return workdir
 
 
-def load_encoder(workdir):
-    """The final `ViTEncoder` of a pretraining workdir, built, with its weights.
-
-    Reads `encoder_config.json` and `encoder.weights.h5`.
-    """
-    from keras_ccmim.training.export import load_encoder as load_saved_encoder
-
-    workdir = _check_workdir(workdir, (ENCODER_CONFIG, ENCODER_WEIGHTS))
-    return load_saved_encoder(workdir)
 
 
 def load_pretrainer(workdir):

@@ -218,10 +218,10 @@ def _check_runs(encoder, path):
 def _export_in_subprocess(encoder, path, timeout):
     """Writes the SavedModel at `path` (which must not exist) from a
     TensorFlow-backend subprocess."""
-    from keras_ccmim.training.export import save_encoder
+    from keras_ccmim.models.preset_files import save_to_preset
 
     with tempfile.TemporaryDirectory(prefix="ccmim_export_") as folder:
-        save_encoder(encoder, folder)
+        save_to_preset(encoder, folder)
         env = dict(os.environ, KERAS_BACKEND="tensorflow")
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         code = "import sys; from keras_ccmim.evaluation.export import main; main(sys.argv)"
@@ -232,7 +232,7 @@ def _export_in_subprocess(encoder, path, timeout):
     if process.returncode != 0:
         raise RuntimeError(
             "Exporting through a TensorFlow-backend subprocess failed. Alternatively "
-            "save the encoder with keras_ccmim.training.save_encoder and run "
+            "save the encoder with encoder.save_to_preset(folder) and run "
             "evaluate/export.py with KERAS_BACKEND=tensorflow. Subprocess output:\n"
             f"{process.stderr[-4000:]}"
         )
@@ -320,13 +320,13 @@ def _move_into_place(staged, target, staging, overwrite, protected):
 
 
 def main(argv):
-    """`[_, ENCODER_DIR, SAVED_MODEL_PATH]`: exports an encoder saved by
-    `keras_ccmim.training.save_encoder` to a new path (the subprocess of
+    """`[_, ENCODER_PRESET, SAVED_MODEL_PATH]`: exports an encoder preset
+    (`ViTEncoder.save_to_preset`) to a new path (the subprocess of
     `method="tensorflow_subprocess"`; the caller checks and places it)."""
     if len(argv) != 3:
-        raise SystemExit("arguments: ENCODER_DIR SAVED_MODEL_PATH")
+        raise SystemExit("arguments: ENCODER_PRESET SAVED_MODEL_PATH")
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("Export a saved encoder with KERAS_BACKEND=tensorflow.")
-    from keras_ccmim.training.export import load_encoder
+    from keras_ccmim.models.preset_files import load_encoder
 
     _export_in_process(load_encoder(argv[1]), argv[2], verbose=False)

@@ -1,5 +1,12 @@
 """The ViT encoder, the ccMIM pretrainer and the named presets."""
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.preset_files import (
+    ENCODER_PRESET,
+    load_encoder,
+    load_from_preset,
+    save_to_preset,
+    upload_preset,
+)
 from keras_ccmim.models.presets import ALIASES, PRESETS, get_preset, preset_names
 from keras_ccmim.models.vit_encoder import ViTEncoder

@@ -56,7 +56,6 @@ allowed besides. Anything else in the file is refused.
 """
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -70,13 +69,17 @@ import numpy as np
 
 from keras_ccmim.layers.position_embedding import sincos_2d_position_embedding
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.preset_files import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_from_preset,
+    save_to_preset,
+)
 from keras_ccmim.models.presets import PRESETS
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.weights.h5"
-CONFIG_FILE = "config.json"
 
 # Model sizes named in MAE's / ccMIM's `args.model` ("mae_vit_large_patch16").
 _NAMED_SIZES = {
@@ -873,8 +876,8 @@ def convert_mae_checkpoint(path, **kwargs):
 
 
 def save_converted(model, folder, overwrite=False):
-    """Writes `model` to `folder`: `model.weights.h5` and `config.json`
-    (`keras.saving.serialize_keras_object(model)`).
+    """Writes `model` to `folder` as a preset (`config.json`,
+    `model.weights.h5`, `metadata.json`; see `keras_ccmim.models.preset_files`).
 
     Args:
         model: a converted `ViTEncoder` or `CCMIMPretrainer`.
@@ -895,19 +898,11 @@ def save_converted(model, folder, overwrite=False):
             f"{_listing(existing)} already exist; choose another output folder or pass "
             "overwrite=True (the binary's --overwrite)."
         )
-    os.makedirs(folder, exist_ok=True)
-    model.save_weights(weights)
-    with open(config, "w", encoding="utf-8") as f:
-        json.dump(keras.saving.serialize_keras_object(model), f, indent=2)
+    save_to_preset(model, folder)  # keras-hub's layout, with metadata.json
     return {"weights": weights, "config": config}
 
 
 def load_converted(folder):
-    """The model `save_converted` wrote to `folder`, built, with its weights."""
-    folder = os.fspath(folder)
-    with open(os.path.join(folder, CONFIG_FILE), encoding="utf-8") as f:
-        model = keras.saving.deserialize_keras_object(json.load(f))
-    if not model.built:  # the config's build_config usually built it already
-        model.build()
-    model.load_weights(os.path.join(folder, WEIGHTS_FILE))
-    return model
+    """The model `save_converted` wrote to `folder` (a preset), built, with
+    its weights."""
+    return load_from_preset(folder, (ViTEncoder, CCMIMPretrainer))

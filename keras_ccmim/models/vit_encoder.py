@@ -233,9 +233,31 @@ class ViTEncoder(keras.Model):
 
     @classmethod
     def from_preset(cls, name, **overrides):
-        """An encoder by preset name (see `keras_ccmim.models.presets`)."""
-        from keras_ccmim.models.presets import get_preset
+        """An encoder from a preset.
 
-        config = dict(get_preset(name)["encoder"])
-        config.update(overrides)
-        return cls(**config)
+        Args:
+            name: an architecture name (`"vit_base_patch16_224"`, see
+                `keras_ccmim.models.presets`; random weights, unbuilt), or a
+                preset of a trained encoder: a folder written by
+                `save_to_preset` (the main job writes `<workdir>/encoder`) or
+                a `kaggle://` / `hf://` handle of one (built, with weights).
+            **overrides: constructor arguments to change, e.g.
+                `image_size=48` (a trained encoder's weights do not depend on
+                the image size; the position table is recomputed).
+        """
+        from keras_ccmim.models.presets import ALIASES, PRESETS, get_preset
+
+        if name in PRESETS or name in ALIASES:
+            config = dict(get_preset(name)["encoder"])
+            config.update(overrides)
+            return cls(**config)
+        from keras_ccmim.models.preset_files import load_from_preset
+
+        return load_from_preset(name, cls, overrides)
+
+    def save_to_preset(self, preset_dir):
+        """Writes this (built) encoder as a preset folder in keras-hub's
+        layout (see `keras_ccmim.models.preset_files`)."""
+        from keras_ccmim.models.preset_files import save_to_preset
+
+        return save_to_preset(self, preset_dir)

@@ -1,77 +1,8 @@
-"""Saving what a pretraining run leaves: the encoder and a picture of its masks."""
+"""The picture of a pretraining run's masks (the encoder is saved as a preset:
+`keras_ccmim.models.preset_files`)."""
 
-import json
-import os
-
-import keras
 import numpy as np
 from keras import ops
-
-from keras_ccmim.models.vit_encoder import ViTEncoder
-
-ENCODER_WEIGHTS = "encoder.weights.h5"
-ENCODER_CONFIG = "encoder_config.json"
-
-
-class _EncoderHolder(keras.Model):
-    """Gives a `ViTEncoder` layer `save_weights` / `load_weights`."""
-
-    def __init__(self, encoder):
-        super().__init__(name="encoder_holder")
-        self.encoder = encoder
-        self.built = encoder.built
-
-
-def save_encoder(encoder, directory):
-    """Writes `encoder.weights.h5` and `encoder_config.json` into `directory`.
-
-    Returns:
-        The path of the weights file.
-    """
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, ENCODER_WEIGHTS)
-    _EncoderHolder(encoder).save_weights(path)
-    with open(os.path.join(directory, ENCODER_CONFIG), "w") as f:
-        json.dump(keras.saving.serialize_keras_object(encoder), f, indent=1)
-    return path
-
-
-def _unreadable(path, error):
-    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-    return ValueError(
-        f"Cannot read {path} ({reason}): the file is unreadable or damaged. Check its "
-        "permissions; if it is damaged, rerun the pretraining command of this workdir "
-        "(train/pretrain.py with the same flags), which writes it again from the last "
-        "checkpoint."
-    )
-
-
-def load_encoder(directory):
-    """The `ViTEncoder` saved by `save_encoder` in `directory`, built, with
-    its weights.
-
-    Raises:
-        ValueError: a file that cannot be read or does not hold the encoder,
-            naming the file and the fix.
-    """
-    config_path = os.path.join(directory, ENCODER_CONFIG)
-    try:
-        with open(config_path) as f:
-            encoder = keras.saving.deserialize_keras_object(json.load(f))
-    except (OSError, ValueError, TypeError, KeyError) as error:
-        raise _unreadable(config_path, error) from error
-    if not isinstance(encoder, ViTEncoder):
-        raise ValueError(f"{directory} does not hold a ViTEncoder config.")
-    if not encoder.built:
-        encoder.build()
-    holder = _EncoderHolder(encoder)
-    weights_path = os.path.join(directory, ENCODER_WEIGHTS)
-    try:
-        holder.load_weights(weights_path)
-    except (OSError, ValueError, KeyError) as error:
-        raise _unreadable(weights_path, error) from error
-    return encoder
-
 
 def _heat_colours(values):
     """`[...]` values in [0, 1] -> `[..., 3]` black-red-yellow-white colours."""

@@ -7,7 +7,9 @@ The workdir of a run:
     metrics.csv             per-epoch logs (loss terms, foreground_lift,
                             foreground_lift_max, mask_selectivity, lr)
     tensorboard/train/      TensorBoard scalar events
-    encoder.weights.h5      the final encoder (with encoder_config.json)
+    encoder/                the final encoder as a preset in keras-hub's
+                            layout (config.json, model.weights.h5,
+                            metadata.json): `ViTEncoder.from_preset(...)`
     pretrainer.keras        the final pretrainer, whole
     masks.png               masks of the final model on a few images
     results.json            final loss, the masking metrics and what random
@@ -51,7 +53,8 @@ from keras_ccmim.training.config import (
     resolve_config,
 )
 from keras_ccmim.training.distribution import setup_distribution
-from keras_ccmim.training.export import save_encoder, save_mask_picture
+from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
+from keras_ccmim.training.export import save_mask_picture
 from keras_ccmim.training.optimizer import make_optimizer
 from keras_ccmim.training.resume import fit_resumable
 from keras_ccmim.training.schedules import WarmupCosine
@@ -133,8 +136,10 @@ def build_pretrainer(config):
 # What a run writes in its workdir (besides config.json); `fresh=True` moves
 # those of an earlier run aside, nothing else.
 RUN_OUTPUTS = (
-    "checkpoints", "metrics.csv", "tensorboard", "encoder.weights.h5",
-    "encoder_config.json", "pretrainer.keras", "masks.png", RESULTS_FILE, CONFIG_FILE,
+    "checkpoints", "metrics.csv", "tensorboard", ENCODER_PRESET,
+    # The encoder files of earlier versions.
+    "encoder.weights.h5", "encoder_config.json",
+    "pretrainer.keras", "masks.png", RESULTS_FILE, CONFIG_FILE,
     FOLDER_MANIFEST_FILE,
 )
 
@@ -403,7 +408,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
             "checkpoints": checkpoint_dir,
             "metrics": os.path.join(workdir, "metrics.csv"),
             "tensorboard": os.path.join(workdir, "tensorboard"),
-            "encoder": save_encoder(model.encoder, workdir),
+            "encoder": save_to_preset(model.encoder, os.path.join(workdir, ENCODER_PRESET)),
             "pretrainer": os.path.join(workdir, "pretrainer.keras"),
             "masks": save_mask_picture(
                 os.path.join(workdir, "masks.png"), images, outputs, config.patch_size,
@@ -435,7 +440,8 @@ def pretrain(config=None, callbacks=(), fresh=None):
     loss_text = "n/a" if results.final_loss is None else f"{results.final_loss:.4f}"
     print(
         f"Final loss {loss_text} after {results.global_step} steps. Outputs in {workdir}: "
-        "encoder.weights.h5, pretrainer.keras, masks.png, metrics.csv, checkpoints/, "
+        f"{ENCODER_PRESET}/ (the encoder preset), pretrainer.keras, masks.png, metrics.csv, "
+        "checkpoints/, "
         "tensorboard/."
     )
     print(masking_summary(results))

@@ -88,7 +88,7 @@ def test_clear_errors(tmp_path):
     process = run_python(["evaluate/knn.py", "--random_init", f"--workdir={tmp_path}"])
     assert process.returncode == 2
     assert "Pass exactly one of --workdir, --random_init, --saved_model" in process.stderr
-    with pytest.raises(ValueError, match="has no encoder_config.json, encoder.weights.h5"):
+    with pytest.raises(ValueError, match="holds no encoder preset"):
         load_encoder(tmp_path)
     with pytest.raises(ValueError, match="has no pretrainer.keras"):
         load_pretrainer(tmp_path)

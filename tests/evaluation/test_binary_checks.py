@@ -193,27 +193,26 @@ def test_a_saved_model_input_that_is_not_one(tmp_path):
 
 def _workdir_with_encoder(folder):
     from keras_ccmim.evaluation import random_encoder
-    from keras_ccmim.training import save_encoder
 
-    save_encoder(random_encoder(seed=0, **TINY_ENCODER), str(folder))
+    random_encoder(seed=0, **TINY_ENCODER).save_to_preset(str(folder / "encoder"))
     return folder
 
 
 def test_a_damaged_workdir_is_one_line(tmp_path):
     good = _workdir_with_encoder(tmp_path / "good")
-    weights = (good / "encoder.weights.h5").read_bytes()
-    config = (good / "encoder_config.json").read_text()
+    weights = (good / "encoder" / "model.weights.h5").read_bytes()
+    config = (good / "encoder" / "config.json").read_text()
     damaged = {
-        "garbage": ("encoder.weights.h5", b"not an HDF5 file"),
-        "truncated": ("encoder.weights.h5", weights[: len(weights) // 2]),
-        "folder": ("encoder.weights.h5", None),
-        "config": ("encoder_config.json", config[: len(config) // 2].encode()),
+        "garbage": ("encoder/model.weights.h5", b"not an HDF5 file"),
+        "truncated": ("encoder/model.weights.h5", weights[: len(weights) // 2]),
+        "folder": ("encoder/model.weights.h5", None),
+        "config": ("encoder/config.json", config[: len(config) // 2].encode()),
     }
     cases, expected = [], []
     for name, (file_name, content) in damaged.items():
         workdir = tmp_path / name
-        workdir.mkdir()
-        for other in ("encoder.weights.h5", "encoder_config.json"):
+        (workdir / "encoder").mkdir(parents=True)
+        for other in ("encoder/model.weights.h5", "encoder/config.json"):
             if other != file_name:
                 (workdir / other).write_bytes((good / other).read_bytes())
         if content is None:

@@ -5,6 +5,8 @@ import math
 import runpy
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
@@ -21,4 +23,9 @@ def test_pretrain_in_notebook_example(tmp_path, monkeypatch):
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and "foreground_lift" in rows[0]
     assert (tmp_path / "masks.png").stat().st_size > 0
-    assert (tmp_path / "encoder.weights.h5").exists()
+    from keras_ccmim import ViTEncoder
+
+    encoder = ViTEncoder.from_preset(str(tmp_path / "encoder"))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(encoder.weights[0]),
+        keras.ops.convert_to_numpy(namespace["model"].encoder.weights[0]))

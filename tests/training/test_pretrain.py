@@ -65,6 +65,16 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
     # Three rows (image, masked, importance) of 8 images of 16 px, 2 px gaps, x4.
     assert picture.size == ((8 * 18 + 2) * 4, (3 * 18 + 2) * 4)
 
+    # The encoder is a preset in keras-hub's layout, loaded by the one loader
+    # and by ViTEncoder.from_preset.
+    preset = os.path.join(workdir, "encoder")
+    assert results.paths["encoder"] == preset
+    assert sorted(os.listdir(preset)) == ["config.json", "metadata.json", "model.weights.h5"]
+    with open(os.path.join(preset, "config.json")) as f:
+        assert json.load(f)["registered_name"] == "keras_ccmim>ViTEncoder"
+    with open(os.path.join(preset, "metadata.json")) as f:
+        metadata = json.load(f)
+    assert metadata["keras_version"] == keras.__version__ and metadata["parameter_count"] > 0
     encoder = load_encoder(workdir)
     pretrainer = keras.saving.load_model(os.path.join(workdir, "pretrainer.keras"))
     images = np.random.RandomState(0).randn(2, 16, 16, 3).astype("float32")
@@ -73,6 +83,11 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
         keras.ops.convert_to_numpy(pretrainer.encoder(images)),
         rtol=1e-5, atol=1e-5,
     )
+    from keras_ccmim import ViTEncoder
+
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(ViTEncoder.from_preset(preset)(images)),
+        keras.ops.convert_to_numpy(encoder(images)))
     with open(results.paths["results"]) as f:
         saved = json.load(f)
     assert saved["final_loss"] == pytest.approx(results.final_loss)

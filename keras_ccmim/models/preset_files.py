@@ -1,0 +1,234 @@
+"""Presets of trained models in keras-hub's file layout.
+
+A preset is a folder (or a `kaggle://` / `hf://` handle of one) holding:
+
+    config.json       `keras.saving.serialize_keras_object(model)`: module,
+                      class_name, config and registered_name (no build or
+                      compile config), as `keras_hub` writes it
+    model.weights.h5  `model.save_weights(...)`
+    metadata.json     keras and keras-ccmim versions, parameter count, date
+
+keras-hub itself is not a dependency: installing it pulls in
+tensorflow-text, which requires the full `tensorflow` wheel next to the
+`tensorflow-cpu` this project installs, plus tokenizer and hub clients
+(measured with `pip install keras-hub --dry-run`: 16 packages). The layout
+is simple enough to write here, and a keras-hub user can read it: the config
+is a plain Keras serialization of a registered class.
+
+Loading deserializes with Keras `safe_mode` on (no Python code from the
+file runs) and only accepts the classes asked for.
+"""
+
+import datetime
+import json
+import os
+
+import keras
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+METADATA_FILE = "metadata.json"
+PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+
+KAGGLE_PREFIX = "kaggle://"
+HF_PREFIX = "hf://"
+
+
+def save_to_preset(model, preset_dir):
+    """Writes `model` (built) as a preset folder; returns the folder."""
+    from keras_ccmim import __version__
+
+    preset_dir = os.fspath(preset_dir)
+    if not model.built:
+        raise ValueError(f"Build {model.name!r} (model.build()) before saving it as a preset.")
+    os.makedirs(preset_dir, exist_ok=True)
+    config = keras.saving.serialize_keras_object(model)
+    for key in ("build_config", "compile_config"):
+        config.pop(key, None)
+    _write_json(os.path.join(preset_dir, CONFIG_FILE), config)
+    model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    _write_json(
+        os.path.join(preset_dir, METADATA_FILE),
+        {
+            "keras_version": keras.__version__,
+            "keras_ccmim_version": __version__,
+            "saved_with_backend": keras.backend.backend(),
+            "parameter_count": int(model.count_params()),
+            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+        },
+    )
+    return preset_dir
+
+
+def _write_json(path, data):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def is_preset_dir(path):
+    """Whether `path` is a folder holding a preset's config and weights."""
+    path = os.fspath(path)
+    return all(os.path.exists(os.path.join(path, n)) for n in (CONFIG_FILE, WEIGHTS_FILE))
+
+
+def _unreadable(path, error):
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    return ValueError(
+        f"Cannot read {path} ({reason}): the file is unreadable or damaged. Check its "
+        "permissions; if it is damaged and belongs to a pretraining workdir, rerun the "
+        "pretraining command of this workdir (train/pretrain.py with the same flags), "
+        "which writes the encoder preset again from the last checkpoint."
+    )
+
+
+def resolve_preset(preset):
+    """The local folder of `preset`: a folder as is; `kaggle://<owner>/<model>/
+    keras/<variant>[/<version>]` through `kagglehub.model_download`;
+    `hf://<owner>/<repo>` through `huggingface_hub.snapshot_download`
+    (both cache what they fetch)."""
+    preset = os.fspath(preset)
+    if preset.startswith(KAGGLE_PREFIX):
+        try:
+            import kagglehub
+        except ImportError as error:
+            raise ImportError(
+                f"Loading {preset!r} needs the kagglehub package: pip install kagglehub."
+            ) from error
+        return kagglehub.model_download(preset[len(KAGGLE_PREFIX):])
+    if preset.startswith(HF_PREFIX):
+        try:
+            import huggingface_hub
+        except ImportError as error:
+            raise ImportError(
+                f"Loading {preset!r} needs the huggingface_hub package: pip install "
+                "huggingface_hub."
+            ) from error
+        return huggingface_hub.snapshot_download(repo_id=preset[len(HF_PREFIX):])
+    if not os.path.isdir(preset):
+        raise ValueError(
+            f"Preset {preset!r} is neither a folder nor a kaggle:// or hf:// handle. Pass the "
+            "folder save_to_preset wrote (the main job writes <workdir>/encoder), or a "
+            "handle such as kaggle://<owner>/<model>/keras/<variant>."
+        )
+    return preset
+
+
+def load_from_preset(preset, classes, config_overrides=None):
+    """The model a preset holds, built, with its weights.
+
+    Args:
+        preset: a preset folder or handle (see `resolve_preset`).
+        classes: the accepted model classes (a class or a tuple).
+        config_overrides: optional dict of constructor arguments to change,
+            e.g. `{"image_size": 48}` for a `ViTEncoder` (weights that do
+            not depend on them load as they are).
+
+    Raises:
+        ValueError: a missing or unreadable file, or another class, naming
+            the file and the fix.
+    """
+    folder = resolve_preset(preset)
+    missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if not os.path.exists(os.path.join(folder, n))]
+    if missing:
+        raise ValueError(
+            f"Preset {preset!r} has no {' or '.join(missing)}: it is not a preset folder "
+            f"(one holds {', '.join(PRESET_FILES)}). Pass the folder save_to_preset wrote."
+        )
+    classes = classes if isinstance(classes, tuple) else (classes,)
+    config_path = os.path.join(folder, CONFIG_FILE)
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except (OSError, ValueError) as error:
+        raise _unreadable(config_path, error) from error
+    names = {c.__name__ for c in classes}
+    if not isinstance(config, dict) or config.get("class_name") not in names:
+        found = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(
+            f"Preset {preset!r} holds a {found!r}, not a {' or '.join(sorted(names))}: pass a "
+            "preset of the model asked for."
+        )
+    if config_overrides:
+        config = dict(config, config=dict(config.get("config") or {}, **config_overrides))
+    try:
+        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except (ValueError, TypeError, KeyError) as error:
+        raise _unreadable(config_path, error) from error
+    if not model.built:
+        model.build()
+    weights_path = os.path.join(folder, WEIGHTS_FILE)
+    try:
+        model.load_weights(weights_path)
+    except (OSError, ValueError, KeyError) as error:
+        raise _unreadable(weights_path, error) from error
+    return model
+
+
+def upload_preset(uri, preset_dir):
+    """Uploads a preset folder: `kaggle://<owner>/<model>/keras/<variant>`
+    with `kagglehub.model_upload`, `hf://<owner>/<repo>` with
+    `huggingface_hub.HfApi().upload_folder` (credentials as those tools
+    take them)."""
+    preset_dir = os.fspath(preset_dir)
+    if not is_preset_dir(preset_dir):
+        raise ValueError(f"{preset_dir!r} is not a preset folder (needs {', '.join(PRESET_FILES)}).")
+    if uri.startswith(KAGGLE_PREFIX):
+        import kagglehub
+
+        return kagglehub.model_upload(uri[len(KAGGLE_PREFIX):], preset_dir)
+    if uri.startswith(HF_PREFIX):
+        import huggingface_hub
+
+        api = huggingface_hub.HfApi()
+        repo_id = uri[len(HF_PREFIX):]
+        api.create_repo(repo_id, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=preset_dir)
+    raise ValueError(f"Upload URI {uri!r} must start with {KAGGLE_PREFIX} or {HF_PREFIX}.")
+
+
+# The main job's preset of its final encoder, inside the workdir.
+ENCODER_PRESET = "encoder"
+
+
+def load_encoder(source, **overrides):
+    """The trained `ViTEncoder` of a pretraining workdir (its `encoder/`
+    preset) or of a preset folder or handle, built, with its weights.
+
+    `overrides` change constructor arguments the weights do not depend on
+    (`image_size`, `drop_path_rate`).
+    """
+    from keras_ccmim.models.vit_encoder import ViTEncoder
+
+    source = os.fspath(source)
+    if not source.startswith((KAGGLE_PREFIX, HF_PREFIX)):
+        if os.path.exists(source) and not os.path.isdir(source):
+            raise ValueError(
+                f"workdir {source!r} is a file, not a folder. Pass a pretraining workdir "
+                "(the --workdir given to train/pretrain.py) or an encoder preset folder."
+            )
+        if not os.path.isdir(source):
+            raise ValueError(
+                f"workdir {source!r} does not exist: pass a pretraining workdir or an encoder "
+                "preset."
+            )
+        inner = os.path.join(source, ENCODER_PRESET)
+        if not is_preset_dir(source):
+            if is_preset_dir(inner):
+                source = inner
+            elif os.path.exists(os.path.join(source, "encoder.weights.h5")):
+                raise ValueError(
+                    f"{source!r} holds an encoder in the format of an earlier version "
+                    "(encoder.weights.h5 + encoder_config.json). Rerun its pretraining "
+                    "command (train/pretrain.py with the same flags): a finished run only "
+                    f"rewrites its outputs, {ENCODER_PRESET}/ among them."
+                )
+            else:
+                raise ValueError(
+                    f"{source!r} holds no encoder preset ({ENCODER_PRESET}/ with "
+                    f"{', '.join(PRESET_FILES)}). It is written when a pretraining run "
+                    "(train/pretrain.py) finishes; rerun the same command to finish an "
+                    "interrupted run, or evaluate with --random_init."
+                )
+    return load_from_preset(source, ViTEncoder, overrides)
