@@ -5,13 +5,29 @@ MAE / ccMIM's recipe by default (AdamW, layer-wise lr decay 0.65, drop path
 smoothing 0.1, warmup 5 epochs + cosine, 100 epochs):
 
     python evaluate/finetune.py --workdir=runs/demo --epochs=20 \
-        --output=runs/demo/finetune.json
+        --output_dir=runs/demo/finetune --output=runs/demo/finetune.json
     python evaluate/finetune.py --workdir=runs/cifar10 --dataset=cifar10_jpeg \
         --data_dir=../shared/data/tfds --train_split='train[:45000]' \
-        --eval_split='train[45000:]'
+        --eval_split='train[45000:]' --output_dir=runs/cifar10/finetune
+
+With --output_dir the run is checkpointed (<output_dir>/checkpoints/, at each
+epoch end and every --checkpoint_every_steps) and rerunning the same command
+resumes it from the newest intact checkpoint, on the batches and random draws
+an uninterrupted run would have had; a rerun with other settings is refused,
+naming the changed ones (--fresh starts over, moving the earlier files to
+<output_dir>/previous-<n>/; nothing is deleted). The folder also gets the
+fine-tuned classifier, <output_dir>/classifier.keras (Keras format:
+`keras.saving.load_model(path)`), finetune_config.json, history.jsonl (per
+epoch: training loss, top-1 / top-5 on --eval_split) and results.json.
+Without --output_dir nothing is checkpointed or saved but --output.
+
+The evaluation split is scored at each epoch end; the results (printed, and
+in --output) hold the final top-1 / top-5 and the best epoch's (best_epoch,
+1-based, best_top1, best_top5), with the per-epoch history.
 """
 
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -38,6 +54,26 @@ flags.DEFINE_float("mixup", 0.8, "MixUp alpha (0 = off).")
 flags.DEFINE_float("cutmix", 1.0, "CutMix alpha (0 = off).")
 flags.DEFINE_float("smoothing", 0.1, "Label smoothing.")
 flags.DEFINE_enum("verbose", "0", ["0", "1", "2"], "Keras fit verbosity.")
+flags.DEFINE_string(
+    "output_dir", None,
+    "Folder of the run: checkpoints, classifier.keras, history and results; rerunning the "
+    "same command resumes it. Without it nothing is checkpointed or saved but --output.",
+)
+flags.DEFINE_boolean(
+    "fresh", False,
+    "Start over in an --output_dir that holds an earlier run; its files are moved to "
+    "<output_dir>/previous-<n>/, never deleted.",
+)
+flags.DEFINE_integer(
+    "checkpoint_every_steps", 0,
+    "Checkpoint every this many steps as well as at epoch ends (0: epoch ends only).",
+)
+flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
+flags.DEFINE_integer(
+    "check_every_steps", 20,
+    "Steps between two reads of the loss by the host (NaN guard); the steps between run "
+    "without waiting for the device.",
+)
 
 # Checked (finite, in range) before any work.
 FLOAT_RANGES = {
@@ -53,6 +89,34 @@ FLOAT_RANGES = {
     "smoothing": "[0, 1)",
 }
 
+# The library's names of the flags whose names differ, for its messages.
+FLAG_OF_ARGUMENT = {
+    "base_learning_rate": "blr",
+    "drop_path_rate": "drop_path",
+    "rand_augment_magnitude": "rand_augment",
+    "random_erasing_probability": "reprob",
+    "mixup_alpha": "mixup",
+    "cutmix_alpha": "cutmix",
+    "label_smoothing": "smoothing",
+}
+
+
+def with_flag_names(error):
+    """A refused rerun's error (`FinetuneConfigError`, which lists the
+    changed fields by their library names) with the flags of the fields
+    whose flags are named otherwise; any other error as it is."""
+    module = sys.modules.get("keras_ccmim.evaluation.finetune")
+    if module is None or not isinstance(error, module.FinetuneConfigError):
+        return error
+    text = str(error)
+    named = [f"{arg} is --{flag}" for arg, flag in FLAG_OF_ARGUMENT.items() if f"{arg}:" in text]
+    if re.search(r"\bencoder(_weights|\.\w+):", text):
+        named.append("encoder_weights and encoder.* are the encoder's (--workdir, or "
+                     "--random_init with its --seed and sizes)")
+    if not named:
+        return error
+    return ValueError(f"{text} (Flags: {', '.join(named)}.)")
+
 
 def main(argv):
     if len(argv) > 1:
@@ -60,6 +124,13 @@ def main(argv):
     try:
         common.check_float_flags(FLOAT_RANGES)
         common.check_output_path(FLAGS.output)
+        if FLAGS.output_dir and os.path.exists(FLAGS.output_dir) and not os.path.isdir(
+            FLAGS.output_dir
+        ):
+            raise ValueError(
+                f"--output_dir {FLAGS.output_dir!r} is a file; pass a folder (created if "
+                "missing)."
+            )
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim import evaluation
 
@@ -87,6 +158,11 @@ def main(argv):
             label_smoothing=FLAGS.smoothing,
             seed=FLAGS.seed,
             verbose=int(FLAGS.verbose),
+            output_dir=FLAGS.output_dir,
+            fresh=FLAGS.fresh,
+            checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+            keep_checkpoints=FLAGS.keep_checkpoints,
+            check_every_steps=FLAGS.check_every_steps,
         )
         results = result.to_dict()
         results.update(
@@ -100,7 +176,10 @@ def main(argv):
         )
         common.write_results(results)
     except (ValueError, OSError) as error:
-        return common.fail(error)
+        return common.fail(with_flag_names(error))
+    except FloatingPointError as error:  # the loss became NaN: the message says what to do
+        common.fail(error)
+        return 1
     return 0
 
 

@@ -9,9 +9,13 @@ CutMix (lambda ~ Beta(1, 1), corrected to the box's area), chosen with
 probability 1/2 when both are on, each image mixed with the image at the
 mirrored batch position. Labels come out as soft `[B, C]` targets.
 
-Every random choice but RandAugment's (a Keras layer with its own seed
-state) is a stateless TF op seeded from `seed`. The pipeline runs in
-`tf.data` whatever the Keras backend.
+Every random choice is a stateless TF op drawn from `seed` and the
+example's (or batch's) position in the run's stream, RandAugment's too (a
+`keras.layers.RandAugment` whose draws come from the image's seed, see
+`PositionedRandAugment`): the batches are a function of `seed` and their
+position alone: `start_batch=s` starts at the batch a run's step `s`
+trains on, so a resumed fine-tuning reads what the killed one would have.
+The pipeline runs in `tf.data` whatever the Keras backend.
 """
 
 import math
@@ -25,6 +29,57 @@ from keras_ccmim.data.pipeline import make_dataset
 FINETUNE_CROP_SCALE = (0.08, 1.0)
 ERASE_AREA = (0.02, 1.0 / 3.0)
 ERASE_LOG_RATIO = (math.log(0.3), math.log(1.0 / 0.3))
+# Salts that keep the per-image and per-batch streams drawn from one `seed`
+# apart (and apart from `make_dataset`'s).
+_IMAGE_SALT = 0xF1E
+_BATCH_SALT = 0xB7C
+
+
+class _SeedDraws(keras.random.SeedGenerator):
+    """Stands in for a layer's `SeedGenerator` while a `tf.data` function is
+    traced: draw `n` is `stateless_fold_in(seed, n)`, so what the layer draws
+    is a function of the `seed` tensor alone. It holds no state variable
+    (`SeedGenerator.__init__` is not called); Keras' random ops only call
+    `next()` on it."""
+
+    def __init__(self, seed):
+        self._seed = seed
+        self._draws = 0
+
+    def next(self, ordered=True):
+        self._draws += 1
+        return tf.random.experimental.stateless_fold_in(self._seed, self._draws)
+
+
+class PositionedRandAugment(keras.layers.RandAugment):
+    """`keras.layers.RandAugment` whose random choices for one image are
+    drawn from a given stateless seed (`augment(image, seed)`), not from the
+    layer's `SeedGenerator`, whose state would advance in whatever order
+    `tf.data`'s parallel calls run (so neither reproducible nor positionable).
+
+    Keras' RandAugment draws every choice (which ops, and each op's
+    parameters) through `self._get_seed_generator()`; this layer hands out
+    `_SeedDraws(seed)` there while `augment` is traced.
+    """
+
+    def augment(self, image, seed):
+        """RandAugment of one image `[H, W, C]` in `value_range`, drawn from
+        `seed` (int tensor `[2]`)."""
+        # object.__setattr__: a Layer would track a SeedGenerator attribute.
+        object.__setattr__(self, "_positioned_draws", _SeedDraws(seed))
+        try:
+            return self(image, training=True)
+        finally:
+            object.__setattr__(self, "_positioned_draws", None)
+
+    def _get_seed_generator(self, backend=None):
+        draws = getattr(self, "_positioned_draws", None)
+        if draws is None:
+            raise RuntimeError(
+                "PositionedRandAugment draws from a per-image seed: call augment(image, "
+                "seed), not the layer itself."
+            )
+        return draws
 
 
 def _sample_beta(seed, alpha):
@@ -103,6 +158,28 @@ def mix_batch(images, targets, seed, mixup_alpha=0.8, cutmix_alpha=1.0):
     return mixed, lam * targets + (1.0 - lam) * flipped_targets
 
 
+def check_augmentation(
+    rand_augment_magnitude, random_erasing_probability, mixup_alpha, cutmix_alpha,
+    label_smoothing,
+):
+    """Raises a ValueError naming the first augmentation argument of
+    `make_finetune_dataset` out of its range."""
+    if not 0 <= rand_augment_magnitude <= 10:
+        raise ValueError(
+            f"rand_augment_magnitude must be in [0, 10], got {rand_augment_magnitude}."
+        )
+    if not 0 <= random_erasing_probability <= 1:
+        raise ValueError(
+            f"random_erasing_probability must be in [0, 1], got {random_erasing_probability}."
+        )
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise ValueError(
+            f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}."
+        )
+
+
 def make_finetune_dataset(
     name,
     *,
@@ -119,12 +196,18 @@ def make_finetune_dataset(
     mixup_alpha=0.8,
     cutmix_alpha=1.0,
     label_smoothing=0.1,
+    start_batch=0,
 ):
     """Endless training batches `(images [B, H, W, 3], soft targets [B, C])`.
 
+    Batch `k` is a function of `seed` and `start_batch + k` alone (see the
+    module docstring): `start_batch=s` gives the tail, from batch `s` on, of
+    the stream `start_batch=0` gives.
+
     Args:
-        name, split, batch_size, image_size, data_dir, seed, num_images: as
-            in `keras_ccmim.data.make_dataset`.
+        name, split, batch_size, image_size, data_dir, seed, num_images,
+            start_batch: as in `keras_ccmim.data.make_dataset` (training,
+            repeated).
         num_classes: int `C` of the targets.
         rand_augment_magnitude: RandAugment `m` in [0, 10]; 0 turns it off.
         rand_augment_ops: RandAugment ops per image.
@@ -132,20 +215,10 @@ def make_finetune_dataset(
         mixup_alpha, cutmix_alpha: Beta parameters; 0 turns one off.
         label_smoothing: mass spread uniformly over the classes.
     """
-    if not 0 <= rand_augment_magnitude <= 10:
-        raise ValueError(
-            f"rand_augment_magnitude must be in [0, 10], got {rand_augment_magnitude}."
-        )
-    if not 0 <= random_erasing_probability <= 1:
-        raise ValueError(
-            f"random_erasing_probability must be in [0, 1], got {random_erasing_probability}."
-        )
-    if not 0 <= label_smoothing < 1:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
-    if mixup_alpha < 0 or cutmix_alpha < 0:
-        raise ValueError(
-            f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha}, {cutmix_alpha}."
-        )
+    check_augmentation(
+        rand_augment_magnitude, random_erasing_probability, mixup_alpha, cutmix_alpha,
+        label_smoothing,
+    )
     dataset = make_dataset(
         name,
         split=split,
@@ -157,40 +230,47 @@ def make_finetune_dataset(
         repeat=True,
         num_images=num_images,
         crop_scale=FINETUNE_CROP_SCALE,
+        start_batch=start_batch,
     )
     rand_augment = None
     if rand_augment_magnitude > 0:
-        rand_augment = keras.layers.RandAugment(
+        rand_augment = PositionedRandAugment(
             value_range=(0, 1),
             num_ops=int(rand_augment_ops),
             factor=rand_augment_magnitude / 10.0,
             seed=seed,
         )
+    image_key = tf.constant([int(seed), _IMAGE_SALT], tf.int64)
+    batch_key = tf.constant([int(seed), _BATCH_SALT], tf.int64)
 
-    def per_image(image, label, image_seed):
+    def per_image(position, image, label):
+        image_seed = tf.random.experimental.stateless_fold_in(image_key, position)
+        augment_seed, erase_seed = tf.unstack(
+            tf.random.experimental.stateless_split(image_seed, num=2))
         if rand_augment is not None:
             image = image * data_augment.IMAGENET_STD + data_augment.IMAGENET_MEAN
             image = tf.clip_by_value(image, 0.0, 1.0)
-            image = tf.convert_to_tensor(rand_augment(image, training=True))
+            image = tf.convert_to_tensor(rand_augment.augment(image, augment_seed))
             image = (image - data_augment.IMAGENET_MEAN) / data_augment.IMAGENET_STD
         if random_erasing_probability > 0:
-            image = random_erasing(image, image_seed, random_erasing_probability)
+            image = random_erasing(image, erase_seed, random_erasing_probability)
         return tf.cast(image, tf.float32), label
 
-    def per_batch(images, labels, batch_seed):
+    def per_batch(index, images, labels):
+        batch_seed = tf.random.experimental.stateless_fold_in(batch_key, index)
         one_hot = tf.one_hot(labels, num_classes)
         targets = one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
         return mix_batch(images, targets, batch_seed, mixup_alpha, cutmix_alpha)
 
+    # Positions in the run's stream: image `start_batch * B + i`, batch
+    # `start_batch + k`.
     dataset = dataset.unbatch().map(lambda image, extras: (image, extras["label"]))
-    image_seeds = tf.data.Dataset.random(seed=seed + 1).batch(2)
-    dataset = tf.data.Dataset.zip((dataset, image_seeds)).map(
-        lambda example, s: per_image(example[0], example[1], s),
+    dataset = dataset.enumerate(start=int(start_batch) * int(batch_size)).map(
+        lambda position, example: per_image(position, *example),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     dataset = dataset.batch(batch_size, drop_remainder=True)
-    batch_seeds = tf.data.Dataset.random(seed=seed + 2).batch(2)
-    dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
-        lambda batch, s: per_batch(batch[0], batch[1], s), num_parallel_calls=tf.data.AUTOTUNE
+    dataset = dataset.enumerate(start=int(start_batch)).map(
+        lambda index, batch: per_batch(index, *batch), num_parallel_calls=tf.data.AUTOTUNE
     )
     return dataset.prefetch(tf.data.AUTOTUNE)
