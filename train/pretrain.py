@@ -147,6 +147,14 @@ flags.DEFINE_boolean(
     "outputs are moved to <workdir>/previous-<n>/, never deleted. Without it such a "
     "workdir resumes from its newest intact checkpoint, or is refused.",
 )
+flags.DEFINE_string(
+    "init_from",
+    _DEFAULTS.init_from,
+    "Start from trained weights: an encoder preset (e.g. one converted from MAE's "
+    "official weights with tools/convert_mae.py), a pretrainer preset (encoder, decoder "
+    "and, when they fit, the ccMIM heads) or a pretraining workdir; a folder, kaggle:// or "
+    "hf:// handle. Its architecture must match the run's (the image size may differ).",
+)
 flags.DEFINE_integer(
     "resume_from_step",
     _DEFAULTS.resume_from_step,

@@ -66,7 +66,9 @@ class PretrainConfig:
 
     Model (`preset` plus overrides; see `keras_ccmim.models.presets`):
         preset, image_size, patch_size, hidden_dim, num_layers, num_heads,
-        decoder_hidden_dim, decoder_num_layers, decoder_num_heads.
+        decoder_hidden_dim, decoder_num_layers, decoder_num_heads;
+        init_from (None: random init; else the preset or workdir whose
+        weights a fresh run starts from, see `pretrain.initialise_from`).
     ccMIM (see `CCMIMPretrainer`): mask_ratio, masking, sampler,
         sampling_temperature, sampling_temperature_start (None: a constant
         `T_s`; else `T_s` anneals along a half cosine from this value to
@@ -108,6 +110,8 @@ class PretrainConfig:
     decoder_hidden_dim: int = None
     decoder_num_layers: int = None
     decoder_num_heads: int = None
+
+    init_from: str = None
 
     mask_ratio: float = 0.75
     masking: str = "importance_sampling"
@@ -314,6 +318,11 @@ def _check_training(config):
         if not isinstance(getattr(config, name), bool):
             raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}.")
     _check_int("resume_from_step", config.resume_from_step, 1, allow_none=True)
+    if config.init_from is not None and (not isinstance(config.init_from, str) or not config.init_from):
+        raise ValueError(
+            f"init_from must be a preset (a folder, kaggle:// or hf:// handle) or a pretraining "
+            f"workdir, got {config.init_from!r}."
+        )
     if config.fresh and config.resume_from_step is not None:
         raise ValueError(
             "fresh and resume_from_step contradict each other: fresh starts the run over, "
