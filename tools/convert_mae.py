@@ -3,10 +3,13 @@ r"""Converts an official MAE (or public ccMIM) PyTorch checkpoint to this projec
     python tools/convert_mae.py --checkpoint=mae_visualize_vit_large.pth \
         --output=converted/mae_vit_large
 
-Writes `model.weights.h5` and `config.json` to `--output`: a `ViTEncoder` for
-MAE's encoder-only `mae_pretrain_vit_*.pth`, a `CCMIMPretrainer` (encoder,
-decoder, and ccMIM's projector where the file has one) when the file holds a
-decoder. Load the result with `keras_ccmim.models.convert_mae.load_converted`.
+Writes a preset to `--output` (`config.json`, `model.weights.h5`,
+`metadata.json`; keras-hub's layout): a `ViTEncoder` for MAE's encoder-only
+`mae_pretrain_vit_*.pth`, a `CCMIMPretrainer` (encoder, decoder, and ccMIM's
+projector where the file has one) when the file holds a decoder. Load it with
+`ViTEncoder.from_preset(folder)` (an encoder) or
+`keras_ccmim.models.convert_mae.load_converted(folder)`; the evaluation
+binaries take it as `--workdir`, the main job as `--init_from`.
 The architecture is read from the weights; the number of attention heads
 from the file's args or the known ViT widths, else pass `--num_heads`. Needs
 PyTorch to read the file (any Keras backend).
@@ -23,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "The MAE / ccMIM .pth file (required).")
-flags.DEFINE_string("output", None, "Folder for model.weights.h5 and config.json (required).")
+flags.DEFINE_string("output", None, "Folder of the preset written (required).")
 flags.DEFINE_integer("num_heads", None, "Encoder attention heads, when the file does not say.")
 flags.DEFINE_integer("decoder_num_heads", None, "Decoder attention heads, likewise.")
 flags.DEFINE_enum(
