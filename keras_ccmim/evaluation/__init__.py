@@ -22,14 +22,9 @@ from keras_ccmim.evaluation.features import (
     extract_saved_model_features,
     whole_batch_size,
 )
-from keras_ccmim.evaluation.finetune import (
-    FinetuneResult,
-    LayerDecayAdamW,
-    ViTClassifier,
-    finetune,
-    layer_decay_scales,
-    layer_ids,
-)
+from keras_ccmim.evaluation.finetune import FinetuneResult, finetune
+from keras_ccmim.models.vit_classifier import ViTClassifier, layer_ids
+from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.evaluation.knn import knn_classify, knn_scores
 from keras_ccmim.evaluation.linear_probe import (
     LinearProbeResult,

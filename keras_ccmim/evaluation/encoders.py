@@ -19,7 +19,6 @@ from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 PRETRAINER = "pretrainer.keras"
-ENCODER_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
 
 
 def _check_workdir(workdir, names):

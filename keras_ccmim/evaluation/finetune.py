@@ -34,6 +34,7 @@ from keras import ops
 
 from keras_ccmim.evaluation.features import whole_batch_size
 from keras_ccmim.evaluation.metrics import accuracies
+from keras_ccmim.models.vit_classifier import ViTClassifier
 from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.training.callbacks import (
     DEFAULT_CHECK_EVERY_STEPS,
@@ -41,7 +42,7 @@ from keras_ccmim.training.callbacks import (
     StopOnNonFiniteLoss,
 )
 from keras_ccmim.training.config import describe_changes
-from keras_ccmim.training.optimizer import is_decayed
+from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.training.resume import fit_resumable
 
 CONFIG_FILE = "finetune_config.json"
@@ -56,166 +57,6 @@ RUN_OUTPUTS = (CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, CLASSIFIER_FILE, RESUL
 RESUMABLE_CHANGES = (
     "data_dir", "verbose", "checkpoint_every_steps", "keep_checkpoints", "check_every_steps",
 )
-
-
-@keras.saving.register_keras_serializable(package="keras_ccmim")
-class ViTClassifier(keras.Model):
-    """A `ViTEncoder` with MAE's fine-tuning head.
-
-    The patch tokens (after the encoder's own norm) are averaged, normalised
-    by a final LayerNorm (`fc_norm`) and classified by a linear head
-    initialised with std 2e-5, as in MAE.
-
-    Args:
-        encoder: a `ViTEncoder` (its `drop_path_rate` is the stochastic depth
-            used while fine-tuning).
-        num_classes: int.
-        head_init_std: std of the head's truncated-normal kernel init.
-
-    Call: `images [B, H, W, C]` (normalised) -> logits `[B, num_classes]`.
-    """
-
-    def __init__(self, encoder, num_classes, head_init_std=2e-5, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(encoder, ViTEncoder):
-            raise TypeError(
-                f"encoder must be a keras_ccmim ViTEncoder, got {type(encoder).__name__}."
-            )
-        if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be >= 2, got {num_classes}.")
-        self.encoder = encoder
-        self.num_classes = int(num_classes)
-        self.head_init_std = float(head_init_std)
-        self.fc_norm = keras.layers.LayerNormalization(
-            epsilon=encoder.layer_norm_epsilon, dtype=self.dtype_policy, name="fc_norm"
-        )
-        self.head = keras.layers.Dense(
-            self.num_classes,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.head_init_std),
-            dtype=self.dtype_policy,
-            name="head",
-        )
-
-    def build(self, input_shape=None):
-        if not self.encoder.built:
-            self.encoder.build()
-        self.fc_norm.build((None, self.encoder.hidden_dim))
-        self.head.build((None, self.encoder.hidden_dim))
-        self.built = True
-
-    def call(self, images, training=None):
-        tokens = self.encoder(images, training=training)
-        pooled = ops.mean(tokens[:, 1:], axis=1)
-        return self.head(self.fc_norm(pooled))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "encoder": keras.saving.serialize_keras_object(self.encoder),
-                "num_classes": self.num_classes,
-                "head_init_std": self.head_init_std,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
-
-
-def layer_ids(model):
-    """`{variable path: layer id}` over a `ViTClassifier`'s trainable variables.
-
-    Layer 0 is the embedding (patch embedding, [CLS], positions), `i + 1` is
-    block `i`, and `num_layers + 1` is everything after the blocks (the
-    encoder's norm, `fc_norm`, the head).
-    """
-    if not model.built:
-        model.build()
-    encoder = model.encoder
-    last = encoder.num_layers + 1
-    ids = {v.path: last for v in model.trainable_variables}
-    for v in encoder.patch_embedding.trainable_variables:
-        ids[v.path] = 0
-    for v in encoder.position_embedding.trainable_variables:
-        ids[v.path] = 0
-    ids[encoder.cls_token.path] = 0
-    for index, block in enumerate(encoder.blocks):
-        for v in block.trainable_variables:
-            ids[v.path] = index + 1
-    return ids
-
-
-def layer_decay_scales(model, layer_decay=0.65):
-    """`{variable path: lr scale}`: `layer_decay ** (num_layers + 1 - layer id)`."""
-    if not 0 < float(layer_decay) <= 1:
-        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}.")
-    last = model.encoder.num_layers + 1
-    return {path: float(layer_decay) ** (last - i) for path, i in layer_ids(model).items()}
-
-
-@keras.saving.register_keras_serializable(package="keras_ccmim")
-class LayerDecayAdamW(keras.optimizers.Adam):
-    """AdamW whose learning rate (and decoupled weight decay) is scaled per
-    variable, for layer-wise lr decay.
-
-    Keras optimizers take one learning rate; this one multiplies it, in
-    `update_step`, by `lr_scales[variable.path]` (1 for paths not listed).
-    Weight decay `variable -= lr * scale * weight_decay * variable` is applied
-    there too, before the Adam step (as torch's AdamW with per-group lr), and
-    skipped for biases, norms, [CLS] and position embeddings
-    (`keras_ccmim.training.is_decayed`).
-
-    Args:
-        learning_rate: float or schedule.
-        lr_scales: dict from variable path to a float scale.
-        weight_decay: decoupled weight decay.
-        beta_1, beta_2, epsilon: Adam's.
-    """
-
-    def __init__(
-        self,
-        learning_rate=1e-3,
-        lr_scales=None,
-        weight_decay=0.05,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        **kwargs,
-    ):
-        super().__init__(
-            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs
-        )
-        if float(weight_decay) < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
-        self.lr_scales = {str(k): float(v) for k, v in (lr_scales or {}).items()}
-        self.decoupled_weight_decay = float(weight_decay)
-
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._variable_lr_scales = [self.lr_scales.get(v.path, 1.0) for v in var_list]
-        self._variable_decayed = [is_decayed(v) for v in var_list]
-
-    def update_step(self, gradient, variable, learning_rate):
-        index = self._get_variable_index(variable)
-        learning_rate = ops.cast(learning_rate, variable.dtype) * self._variable_lr_scales[index]
-        if self.decoupled_weight_decay and self._variable_decayed[index]:
-            self.assign_sub(variable, variable * (learning_rate * self.decoupled_weight_decay))
-        super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("weight_decay", None)
-        config.update(lr_scales=dict(self.lr_scales), weight_decay=self.decoupled_weight_decay)
-        return config
 
 
 def finetune_encoder(encoder, drop_path_rate=0.1):

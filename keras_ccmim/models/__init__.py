@@ -1,4 +1,5 @@
-"""The ViT encoder, the ccMIM pretrainer and the named presets."""
+"""The ViT encoder and classifier, the ccMIM pretrainer, the named
+architectures and the preset files of trained models."""
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.models.preset_files import (
@@ -9,4 +10,5 @@ from keras_ccmim.models.preset_files import (
     upload_preset,
 )
 from keras_ccmim.models.presets import ALIASES, PRESETS, get_preset, preset_names
+from keras_ccmim.models.vit_classifier import ViTClassifier
 from keras_ccmim.models.vit_encoder import ViTEncoder

@@ -2,6 +2,9 @@
 
 import copy
 
+# The encoder's size arguments a preset fixes and a run may override.
+ENCODER_SIZE_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
+
 _MAE_DECODER = {"hidden_dim": 512, "num_layers": 8, "num_heads": 16}
 
 PRESETS = {

@@ -16,11 +16,11 @@ from keras_ccmim.file_errors import nearest_existing
 from keras_ccmim.layers.importance_scorer import SCORE_SOURCES, resolve_score_layers
 from keras_ccmim.layers.patch_selector import MASKING_STRATEGIES, SAMPLERS
 from keras_ccmim.losses import CONTRASTIVE_LOSSES
+from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS as ENCODER_FIELDS
 from keras_ccmim.models.presets import ALIASES as PRESET_ALIASES
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.training.distribution import plan_distribution
 
-ENCODER_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
 DECODER_FIELDS = {
     "decoder_hidden_dim": "hidden_dim",
     "decoder_num_layers": "num_layers",

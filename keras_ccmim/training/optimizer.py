@@ -1,6 +1,8 @@
-"""AdamW as in MAE and ccMIM: no weight decay on biases, norms, tokens, positions."""
+"""AdamW as in MAE and ccMIM: no weight decay on biases, norms, tokens,
+positions; and `LayerDecayAdamW`, fine-tuning's layer-wise lr decay."""
 
 import keras
+from keras import ops
 
 # Variables with these names are never decayed, whatever their rank.
 NO_DECAY_NAMES = ("cls_token", "mask_token", "position_embedding")
@@ -52,3 +54,71 @@ def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0
     excluded = [v for v in model.trainable_variables if not is_decayed(v)]
     optimizer.exclude_from_weight_decay(var_list=excluded)
     return optimizer
+
+
+def layer_decay_scales(model, layer_decay=0.65):
+    """`{variable path: lr scale}`: `layer_decay ** (num_layers + 1 - layer id)`."""
+    if not 0 < float(layer_decay) <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}.")
+    from keras_ccmim.models.vit_classifier import layer_ids
+
+    last = model.encoder.num_layers + 1
+    return {path: float(layer_decay) ** (last - i) for path, i in layer_ids(model).items()}
+
+
+@keras.saving.register_keras_serializable(package="keras_ccmim")
+class LayerDecayAdamW(keras.optimizers.Adam):
+    """AdamW whose learning rate (and decoupled weight decay) is scaled per
+    variable, for layer-wise lr decay.
+
+    Keras optimizers take one learning rate; this one multiplies it, in
+    `update_step`, by `lr_scales[variable.path]` (1 for paths not listed).
+    Weight decay `variable -= lr * scale * weight_decay * variable` is applied
+    there too, before the Adam step (as torch's AdamW with per-group lr), and
+    skipped for biases, norms, [CLS] and position embeddings
+    (`is_decayed`).
+
+    Args:
+        learning_rate: float or schedule.
+        lr_scales: dict from variable path to a float scale.
+        weight_decay: decoupled weight decay.
+        beta_1, beta_2, epsilon: Adam's.
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        lr_scales=None,
+        weight_decay=0.05,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs
+        )
+        if float(weight_decay) < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+        self.lr_scales = {str(k): float(v) for k, v in (lr_scales or {}).items()}
+        self.decoupled_weight_decay = float(weight_decay)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._variable_lr_scales = [self.lr_scales.get(v.path, 1.0) for v in var_list]
+        self._variable_decayed = [is_decayed(v) for v in var_list]
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        learning_rate = ops.cast(learning_rate, variable.dtype) * self._variable_lr_scales[index]
+        if self.decoupled_weight_decay and self._variable_decayed[index]:
+            self.assign_sub(variable, variable * (learning_rate * self.decoupled_weight_decay))
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("weight_decay", None)
+        config.update(lr_scales=dict(self.lr_scales), weight_decay=self.decoupled_weight_decay)
+        return config

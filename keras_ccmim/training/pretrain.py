@@ -54,6 +54,7 @@ from keras_ccmim.training.config import (
 )
 from keras_ccmim.training.distribution import setup_distribution
 from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
+from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS
 from keras_ccmim.training.export import save_mask_picture
 from keras_ccmim.training.optimizer import make_optimizer
 from keras_ccmim.training.resume import fit_resumable
@@ -104,9 +105,7 @@ class PretrainResults:
 
 def build_pretrainer(config):
     """The `CCMIMPretrainer` of a resolved `PretrainConfig`, built."""
-    encoder_overrides = {field: getattr(config, field) for field in (
-        "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads"
-    )}
+    encoder_overrides = {field: getattr(config, field) for field in ENCODER_SIZE_FIELDS}
     encoder_overrides["seed"] = config.seed
     model = CCMIMPretrainer.from_preset(
         config.preset,

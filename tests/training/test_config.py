@@ -224,7 +224,7 @@ def test_a_read_only_workdir_is_rejected(tiny_run, tmp_path, monkeypatch):
 # workdir that changes one is refused. A new field must be put here or in
 # RESUMABLE_CHANGES, deliberately.
 RUN_FIELDS = (
-    "preset", "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads",
+    "preset", "init_from", "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads",
     "decoder_hidden_dim", "decoder_num_layers", "decoder_num_heads",
     "mask_ratio", "masking", "sampler", "sampling_temperature", "sampling_temperature_start",
     "sampling_temperature_steps", "score_layers", "score_from", "contrastive",
