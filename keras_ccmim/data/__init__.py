@@ -36,4 +36,9 @@ from keras_ccmim.data.synthetic_objects import (
     load_synthetic_objects,
     make_synthetic_objects,
 )
-from keras_ccmim.data.tfds_source import load_tfds
+from keras_ccmim.data.tfds_source import (
+    SkippedRecordsReport,
+    load_tfds,
+    report_skipped_records,
+    skipped_records,
+)

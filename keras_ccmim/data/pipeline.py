@@ -30,7 +30,12 @@ from keras_ccmim.data.synthetic_objects import (
     load_synthetic_objects,
     synthetic_objects_arrays,
 )
-from keras_ccmim.data.tfds_source import describe_tfds, load_tfds
+from keras_ccmim.data.tfds_source import (
+    decode_records,
+    describe_tfds,
+    end_of_pass,
+    load_tfds,
+)
 
 SYNTHETIC_OBJECTS = "synthetic_objects"
 FOLDER_PREFIX = "folder:"
@@ -63,6 +68,13 @@ def _check_name(name):
 
 def _is_folder(name):
     return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
+
+
+def _records_source(name, split, training):
+    """How `decode_records` names a TFDS split's records in counts and
+    messages."""
+    use = "training" if training else "evaluation"
+    return f"TFDS dataset {name!r} split {split!r} ({use})"
 
 
 def write_dataset_manifest(name, path):
@@ -243,7 +255,8 @@ def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
     are read in file order through a shuffle buffer seeded by `(seed, key)`
     (and TF's global seed, which `keras.utils.set_random_seed` sets), so
     the records of the pass in front of `start` are read again, undecoded,
-    and dropped.
+    and dropped. TFDS examples keep their encoded images and each pass ends
+    with `end_of_pass`, for `decode_records`.
     """
     indexed = _indexed_examples(
         name, split=split, image_size=image_size, num_images=num_images
@@ -298,7 +311,7 @@ def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
         keyed = tf.data.Dataset.from_tensors(key).repeat()
         return tf.data.Dataset.zip(
             (records.skip(begin), keyed, tf.data.Dataset.range(begin, count))
-        )
+        ).concatenate(end_of_pass(key))
 
     return passes.flat_map(one_pass), info
 
@@ -338,6 +351,14 @@ def make_dataset(
     `(seed, pass)` and TF's global seed, which `keras.utils.set_random_seed`
     sets), so the current pass's records in front of it are read again,
     undecoded.
+
+    A TFDS record whose image fails to decode does not stop the pipeline
+    (training or evaluation): its place is filled by a readable record next
+    to it in the same pass (see `decode_records`), so batches stay full and
+    keep their positions, and it is counted (`skipped_records`). Add
+    `SkippedRecordsReport()` to `fit`'s callbacks (`pretrain` does) for one
+    warning with the count at the end of training; evaluation reads warn at
+    the end of each pass that skipped records.
 
     The dataset feeds `model.fit` on every Keras backend.
 
@@ -428,6 +449,7 @@ def make_dataset(
             image_size=image_size,
             num_images=num_images,
         )
+    tfds_records = name != SYNTHETIC_OBJECTS and not _is_folder(name)
     count = info.num_images
     if count == 0 or (count is not None and count < batch_size and not repeat):
         raise ValueError(
@@ -452,10 +474,18 @@ def make_dataset(
             )
             return image, _extras(example, mask)
 
+        if tfds_records:
+            # A record that fails to decode is skipped, its place filled.
+            dataset = decode_records(
+                dataset,
+                transform,
+                count=count,
+                begin=int(start_batch) * batch_size % count,
+                source=_records_source(name, split, training=True),
+            )
+        else:
+            dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        if repeat:
-            dataset = dataset.repeat()
-
         def transform(example):
             image, mask = augment.eval_transform(
                 _decode(example["image"]),
@@ -465,11 +495,29 @@ def make_dataset(
             )
             return image, _extras(example, mask)
 
-    dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+        if tfds_records:
+            records = tf.data.Dataset.zip((
+                dataset,
+                tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat(),
+                tf.data.Dataset.range(count),
+            )).concatenate(end_of_pass(0))
+            dataset = decode_records(
+                records.repeat() if repeat else records,
+                lambda example, key, position: transform(example),
+                count=count,
+                begin=0,
+                source=_records_source(name, split, training=False),
+                report_each_pass=True,
+            )
+        else:
+            if repeat:
+                dataset = dataset.repeat()
+            dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(batch_size, drop_remainder=True)
-    if training:
-        # The passes are built with flat_map, whose length tf.data cannot
-        # infer; Keras and progress bars want it.
+    if training or tfds_records:
+        # The passes are built with flat_map, and TFDS records go through
+        # `decode_records`' scan: tf.data cannot infer the length, which
+        # Keras and progress bars want.
         start = int(start_batch) * batch_size
         batches = (
             tf.data.INFINITE_CARDINALITY if repeat else max(count - start, 0) // batch_size

@@ -376,6 +376,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
                 os.path.join(workdir, "tensorboard"),
                 update_freq=config.tensorboard_every_steps,
             ),
+            data.SkippedRecordsReport(),
             *callbacks,
         ]
         history, initial_step = fit_resumable(
