@@ -252,10 +252,10 @@ def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
     A pass is a permutation of the images drawn from `(seed, key)`. Indexed
     sources compute it per position (`tf.random.experimental.index_shuffle`),
     so starting late reads nothing in front of `start`; TFDS record files
-    are read in file order through a shuffle buffer seeded by `(seed, key)`
-    (and TF's global seed, which `keras.utils.set_random_seed` sets), so
-    the records of the pass in front of `start` are read again, undecoded,
-    and dropped. TFDS examples keep their encoded images and each pass ends
+    are read in file order, each window of `shuffle_buffer` records put in
+    a stateless random order drawn from `(seed, key, window)`, so the
+    records of the pass in front of `start` are read again, undecoded, and
+    dropped. TFDS examples keep their encoded images and each pass ends
     with `end_of_pass`, for `decode_records`.
     """
     indexed = _indexed_examples(
@@ -302,12 +302,25 @@ def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
 
     buffer = min(shuffle_buffer, count)
 
-    def one_pass(key, begin):
-        records = raw
-        if buffer:
-            records = records.shuffle(
-                buffer, seed=order_key + key * 1_000_003, reshuffle_each_iteration=False
+    def shuffled(key):
+        """Pass `key`'s records: each window of `buffer` consecutive records
+        in a stateless random order drawn from (seed, pass, window), so the
+        order needs no TF global seed and is the same on every backend."""
+
+        def permute(index, window):
+            size = tf.shape(tf.nest.flatten(window)[0])[0]
+            draw = tf.random.stateless_uniform(
+                [size], tf.stack([order_key, key * 1_000_003 + index]), dtype=tf.float32
             )
+            order = tf.argsort(draw)
+            return tf.data.Dataset.from_tensor_slices(
+                tf.nest.map_structure(lambda t: tf.gather(t, order), window)
+            )
+
+        return raw.batch(buffer).enumerate().flat_map(permute)
+
+    def one_pass(key, begin):
+        records = shuffled(key) if buffer else raw
         keyed = tf.data.Dataset.from_tensors(key).repeat()
         return tf.data.Dataset.zip(
             (records.skip(begin), keyed, tf.data.Dataset.range(begin, count))
@@ -347,10 +360,10 @@ def make_dataset(
     batch a run's step `s` trains on, so a resumed run sees exactly the
     batches the killed run would have seen next. Synthetic data and image
     folders are read by index, so nothing in front of that batch is read;
-    TFDS record files are read in order (through a shuffle buffer seeded by
-    `(seed, pass)` and TF's global seed, which `keras.utils.set_random_seed`
-    sets), so the current pass's records in front of it are read again,
-    undecoded.
+    TFDS record files are read in order (each window of `shuffle_buffer`
+    records permuted from `(seed, pass, window)`), so the current pass's
+    records in front of it are read again, undecoded. No TF global seed is
+    involved.
 
     A TFDS record whose image fails to decode does not stop the pipeline
     (training or evaluation): its place is filled by a readable record next
@@ -373,8 +386,9 @@ def make_dataset(
             names, never downloaded into.
         training: bool, augment and shuffle (True) or evaluation transform.
         seed: int, seed of the shuffle and the augmentation.
-        shuffle_buffer: int, shuffle buffer size when training (capped at the
-            dataset size); 0 turns shuffling off.
+        shuffle_buffer: int, when training: the window of TFDS records
+            permuted together (capped at the dataset size; synthetic data
+            and image folders are permuted whole); 0 turns shuffling off.
         repeat: bool, repeat indefinitely (use with `steps_per_epoch`).
         num_images: optional int; for `synthetic_objects`, the images
             generated for the split before slicing (default 10,000 for
