@@ -104,6 +104,13 @@ flags.DEFINE_integer("repeats", 5, "Timed rounds; the reported time is the media
 flags.DEFINE_integer(
     "steps_per_execution", 1, "Keras steps_per_execution (TF and JAX; torch supports only 1)."
 )
+flags.DEFINE_list(
+    "callback_arms", ["none"],
+    "Callbacks each timed fit runs, every arm in every round: none; run (the main job's "
+    "callbacks with the default intervals: NaN guard, learning-rate and CSV logs, "
+    "TensorBoard scalars, checkpoints at epoch ends); every_step (the same, reading the "
+    "loss after every step, as they did before check_every_steps).",
+)
 flags.DEFINE_boolean("jit_compile", True, "XLA-compile the TF and JAX steps.")
 flags.DEFINE_enum(
     "dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
@@ -392,6 +399,34 @@ class _FitTimer:
         self.start = self.seconds = self.memory = None
 
 
+CALLBACK_ARMS = ("none", "run", "every_step")
+
+
+def _arm_callbacks(arm, model, folder, steps):
+    """The callbacks a timed fit of `arm` runs besides the timer (see
+    --callback_arms), writing under `folder`."""
+    if arm == "none":
+        return []
+    from keras_ccmim.training import callbacks as run_callbacks
+    from keras_ccmim.training.config import PretrainConfig
+
+    os.makedirs(folder, exist_ok=True)
+    defaults = PretrainConfig()
+    every = 1 if arm == "every_step" else defaults.check_every_steps
+    board = 1 if arm == "every_step" else defaults.tensorboard_every_steps
+    checkpoint = run_callbacks.TrainingCheckpoint(
+        os.path.join(folder, "checkpoints"), steps, check_every_steps=every,
+        max_to_keep=1,
+    )
+    return [
+        run_callbacks.StopOnNonFiniteLoss(checkpoint=checkpoint, check_every_steps=every),
+        run_callbacks.LogLearningRate(),
+        run_callbacks.MetricsCSV(os.path.join(folder, "metrics.csv")),
+        run_callbacks.TensorBoardScalars(os.path.join(folder, "tensorboard"), update_freq=board),
+        checkpoint,
+    ]
+
+
 def _count_traces(model):
     """Wrap `model.train_step` so that its Python calls are counted."""
     counter = {"calls": 0}
@@ -424,6 +459,7 @@ class Worker:
             "cpu_threads": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         }
         self.models, self.timers, self.counters, self.records = {}, {}, {}, {}
+        self.arm_callbacks = {}
         self.per_round = []
         self.matmul_samples = []
 
@@ -502,10 +538,27 @@ class Worker:
                 "memory": [],
             }
             self.models[variant] = model
+            for _, callbacks in self._arms(variant):  # their first calls trace and open files
+                self._fit(model, self.timers[variant], warmup, callbacks)
 
-    def _fit(self, model, timer, steps):
+    def _fit(self, model, timer, steps, callbacks=()):
+        # The timer first: its epoch end (the end of the timed span) runs
+        # before the epoch-end work of the others (checkpoint, logs).
         model.fit(self.backend.batches(self.images), steps_per_epoch=steps, epochs=1,
-                  verbose=0, shuffle=False, callbacks=[timer.callback])
+                  verbose=0, shuffle=False, callbacks=[timer.callback, *callbacks])
+
+    def _arms(self, variant):
+        """`(arm, callbacks)` of every callback arm but "none", built once."""
+        if variant not in self.arm_callbacks:
+            if not hasattr(self, "_arm_folder"):  # removed when the worker exits
+                self._arm_folder = tempfile.TemporaryDirectory(prefix="step_throughput-")
+            self.arm_callbacks[variant] = [
+                (arm, _arm_callbacks(
+                    arm, self.models[variant],
+                    os.path.join(self._arm_folder.name, f"{variant}-{arm}"), self.steps))
+                for arm in FLAGS.callback_arms if arm != "none"
+            ]
+        return self.arm_callbacks[variant]
 
     def _matmul_sample(self):
         if self.matmul is None:
@@ -527,9 +580,16 @@ class Worker:
         before = self._matmul_sample()
         for variant in order:
             timer, record = self.timers[variant], self.records[variant]
+            arms = self._arms(variant)
+            if index % 2:
+                arms = arms[::-1]
+            if arms and index % 2:  # the arms' order alternates around the bare fit
+                self._timed_arms(variant, arms, times)
             self._fit(self.models[variant], timer, self.steps)
-            after = self._matmul_sample()
             times[variant] = timer.seconds / self.steps
+            if arms and not index % 2:
+                self._timed_arms(variant, arms, times)
+            after = self._matmul_sample()
             record["step_seconds"].append(times[variant])
             record["memory"].append(timer.memory)
             if before and after and FLAGS.dtype_policy == "float32":
@@ -537,6 +597,14 @@ class Worker:
                 record["round_utilisation"].append(achieved / ((before + after) / 2))
             before = after
         self.per_round.append(times)
+
+    def _timed_arms(self, variant, arms, times):
+        timer, record = self.timers[variant], self.records[variant]
+        for arm, callbacks in arms:
+            self._fit(self.models[variant], timer, self.steps, callbacks)
+            seconds = timer.seconds / self.steps
+            record.setdefault("arm_step_seconds", {}).setdefault(arm, []).append(seconds)
+            times[f"{variant}+{arm}"] = seconds
 
     def finish(self):
         result, records = self.result, self.records
@@ -562,6 +630,11 @@ class Worker:
             record["retraces"] = self.counters[variant]["calls"] - record["traces_after_warmup"]
             if self.backend.name == "torch":
                 record["retraces"] = None  # eager: train_step runs every step
+        for variant, record in records.items():
+            record["callbacks_to_none"] = {
+                arm: _median([r[f"{variant}+{arm}"] / r[variant] for r in self.per_round])
+                for arm in record.get("arm_step_seconds", {})
+            }
         result["variants"] = records
         if "mae" in records and "ccmim" in records:
             ratios = [r["ccmim"] / r["mae"] for r in self.per_round]
@@ -866,6 +939,13 @@ def print_table(results, summary):
                 value = f"{value:.3f}"
             print(f"{key}: {value}")
     for r in results:
+        for variant, record in r.get("variants", {}).items():
+            for arm, ratio in record.get("callbacks_to_none", {}).items():
+                seconds = _median(record["arm_step_seconds"][arm])
+                print(f"{r['backend']} {variant} with the {arm!r} callbacks: "
+                      f"{FLAGS.batch_size / seconds:.1f} img/s, step time "
+                      f"{ratio:.3f}x that without callbacks (median of the round ratios)")
+    for r in results:
         if "error" in r:
             continue
         print(f"{r['backend']}: device {r['device']}, attention kernels: "
@@ -886,6 +966,10 @@ def main(argv):
         print(report["command"])
         print_table(report["results"], summarize(report["results"]))
         return 0
+    for arm in FLAGS.callback_arms:
+        if arm not in CALLBACK_ARMS:
+            raise app.UsageError(
+                f"Unknown callback arm {arm!r}; choose from {', '.join(CALLBACK_ARMS)}.")
     for backend in FLAGS.backends:
         if backend not in BACKENDS:
             raise app.UsageError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
