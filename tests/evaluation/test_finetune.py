@@ -34,6 +34,8 @@ from keras_ccmim.evaluation.finetune_data import (
 from tests.evaluation.conftest import TINY_ENCODER
 from tests.testing_utils import to_numpy
 
+pytestmark = pytest.mark.slow  # minutes of fine-tuning runs: see the `slow` marker
+
 # keras.layers.RandAugment in the tf.data pipeline traces a ~47k-op graph
 # under JAX (30-60 s on 2 cores; see test_finetune_dataset_yields_soft_targets),
 # so only the TensorFlow run includes it.

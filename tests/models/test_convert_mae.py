@@ -24,6 +24,8 @@ from keras_ccmim import CCMIMPretrainer, ViTEncoder
 from keras_ccmim.models import convert_mae
 from tests.testing_utils import to_numpy
 
+pytestmark = pytest.mark.slow  # a minute or two of model builds: see the `slow` marker
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 # The small ViT of the tests: 32 px, patch 8 (4x4 grid), width 64, 2 blocks,
@@ -429,7 +431,7 @@ def test_save_converted_round_trip(tmp_path):
     convert_mae.save_converted(model, tmp_path / "out", overwrite=True)
 
 
-@pytest.mark.slow  # a subprocess importing Keras and torch: ~20 s on a busy machine
+# (the whole file is slow; this test runs a subprocess importing Keras and torch)
 def test_binary_converts_a_pth(tmp_path):
     path = tmp_path / "mae_pretrain.pth"
     torch.save({"model": _to_torch(mae_state_dict(seed=10))}, path)
