@@ -229,7 +229,10 @@ def test_sigkill_then_the_same_command_resumes(tmp_path, start_python, run_pytho
         for a, b in zip(got, want))
     print(f"\n[{keras.backend.backend()}] SIGKILL at step {killed_at}, rerun: max |encoder "
           f"weight difference| from the uninterrupted run {difference:.3g}")
-    assert difference <= 1e-6
+    # Across processes torch's CPU kernels need not repeat bit for bit (2.5e-6
+    # measured in CI on this machine; 0.0 within one process, see
+    # test_exact_resume.py); TensorFlow and JAX give 0.0.
+    assert difference <= (1e-5 if keras.backend.backend() == "torch" else 1e-6)
 
 
 def _float_flags():
