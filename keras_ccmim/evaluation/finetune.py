@@ -35,6 +35,7 @@ from keras import ops
 from keras_ccmim.evaluation.features import whole_batch_size
 from keras_ccmim.evaluation.metrics import accuracies
 from keras_ccmim.models.vit_classifier import ViTClassifier
+from keras_ccmim.run_files import move_aside, write_json_atomically
 from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.training.callbacks import (
     DEFAULT_CHECK_EVERY_STEPS,
@@ -255,31 +256,6 @@ def _flat_changes(saved, config):
     ]
 
 
-def _write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _move_aside(output_dir):
-    """Moves an earlier run's outputs into `output_dir/previous-<n>/` (never
-    deletes them); returns that folder, or None when there were none."""
-    present = [n for n in RUN_OUTPUTS if os.path.lexists(os.path.join(output_dir, n))]
-    if not present:
-        return None
-    index = 1
-    while os.path.lexists(os.path.join(output_dir, f"previous-{index}")):
-        index += 1
-    aside = os.path.join(output_dir, f"previous-{index}")
-    os.makedirs(aside)
-    for name in present:
-        os.replace(os.path.join(output_dir, name), os.path.join(aside, name))
-    return aside
-
-
 _FRESH_FIX = (
     "pass --fresh (fresh=True) to start over (the earlier files are moved to "
     "previous-<n>/, nothing is deleted), or pass a new --output_dir (output_dir)"
@@ -298,7 +274,7 @@ def _prepare_output_dir(output_dir, config, fresh):
         )
     config_path = os.path.join(output_dir, CONFIG_FILE)
     if fresh:
-        aside = _move_aside(output_dir)
+        aside = move_aside(output_dir, RUN_OUTPUTS)
         if aside is not None:
             print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
     else:
@@ -330,7 +306,7 @@ def _prepare_output_dir(output_dir, config, fresh):
                 )
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     os.makedirs(checkpoint_dir, exist_ok=True)
-    _write_json(config_path, config)
+    write_json_atomically(config_path, config)
     return output_dir, checkpoint_dir
 
 
@@ -618,7 +594,7 @@ def finetune(
         paths=paths,
     )
     if paths is not None:
-        _write_json(paths["results"], results.to_dict())
+        write_json_atomically(paths["results"], results.to_dict())
     print(finetune_summary(results))
     return results
 

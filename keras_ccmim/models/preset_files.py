@@ -25,6 +25,8 @@ import os
 
 import keras
 
+from keras_ccmim.run_files import write_json_atomically
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
@@ -45,9 +47,9 @@ def save_to_preset(model, preset_dir):
     config = keras.saving.serialize_keras_object(model)
     for key in ("build_config", "compile_config"):
         config.pop(key, None)
-    _write_json(os.path.join(preset_dir, CONFIG_FILE), config)
+    write_json_atomically(os.path.join(preset_dir, CONFIG_FILE), config)
     model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
-    _write_json(
+    write_json_atomically(
         os.path.join(preset_dir, METADATA_FILE),
         {
             "keras_version": keras.__version__,
@@ -58,13 +60,6 @@ def save_to_preset(model, preset_dir):
         },
     )
     return preset_dir
-
-
-def _write_json(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
 
 
 def is_preset_dir(path):

@@ -18,6 +18,7 @@ from keras import ops
 
 from keras_ccmim.layers.patching import patchify
 from keras_ccmim.masking_metrics import masking_metrics
+from keras_ccmim.run_files import write_json_atomically
 
 CHECKPOINT_POINTER = "checkpoint.json"
 CHECKPOINT_LOG = "checkpoints.jsonl"
@@ -44,15 +45,6 @@ def _float_logs(logs):
 
 def _iterations(model):
     return int(ops.convert_to_numpy(model.optimizer.iterations))
-
-
-def _write_json_atomically(path, data):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class CheckpointError(ValueError):
@@ -221,7 +213,7 @@ def roll_back_to_step(directory, step):
         for name in later:
             os.replace(os.path.join(directory, name), os.path.join(moved_to, name))
     record = {k: v for k, v in record.items() if k != "source"}
-    _write_json_atomically(os.path.join(directory, CHECKPOINT_POINTER), record)
+    write_json_atomically(os.path.join(directory, CHECKPOINT_POINTER), record)
     with open(log, "a") as f:
         f.write(json.dumps({"rolled_back_to_step": step, "moved_to": moved_to,
                             "moved": later, "time": time.time()}) + "\n")
@@ -598,7 +590,7 @@ class TrainingCheckpoint(PeriodicCallback):
         }
         with open(os.path.join(self.directory, CHECKPOINT_LOG), "a") as f:
             f.write(json.dumps(record) + "\n")
-        _write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
+        write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
         self._saved_step = step
         self._last_saved = record
         self._remove_old(name)

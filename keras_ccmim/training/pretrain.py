@@ -55,6 +55,7 @@ from keras_ccmim.training.config import (
 from keras_ccmim.training.distribution import setup_distribution
 from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
 from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS
+from keras_ccmim.run_files import move_aside
 from keras_ccmim.training.export import save_mask_picture
 from keras_ccmim.training.optimizer import make_optimizer
 from keras_ccmim.training.resume import fit_resumable
@@ -147,22 +148,6 @@ def _holds_metrics(workdir):
     return os.path.exists(os.path.join(workdir, "metrics.csv"))
 
 
-def _move_aside(workdir):
-    """Moves an earlier run's outputs into `workdir/previous-<n>/` (never
-    deletes them) and returns that folder, or None when there were none."""
-    present = [name for name in RUN_OUTPUTS if os.path.lexists(os.path.join(workdir, name))]
-    if not present:
-        return None
-    index = 1
-    while os.path.lexists(os.path.join(workdir, f"previous-{index}")):
-        index += 1
-    aside = os.path.join(workdir, f"previous-{index}")
-    os.makedirs(aside)
-    for name in present:
-        os.replace(os.path.join(workdir, name), os.path.join(aside, name))
-    return aside
-
-
 def _check_changes(saved, config, workdir):
     """Refuses a rerun whose config changes what the checkpointed run in
     `workdir` trains (see `config_changes`) unless `allow_config_change`;
@@ -212,7 +197,7 @@ def _prepare_workdir(config, fresh=False):
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     config_path = os.path.join(workdir, CONFIG_FILE)
     if fresh:
-        aside = _move_aside(workdir)
+        aside = move_aside(workdir, RUN_OUTPUTS)
         if aside is not None:
             print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
     elif ccmim_callbacks.holds_checkpoints(checkpoint_dir):
