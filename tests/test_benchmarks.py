@@ -45,7 +45,7 @@ def step_report(tmp_path_factory):
     stdout = _run("step_throughput.py", [
         *flags, f"--batch_size={BATCH}", f"--backends={keras.backend.backend()}",
         "--warmup_steps=1", "--steps=2", "--repeats=2", "--matmul_size=128",
-        "--matmul_repeats=2", f"--output={output}",
+        "--matmul_repeats=2", "--compare_reference", f"--output={output}",
     ])
     with open(output) as f:
         return json.load(f), stdout
@@ -54,6 +54,8 @@ def step_report(tmp_path_factory):
 def test_step_throughput_reports_both_steps(step_report):
     report, stdout = step_report
     assert "| backend | MAE img/s | ccMIM img/s" in stdout
+    assert f"machine: {report['machine']['label']}" in stdout
+    assert report["machine"]["cpu_model"] and report["machine"]["cpu_cores"] >= 1
     (result,) = report["results"]
     assert "error" not in result, result.get("error")
     assert result["backend"] == keras.backend.backend()
@@ -68,6 +70,20 @@ def test_step_throughput_reports_both_steps(step_report):
     assert result["matmul"]["float32_gflops"] > 0
     ratio = result["ccmim_to_mae"]["median_of_round_ratios"]
     assert ratio > 0
+
+
+def test_step_throughput_times_the_plain_keras_reference_beside_the_library(step_report):
+    report, stdout = step_report
+    (result,) = report["results"]
+    reference, mae = result["variants"]["reference_mae"], result["variants"]["mae"]
+    # The yardstick is the same MAE step: the same shapes and FLOPs.
+    assert reference["flops_per_image"] == mae["flops_per_image"]
+    assert reference["library_mae_flops_per_image"] == mae["flops_per_image"]
+    assert reference["config"]["image_size"] == mae["config"]["image_size"]
+    assert reference["images_per_second"] > 0 and len(reference["step_seconds"]) == 2
+    ratio = result["mae_to_reference"]["median_of_round_ratios"]
+    assert ratio > 0
+    assert "reference MAE (plain Keras" in stdout
 
 
 def test_step_throughput_flops_follow_the_spec_formula(step_report):
