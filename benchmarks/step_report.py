@@ -93,6 +93,10 @@ def print_table(results, summary, machine=None):
                       f"{FLAGS.batch_size / seconds:.1f} img/s, step time "
                       f"{ratio:.3f}x that without callbacks (median of the round ratios)")
     for r in results:
+        if r.get("variants"):
+            print(f"{r['backend']} compile and warm-up seconds: " + ", ".join(
+                f"{v} {rec['warmup_seconds']:.1f}" for v, rec in r["variants"].items()))
+    for r in results:
         reference = r.get("variants", {}).get("reference_mae")
         if reference:
             ratio = r.get("mae_to_reference", {}).get("median_of_round_ratios")

@@ -112,6 +112,10 @@ flags.DEFINE_boolean(
     "Also time a plain-Keras MAE written without the library (benchmarks/reference_mae.py), "
     "the same shapes as the MAE step: a fixed yardstick across machines and releases.")
 flags.DEFINE_boolean("jit_compile", True, "XLA-compile the TF and JAX steps.")
+flags.DEFINE_boolean(
+    "torch_compile", False,
+    "torch: fit with jit_compile=True (torch.compile of the train step); its compile time is in "
+    "`warmup_seconds`, and a second run reuses TorchInductor's on-disk cache.")
 flags.DEFINE_enum(
     "dtype_policy", "float32", ["float32", "mixed_bfloat16", "mixed_float16"],
     "Keras dtype policy of the models.",

@@ -82,7 +82,7 @@ class Worker:
             lr = 1.5e-4 * FLAGS.batch_size / 256
             model.compile(
                 optimizer=keras.optimizers.AdamW(lr, beta_1=0.9, beta_2=0.95, weight_decay=0.05),
-                jit_compile=FLAGS.jit_compile if name != "torch" else False,
+                jit_compile=FLAGS.jit_compile if name != "torch" else FLAGS.torch_compile,
                 steps_per_execution=self.spe,
             )
             self.counters[variant] = _count_traces(model)

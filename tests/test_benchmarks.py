@@ -184,6 +184,18 @@ def test_profile_step_groups_op_time_by_kind():
     assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the eager torch step")
+@pytest.mark.parametrize("model", ["library", "reference"])
+def test_profile_step_splits_the_torch_step_into_aten_ops(model):
+    stdout = _run("profile_step.py", ["--batch_size=4", "--warmup_steps=1", "--steps=1",
+                                      "--top=5", f"--model={model}"])
+    assert f"torch mae step ({model})" in stdout and "aten ops dispatched per step" in stdout
+    rows = [line for line in stdout.splitlines() if line.startswith("| aten::")]
+    assert len(rows) == 5, stdout
+    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in rows]
+    assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="one backend is enough for the study's plumbing")
 def test_selectivity_study_writes_its_table_and_curves(tmp_path):
