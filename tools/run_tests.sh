@@ -2,6 +2,8 @@
 # Runs the whole test suite once per Keras backend (default: all three).
 # Usage: tools/run_tests.sh [tensorflow|jax|torch ...] [-- extra pytest args]
 #
+# Each backend's run ends with its 15 slowest tests (--durations), so that
+# the suite's time can be kept in check from any CI log.
 # TEST_JOBS (default: the number of CPUs, at most one per backend) backends
 # run at once, each in its own pytest process; most tests are small eager
 # steps that keep one core busy, so two backends side by side on two cores
@@ -29,7 +31,7 @@ trap 'rm -rf "$logs"' EXIT
 run_one() {  # backend -> exit status of its pytest run
   local backend=$1 start rc
   start=$(date +%s)
-  KERAS_BACKEND="$backend" "$PY" -m pytest -q -W ignore::DeprecationWarning "${@:2}"
+  KERAS_BACKEND="$backend" "$PY" -m pytest -q -W ignore::DeprecationWarning --durations=15 "${@:2}"
   rc=$?
   echo "$backend: exit $rc in $(( $(date +%s) - start )) s" > "$logs/$backend.summary"
   return $rc
