@@ -72,7 +72,7 @@ model = CCMIMPretrainer.from_preset(
     seed=0,
 )
 model.build()
-schedule = training.WarmupCosine(
+schedule = training.warmup_cosine(
     training.scaled_learning_rate(1.5e-3, BATCH_SIZE),
     warmup_steps=STEPS_PER_EPOCH,
     total_steps=EPOCHS * STEPS_PER_EPOCH,

@@ -37,4 +37,4 @@ from keras_ccmim.training.export import mask_picture, save_mask_picture
 from keras_ccmim.training.optimizer import is_decayed, make_optimizer, scaled_learning_rate
 from keras_ccmim.training.pretrain import PretrainResults, build_pretrainer, pretrain
 from keras_ccmim.training.resume import NonFiniteLossError, fit_resumable
-from keras_ccmim.training.schedules import WarmupCosine
+from keras_ccmim.training.schedules import warmup_cosine

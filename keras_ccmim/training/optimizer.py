@@ -34,7 +34,7 @@ def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0
 
     Args:
         model: a built or buildable `keras.Model` (e.g. a `CCMIMPretrainer`).
-        learning_rate: float or a `LearningRateSchedule` (see `WarmupCosine`).
+        learning_rate: float or a `LearningRateSchedule` (see `warmup_cosine`).
         weight_decay: decoupled weight decay of the decayed variables.
         beta_1, beta_2: Adam moments (MAE uses 0.9, 0.95).
 

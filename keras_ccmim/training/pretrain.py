@@ -59,7 +59,7 @@ from keras_ccmim.run_files import move_aside
 from keras_ccmim.training.export import save_mask_picture
 from keras_ccmim.training.optimizer import make_optimizer
 from keras_ccmim.training.resume import fit_resumable
-from keras_ccmim.training.schedules import WarmupCosine
+from keras_ccmim.training.schedules import warmup_cosine
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
@@ -343,7 +343,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
         model = build_pretrainer(config)
         if config.init_from and not ccmim_callbacks.holds_checkpoints(checkpoint_dir):
             initialise_from(model, config.init_from)
-        schedule = WarmupCosine(config.learning_rate, config.warmup_steps, config.total_steps)
+        schedule = warmup_cosine(config.learning_rate, config.warmup_steps, config.total_steps)
         optimizer = make_optimizer(model, schedule, weight_decay=config.weight_decay)
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
 

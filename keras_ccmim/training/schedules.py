@@ -1,55 +1,39 @@
-"""Learning-rate schedules."""
-
-import math
+"""Learning-rate schedules: Keras' own, with the arguments checked."""
 
 import keras
-from keras import ops
 
 
-@keras.saving.register_keras_serializable(package="keras_ccmim")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+def warmup_cosine(peak_learning_rate, warmup_steps, total_steps):
     """Linear warmup from 0 to `peak_learning_rate`, then cosine decay to 0.
 
     `lr(step) = peak * step / warmup_steps` for `step < warmup_steps`, then
     `peak * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2`,
-    and 0 from `total_steps` on. `step` is the optimizer's `iterations`, so
-    restoring the optimizer restores the schedule's position.
+    and 0 from `total_steps` on: Keras' `CosineDecay` with its warmup
+    (`initial_learning_rate=0`, `warmup_target=peak`, `alpha=0`). `step` is
+    the optimizer's `iterations`, so restoring the optimizer restores the
+    schedule's position.
 
     Args:
         peak_learning_rate: float > 0, the rate reached at the end of warmup.
         warmup_steps: int >= 0.
         total_steps: int > warmup_steps, where the rate reaches 0.
+
+    Returns:
+        A `keras.optimizers.schedules.CosineDecay`.
     """
-
-    def __init__(self, peak_learning_rate, warmup_steps, total_steps):
-        super().__init__()
-        if not float(peak_learning_rate) > 0:
-            raise ValueError(
-                f"peak_learning_rate must be positive, got {peak_learning_rate}."
-            )
-        if int(warmup_steps) < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-        if int(total_steps) <= int(warmup_steps):
-            raise ValueError(
-                f"total_steps ({total_steps}) must be larger than warmup_steps "
-                f"({warmup_steps}). Train for more steps or shorten the warmup."
-            )
-        self.peak_learning_rate = float(peak_learning_rate)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = int(total_steps)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warmup = float(max(self.warmup_steps, 1))
-        decay = float(self.total_steps - self.warmup_steps)
-        warmup_lr = self.peak_learning_rate * step / warmup
-        progress = ops.clip((step - self.warmup_steps) / decay, 0.0, 1.0)
-        cosine_lr = 0.5 * self.peak_learning_rate * (1.0 + ops.cos(math.pi * progress))
-        return ops.where(step < self.warmup_steps, warmup_lr, cosine_lr)
-
-    def get_config(self):
-        return {
-            "peak_learning_rate": self.peak_learning_rate,
-            "warmup_steps": self.warmup_steps,
-            "total_steps": self.total_steps,
-        }
+    if not float(peak_learning_rate) > 0:
+        raise ValueError(f"peak_learning_rate must be positive, got {peak_learning_rate}.")
+    if int(warmup_steps) < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    if int(total_steps) <= int(warmup_steps):
+        raise ValueError(
+            f"total_steps ({total_steps}) must be larger than warmup_steps "
+            f"({warmup_steps}). Train for more steps or shorten the warmup."
+        )
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0,
+        decay_steps=int(total_steps) - int(warmup_steps),
+        alpha=0.0,
+        warmup_target=float(peak_learning_rate),
+        warmup_steps=int(warmup_steps),
+    )

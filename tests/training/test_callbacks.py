@@ -13,7 +13,7 @@ from keras_ccmim.training import (
     NonFiniteLossError,
     TensorBoardScalars,
     TrainingCheckpoint,
-    WarmupCosine,
+    warmup_cosine,
     fit_resumable,
     foreground_patches,
     latest_checkpoint,
@@ -30,7 +30,7 @@ def _dense_model():
     keras.utils.set_random_seed(7)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
     model.compile(
-        optimizer=keras.optimizers.AdamW(WarmupCosine(0.05, 2, 2 * STEPS_PER_EPOCH)),
+        optimizer=keras.optimizers.AdamW(warmup_cosine(0.05, 2, 2 * STEPS_PER_EPOCH)),
         loss="mse",
     )
     return model
