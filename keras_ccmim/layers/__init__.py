@@ -11,7 +11,7 @@ from keras_ccmim.layers.patch_selector import (
     PatchSelector,
     num_masked_patches,
 )
-from keras_ccmim.layers.patching import PatchEmbedding, Patchify, Unpatchify, patchify, unpatchify
+from keras_ccmim.layers.patching import PatchEmbedding, patchify, unpatchify
 from keras_ccmim.layers.position_embedding import (
     SinCosPositionEmbedding,
     sincos_2d_position_embedding,
