@@ -1,9 +1,4 @@
-"""A dependency-free line plot (PIL only) for the study's curves."""
-
-from PIL import Image, ImageDraw
-
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (23, 190, 207), (127, 127, 127), (188, 189, 34), (227, 119, 194)]
+"""The studies' curves as a PNG of line-plot panels (matplotlib, the `plots` extra)."""
 
 
 def line_plot(path, panels, width=420, height=300, x_label=None, columns=None):
@@ -11,43 +6,45 @@ def line_plot(path, panels, width=420, height=300, x_label=None, columns=None):
     rows of `columns` panels (default: one row).
 
     Each series is drawn against its index (epoch or logging step), named by
-    `x_label` under the panels. A label keeps its colour in every panel.
+    `x_label` under the panels; `None` values are gaps. A label keeps its
+    colour in every panel. `width` and `height` are one panel's pixels.
     """
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError(
+            "The study plots need matplotlib: pip install 'keras-ccmim[plots]' "
+            "(tools/setup.sh installs it)."
+        ) from error
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
     labels = []
     for _, series in panels:
         labels += [label for label in series if label not in labels]
-    colours = {label: COLOURS[i % len(COLOURS)] for i, label in enumerate(labels)}
-    margin = 44
-    columns = columns or len(panels)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}
+    columns = min(columns or len(panels), len(panels))
     rows = -(-len(panels) // columns)
-    image = Image.new("RGB", (width * min(columns, len(panels)), height * rows), "white")
-    draw = ImageDraw.Draw(image)
-    for p, (title, series) in enumerate(panels):
-        x0, y0 = (p % columns) * width, (p // columns) * height
-        values = [v for ys in series.values() for v in ys if v is not None]
-        if not values:
-            continue
-        lo, hi = min(values), max(values)
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
-        left, right, top, bottom = x0 + margin, x0 + width - 12, y0 + 28, y0 + height - 36
-        draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
-        draw.text((left, y0 + 8), title, fill=(0, 0, 0))
-        draw.text((x0 + 4, top), f"{hi:.4g}", fill=(0, 0, 0))
-        draw.text((x0 + 4, bottom - 10), f"{lo:.4g}", fill=(0, 0, 0))
+    dpi = 100
+    figure, axes = plt.subplots(rows, columns, squeeze=False, dpi=dpi,
+                                figsize=(width * columns / dpi, height * rows / dpi))
+    for index, (title, series) in enumerate(panels):
+        ax = axes[index // columns][index % columns]
+        for label, ys in series.items():
+            xs = [i for i, y in enumerate(ys) if y is not None]
+            values = [y for y in ys if y is not None]
+            ax.plot(xs, values, marker="o" if len(values) == 1 else None, markersize=3,
+                    color=colours[label], label=label)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
         if x_label:
-            draw.text((right - 6 * len(x_label), top - 14), x_label, fill=(90, 90, 90))
-        for s, (label, ys) in enumerate(series.items()):
-            colour = colours[label]
-            points = [
-                (left + (right - left) * i / max(len(ys) - 1, 1), bottom - (bottom - top) * (y - lo) / (hi - lo))
-                for i, y in enumerate(ys)
-                if y is not None
-            ]
-            if len(points) > 1:
-                draw.line(points, fill=colour, width=2)
-            elif points:
-                draw.ellipse([points[0][0] - 2, points[0][1] - 2, points[0][0] + 2, points[0][1] + 2], fill=colour)
-            draw.text((left + 6 + 110 * (s % 3), bottom + 6 + 12 * (s // 3)), label, fill=colour)
-    image.save(path)
+            ax.set_xlabel(x_label, fontsize=7)
+        if series:
+            ax.legend(fontsize=6)
+    for index in range(len(panels), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
     return path

@@ -20,7 +20,8 @@ from keras_ccmim.layers.patching import patchify, unpatchify
 
 COLUMN_TITLES = ("original", "visible", "reconstruction", "importance")
 MASK_TITLE = "masked = white"
-# Anchors of a perceptually ordered dark-blue -> teal -> yellow colour map.
+# Anchors of a perceptually ordered dark-blue -> teal -> yellow colour map
+# (viridis's); hand-written because the core install has no matplotlib.
 _COLOURMAP = np.array(
     [
         [0.267, 0.005, 0.329],

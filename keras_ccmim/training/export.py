@@ -6,6 +6,7 @@ from keras import ops
 
 def _heat_colours(values):
     """`[...]` values in [0, 1] -> `[..., 3]` black-red-yellow-white colours."""
+    # Hand-written (three lines): the main job's picture needs no matplotlib.
     v = np.clip(values, 0.0, 1.0)[..., None]
     return np.clip(np.concatenate([3 * v, 3 * v - 1, 3 * v - 2], axis=-1), 0.0, 1.0)
 
