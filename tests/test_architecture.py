@@ -1,0 +1,86 @@
+"""ARCHITECTURE.md's import rules hold: each part of the package imports only
+the parts its layer allows, and no part of the package imports the programs
+around it (train/, evaluate/, benchmarks/, tools/, tests/)."""
+
+import ast
+from pathlib import Path
+
+# The checkout's package (under Bazel this file is a symlink into it, and the
+# runfiles tree holds only this test's deps).
+PACKAGE = Path(__file__).resolve().parents[1] / "keras_ccmim"
+
+UTILITIES = {"losses", "masking_metrics", "file_errors", "run_files"}
+# What each group may import (besides itself), as ARCHITECTURE.md's table says.
+ALLOWED = {
+    "backend_specific": set(),
+    "utilities": {"backend_specific"},
+    "flops": {"backend_specific", "utilities", "layers", "models"},
+    "layers": {"backend_specific", "utilities"},
+    "models": {"backend_specific", "utilities", "layers"},
+    "data": {"utilities"},
+    "training": {"backend_specific", "utilities", "layers", "models", "data"},
+    "evaluation": {"backend_specific", "utilities", "layers", "models", "data", "training"},
+}
+
+
+def _group(parts):
+    """The layer of `keras_ccmim.<parts>` (None: the package's __init__)."""
+    if not parts or parts == ["__init__"]:
+        return None
+    head = parts[0]
+    if head.startswith("__"):  # `from keras_ccmim import __version__`
+        return None
+    if head in UTILITIES:
+        return "utilities"
+    return head
+
+
+def _imports(path, module_parts):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the module's package
+                base = module_parts[: len(module_parts) - node.level]
+                names = [".".join(["keras_ccmim", *base, node.module or ""]).rstrip(".")]
+            else:
+                names = [node.module or ""]
+                # `from keras_ccmim import data` imports the subpackage `data`.
+                if node.module == "keras_ccmim":
+                    names = [f"keras_ccmim.{alias.name}" for alias in node.names]
+        else:
+            continue
+        yield from ((name, node.lineno) for name in names)
+
+
+def test_each_layer_imports_only_what_architecture_md_allows():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        group = _group(parts)
+        for name, line in _imports(path, parts[:-1] if parts[-1] != "__init__" else parts[:-1]):
+            top = name.split(".")[0]
+            if top in ("train", "evaluate", "benchmarks", "tools", "tests", "examples"):
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}")
+            if group is None or top != "keras_ccmim":
+                continue
+            target = _group(name.split(".")[1:])
+            if target not in (None, group) and target not in ALLOWED[group]:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({group}) imports "
+                             f"{name} ({target})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_every_part_of_the_package_is_in_a_layer():
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        group = _group(parts)
+        assert group is None or group in ALLOWED, (
+            f"{path}: not in any layer of ARCHITECTURE.md; add it there and to ALLOWED")
+
+
+def test_architecture_md_names_every_subpackage():
+    text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
+    for sub in sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
+        assert f"keras_ccmim/{sub}/" in text, sub
