@@ -1,7 +1,7 @@
 """Driving a pretraining run: optimizer, schedule, callbacks, resume, distribution.
 
 The entry point is `pretrain(config)`; the pieces it assembles are usable on
-their own with `model.fit` (see `examples/pretrain_in_notebook.py`).
+their own with `model.fit` (see `examples/pretrain_ccmim.ipynb`).
 """
 
 from keras_ccmim.training.callbacks import (
