@@ -88,11 +88,17 @@ def profile_torch(model, images):
           f"{1e3 * unprofiled:.0f} ms per step unprofiled, {1e3 * wall:.0f} ms profiled, of "
           f"which aten ops' self time {1e3 * op_time:.0f} ms ({100 * op_time / wall:.0f}%); "
           f"{count:.0f} aten ops dispatched per step")
-    print("| op | ms per step | share of op time |")
-    print("| --- | --- | --- |")
-    for name, seconds in sorted(ops.items(), key=lambda kv: -kv[1])[:FLAGS.top]:
-        print(f"| {name} | {1e3 * seconds:.1f} | {100 * seconds / op_time:.1f}% |")
+    print_shares("| op | ms per step | share of op time |", ops)
     return 0
+
+
+def print_shares(header, seconds_per_step):
+    """The `--top` largest entries as a table: ms per step and share of the total."""
+    total = sum(seconds_per_step.values())
+    print(header)
+    print("| --- | --- | --- |")
+    for name, seconds in sorted(seconds_per_step.items(), key=lambda kv: -kv[1])[:FLAGS.top]:
+        print(f"| {name} | {1e3 * seconds:.1f} | {100 * seconds / total:.1f}% |")
 
 
 def main(argv):
@@ -154,10 +160,8 @@ def main(argv):
     total = sum(ops.values())
     print(f"{backend} {FLAGS.variant} step, batch {FLAGS.batch_size}: traced op time "
           f"{1e3 * total / FLAGS.steps:.0f} ms per step")
-    print("| op kind | ms per step | share |")
-    print("| --- | --- | --- |")
-    for kind, seconds in sorted(ops.items(), key=lambda kv: -kv[1])[:FLAGS.top]:
-        print(f"| {kind} | {1e3 * seconds / FLAGS.steps:.1f} | {100 * seconds / total:.1f}% |")
+    print_shares("| op kind | ms per step | share |",
+                 {kind: seconds / FLAGS.steps for kind, seconds in ops.items()})
     return 0
 
 
