@@ -230,7 +230,8 @@ RUN_FIELDS = (
     "sampling_temperature_steps", "score_layers", "score_from", "contrastive",
     "contrastive_weight", "temperature", "projection_dim", "norm_pix_loss",
     "dataset", "split", "num_images",
-    "batch_size", "epochs", "steps_per_epoch", "blr", "warmup_epochs", "weight_decay", "seed",
+    "batch_size", "accum_steps", "epochs", "steps_per_epoch", "blr", "warmup_epochs",
+    "weight_decay", "seed",
     "mixed_precision", "lift_images",
 )
 

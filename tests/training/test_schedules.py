@@ -36,10 +36,21 @@ def test_serialization_round_trip():
         "peak_learning_rate": 3e-4,
         "warmup_steps": 7,
         "total_steps": 70,
+        "accum_steps": 1,
     }
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert isinstance(clone, WarmupCosine)
     assert clone.get_config() == schedule.get_config()
+
+
+def test_accumulation_reads_the_rate_at_the_first_step_of_each_update():
+    plain = WarmupCosine(1.0, warmup_steps=2, total_steps=8)
+    accumulated = WarmupCosine(1.0, warmup_steps=8, total_steps=32, accum_steps=4)
+    for update in range(8):
+        want = float(keras.ops.convert_to_numpy(plain(update)))
+        for step in range(4 * update, 4 * update + 4):
+            got = float(keras.ops.convert_to_numpy(accumulated(step)))
+            assert got == pytest.approx(want, abs=1e-7), (update, step)
 
 
 def test_schedule_drives_the_optimizer():
