@@ -83,7 +83,7 @@ def test_config_dict_round_trip(tiny_run, tmp_path):
         ),
         (
             dict(distribution="horovod"),
-            "Unknown distribution 'horovod'; choose one of auto, none, mirrored, data_parallel",
+            "Unknown distribution 'horovod'; choose one of auto, none, mirrored, multi_worker, data_parallel",
         ),
         (dict(workdir=""), "workdir must be a folder path"),
         (dict(data_dir="/tmp"), "synthetic_objects is generated"),
