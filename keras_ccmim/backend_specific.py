@@ -9,13 +9,13 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   JAX build no gradient work for a stop-gradient branch that nothing
   differentiates (XLA prunes it), so there it is a no-op.
 * `layer_norm_fn()`: the backend's own LayerNorm over the last axis, or
-  `None` to use Keras'. On JAX, XLA compiles the automatic backward pass of
+  `None` to use Keras'. On JAX on CPU, XLA compiles the automatic backward pass of
   LayerNorm very poorly on CPU (the tiny32 MAE gradient took about twice as
   long with it), so JAX gets a `jax.custom_vjp` with a hand-written
   backward pass whose row reductions sit behind `jax.lax.optimization_barrier`
   (used by `keras_ccmim.layers.layer_norm.LayerNormalization`).
 * `gelu_fn()`: the backend's exact GELU for the MLP, or `None` to use Keras'
-  `"gelu"`. JAX's exact GELU is written with `erfc`, which XLA expands into
+  `"gelu"`. On JAX on CPU: JAX's exact GELU is written with `erfc`, which XLA expands into
   a long, slow sequence on CPU; JAX gets the same function written with
   `erf` (as TensorFlow's is) and a one-pass hand-written derivative.
 * `dot_product_attention(q, k, v, scale)`: `keras.ops.dot_product_attention`
@@ -24,6 +24,19 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   most of its time in the softmax and its gradient (the row reductions
   again); there heads-first batched matmuls and a softmax with a
   hand-written gradient take 40% less time.
+
+  These three JAX paths were measured faster on CPU only, so each is chosen
+  only when JAX's platform (`jax_platform()`) is `"cpu"`; on GPU and TPU
+  the stock Keras paths run.
+* `cross_replica_gather()`: under `tf.distribute` with several replicas,
+  `(gather, replica_id)` where `gather(x)` concatenates `x` of every replica
+  along the batch axis (`ReplicaContext.all_gather`, whose gradient sends
+  each replica's share back to it), so the InfoNCE negatives come from the
+  global batch; `None` elsewhere (JAX data parallelism is one program over
+  the global batch already, torch runs on one device).
+* `sync_batch_norm()`: whether BatchNorm should synchronise its batch
+  statistics across replicas (Keras' `synchronized=True`, which only
+  TensorFlow accepts; JAX's BatchNorm already sees the global batch).
 """
 
 import contextlib
@@ -56,6 +69,19 @@ def is_grad_recording(tensor):
     return False
 
 
+def jax_platform():
+    """JAX's default platform (`"cpu"`, `"gpu"`, `"tpu"`); None elsewhere."""
+    if backend_name() != "jax":
+        return None
+    import jax
+
+    return jax.default_backend()
+
+
+def _jax_on_cpu():
+    return jax_platform() == "cpu"
+
+
 def layer_norm_fn():
     """A fast LayerNorm over the last axis for this backend, or `None`.
 
@@ -63,9 +89,9 @@ def layer_norm_fn():
     `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis, in
     the dtype of `x` (callers pass float32). Only JAX has one; elsewhere
     Keras' `ops.layer_normalization` is already good (torch uses its fused
-    kernel).
+    kernel); on JAX off CPU Keras' is used too.
     """
-    if backend_name() == "jax":
+    if _jax_on_cpu():
         return _jax_layer_norm()
     return None
 
@@ -118,8 +144,9 @@ def scale_loss_for_replicas(loss):
     Keras' `MirroredStrategy` training sums the replicas' gradients, so a loss
     computed in a custom `compute_loss` must be divided by the replica count
     (Keras' own compiled losses do the same). Each replica's InfoNCE then
-    uses the negatives of its own batch. JAX data parallelism sees the global
-    batch in one program, and torch trains on one device: both unchanged.
+    uses the negatives of the global batch (`cross_replica_gather`). JAX
+    data parallelism sees the global batch in one program, and torch trains
+    on one device: both unchanged.
     """
     if backend_name() == "tensorflow":
         import tensorflow as tf
@@ -131,13 +158,55 @@ def scale_loss_for_replicas(loss):
     return loss
 
 
+def _tensorflow_replica_context():
+    """The replica context of a `tf.distribute` step with several replicas."""
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync < 2:
+        return None
+    return context
+
+
+def cross_replica_gather():
+    """`(gather, replica_id)` under `tf.distribute` with several replicas,
+    else None (see the module docstring). `gather(x)` is `[R * B, ...]`
+    for `x` of `[B, ...]`, replica `r`'s rows at `r * B`; `replica_id` is a
+    scalar int32 tensor."""
+    if backend_name() != "tensorflow":
+        return None
+    context = _tensorflow_replica_context()
+    if context is None:
+        return None
+    import tensorflow as tf
+
+    def gather(x):
+        return context.all_gather(x, axis=0)
+
+    return gather, tf.cast(context.replica_id_in_sync_group, tf.int32)
+
+
+def sync_batch_norm():
+    """`synchronized=` of the contrastive heads' BatchNorm (module docstring):
+    True when built under a `tf.distribute` strategy of several replicas.
+    (Elsewhere it stays False: Keras' synchronised moments are `E[x^2] -
+    E[x]^2`, which would change single-device numerics for nothing.)"""
+    if backend_name() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
+
+
 def gelu_fn():
     """An exact GELU `0.5 * x * (1 + erf(x / sqrt(2)))` for this backend, or `None`.
 
-    Only JAX has one (see the module docstring); TensorFlow's `tf.nn.gelu`
-    already uses `erf` and torch's is a fused kernel.
+    Only JAX on CPU has one (see the module docstring); TensorFlow's
+    `tf.nn.gelu` already uses `erf` and torch's is a fused kernel.
     """
-    if backend_name() == "jax":
+    if _jax_on_cpu():
         return _jax_gelu()
     return None
 
@@ -177,11 +246,8 @@ def dot_product_attention(query, key, value, scale):
     `keras.ops.dot_product_attention` everywhere except JAX on CPU (see the
     module docstring); the same function either way.
     """
-    if backend_name() == "jax":
-        import jax
-
-        if jax.default_backend() == "cpu":
-            return _jax_cpu_attention()(query, key, value, float(scale))
+    if _jax_on_cpu():
+        return _jax_cpu_attention()(query, key, value, float(scale))
     return keras.ops.dot_product_attention(query, key, value, scale=scale)
 
 

@@ -45,7 +45,21 @@ def l2_normalize(x, epsilon=1e-12):
     return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
 
 
-def infonce_loss(student, teacher, temperature):
+def _global_rows(u, t, cross_replica):
+    """`(u_all, t_all, positive)`: the embeddings of the global batch and,
+    for each local row, the one-hot `[B, B_all]` of its own column. Without
+    `cross_replica` (one program over the whole batch) they are `u`, `t`
+    and the identity."""
+    batch = ops.shape(u)[0]
+    if cross_replica is None:
+        return u, t, ops.eye(batch, dtype="float32")
+    gather, replica_id = cross_replica
+    u_all, t_all = gather(u), gather(t)
+    columns = ops.cast(replica_id, "int32") * batch + ops.arange(batch, dtype="int32")
+    return u_all, t_all, ops.one_hot(columns, ops.shape(u_all)[0], dtype="float32")
+
+
+def infonce_loss(student, teacher, temperature, cross_replica=None):
     """Paper eq. 7, with in-batch negatives from both views.
 
     `l_i = -log( e^{u_i.t_i/tau} /
@@ -56,30 +70,36 @@ def infonce_loss(student, teacher, temperature):
         student: `[B, E]` projected visible-set [CLS].
         teacher: `[B, E]` projected masked-set [CLS].
         temperature: `tau`.
+        cross_replica: optional `(gather, replica_id)` of
+            `backend_specific.cross_replica_gather()`: the `j` run over the
+            global batch gathered from every replica (the gradient flows
+            through the gathered student embeddings back to their replica),
+            the `i` over this replica's rows.
 
     Returns:
-        scalar float32, the mean of `l_i`.
+        scalar float32, the mean of `l_i` (over this replica's rows).
     """
     u = l2_normalize(student)
     t = ops.stop_gradient(l2_normalize(teacher))
-    batch = ops.shape(u)[0]
-    logits_ut = ops.matmul(u, ops.transpose(t)) / temperature
-    logits_uu = ops.matmul(u, ops.transpose(u)) / temperature
-    eye = ops.eye(batch, dtype="float32")
+    u_all, t_all, eye = _global_rows(u, t, cross_replica)
+    logits_ut = ops.matmul(u, ops.transpose(t_all)) / temperature
+    logits_uu = ops.matmul(u, ops.transpose(u_all)) / temperature
     logits_uu = logits_uu - eye * 1e9  # exclude j == i
     positives = ops.sum(logits_ut * eye, axis=-1)
     denominator = ops.logsumexp(ops.concatenate([logits_uu, logits_ut], axis=-1), axis=-1)
     return ops.mean(denominator - positives)
 
 
-def infonce_cross_loss(student, teacher, temperature):
+def infonce_cross_loss(student, teacher, temperature, cross_replica=None):
     """The public code's variant: cross-entropy over `u_i.t_j/tau` with the
-    target `j = i`, times `2*tau`.
+    target `j = i`, times `2*tau` (`j` over the global batch with
+    `cross_replica`, as `infonce_loss`).
     """
     u = l2_normalize(student)
     t = ops.stop_gradient(l2_normalize(teacher))
-    logits = ops.matmul(u, ops.transpose(t)) / temperature
-    positives = ops.diagonal(logits)
+    _, t_all, eye = _global_rows(u, t, cross_replica)
+    logits = ops.matmul(u, ops.transpose(t_all)) / temperature
+    positives = ops.sum(logits * eye, axis=-1)
     return 2.0 * temperature * ops.mean(ops.logsumexp(logits, axis=-1) - positives)
 
 
@@ -90,12 +110,13 @@ def align_loss(prediction, teacher):
     return ops.mean(1.0 - ops.sum(p * z, axis=-1))
 
 
-def contrastive_loss(kind, student, teacher, temperature):
-    """Dispatch by name; `student` is the predictor output for `align`."""
+def contrastive_loss(kind, student, teacher, temperature, cross_replica=None):
+    """Dispatch by name; `student` is the predictor output for `align`
+    (which has no negatives, so `cross_replica` does not change it)."""
     if kind == "infonce":
-        return infonce_loss(student, teacher, temperature)
+        return infonce_loss(student, teacher, temperature, cross_replica)
     if kind == "infonce_cross":
-        return infonce_cross_loss(student, teacher, temperature)
+        return infonce_cross_loss(student, teacher, temperature, cross_replica)
     if kind == "align":
         return align_loss(student, teacher)
     if kind == "none":

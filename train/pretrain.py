@@ -103,12 +103,20 @@ flags.DEFINE_integer(
 )
 
 # Optimisation.
-flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size.")
+flags.DEFINE_integer("batch_size", _DEFAULTS.batch_size, "Global batch size (per step).")
+flags.DEFINE_integer(
+    "accum_steps",
+    _DEFAULTS.accum_steps,
+    "Steps whose gradients are averaged into one update: effective batch "
+    "batch_size * accum_steps.",
+)
 flags.DEFINE_integer("epochs", _DEFAULTS.epochs, "Training epochs.")
 flags.DEFINE_integer(
     "steps_per_epoch", _DEFAULTS.steps_per_epoch, "Steps per epoch; default one pass."
 )
-flags.DEFINE_float("blr", _DEFAULTS.blr, "Base learning rate: lr = blr * batch_size / 256.")
+flags.DEFINE_float(
+    "blr", _DEFAULTS.blr, "Base learning rate: lr = blr * batch_size * accum_steps / 256."
+)
 flags.DEFINE_float("warmup_epochs", _DEFAULTS.warmup_epochs, "Linear warmup epochs.")
 flags.DEFINE_float("weight_decay", _DEFAULTS.weight_decay, "AdamW weight decay.")
 flags.DEFINE_integer("seed", _DEFAULTS.seed, "Seed of every random choice.")
@@ -117,7 +125,22 @@ flags.DEFINE_enum(
     "distribution",
     _DEFAULTS.distribution,
     list(training.DISTRIBUTIONS),
-    "Data parallelism: auto, none, mirrored (TensorFlow) or data_parallel (JAX).",
+    "Data parallelism: auto, none, mirrored or multi_worker (TensorFlow), data_parallel (JAX).",
+)
+flags.DEFINE_string(
+    "coordinator_address",
+    _DEFAULTS.coordinator_address,
+    "Multi-process JAX: host:port of process 0 (else KERAS_DISTRIBUTION_JOB_ADDRESSES).",
+)
+flags.DEFINE_integer(
+    "num_processes",
+    _DEFAULTS.num_processes,
+    "Multi-process JAX: processes in all (else KERAS_DISTRIBUTION_NUM_PROCESSES).",
+)
+flags.DEFINE_integer(
+    "process_id",
+    _DEFAULTS.process_id,
+    "Multi-process JAX: this process, 0 writes the files (else KERAS_DISTRIBUTION_PROCESS_ID).",
 )
 flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "XLA compilation.")
 

@@ -329,6 +329,41 @@ def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
     return passes.flat_map(one_pass), info
 
 
+def _check_shard(shard, batch_size, training):
+    """`(index, count)` of a valid `shard` (None: `(0, 1)`)."""
+    if shard is None:
+        return 0, 1
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"shard must be (index, count), got {shard!r}.") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {shard!r}: index must be in [0, count) with count >= 1.")
+    if count > 1 and not training:
+        raise ValueError(
+            "shard splits the training stream between processes; evaluation batches are "
+            "read whole. Pass training=True, or shard=None."
+        )
+    if batch_size % count:
+        raise ValueError(
+            f"batch_size {batch_size} (the global batch) is not divisible by the {count} "
+            f"processes of shard={shard!r}. Use a multiple of {count}."
+        )
+    return index, count
+
+
+def _take_share(dataset, batch_size, index, local_batch):
+    """Batches of `batch_size` consecutive elements, each cut to its
+    `index`-th slice of `local_batch`."""
+    begin = index * local_batch
+    return dataset.batch(batch_size, drop_remainder=True).map(
+        lambda *parts: tf.nest.map_structure(
+            lambda t: t[begin : begin + local_batch], parts if len(parts) > 1 else parts[0]
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def make_dataset(
     name,
     *,
@@ -344,6 +379,7 @@ def make_dataset(
     crop_scale=augment.DEFAULT_CROP_SCALE,
     crop_fraction=1.0,
     start_batch=0,
+    shard=None,
 ):
     """Builds the batched input pipeline of images and their extras.
 
@@ -399,9 +435,18 @@ def make_dataset(
             (0.875 for the ImageNet "resize 256, crop 224").
         start_batch: int >= 0, training only: the first batch of the
             stream (a resumed run's global step); 0 starts at the beginning.
+        shard: optional `(index, count)`, training only: this process's
+            share of each global batch of `batch_size` images in a run of
+            `count` processes, the images `index * batch_size / count` to
+            `(index + 1) * batch_size / count - 1` of the global batch, so
+            the shares are disjoint and their concatenation in process order
+            is the one-process batch. Synthetic data and image folders then
+            decode and augment only the share; TFDS records are decoded
+            whole and sliced (the skipped-record fill is a pass property).
 
     Returns:
-        A `tf.data.Dataset` of `(images, extras)`:
+        A `tf.data.Dataset` of `(images, extras)` (with `shard`, of
+        `batch_size // count` images each):
         - `images`: float32 `[batch_size, image_size, image_size, 3]`,
           normalised (see `augment.unnormalize`).
         - `extras`: dict with `"label"` int32 `[batch_size]` (-1 when
@@ -440,6 +485,8 @@ def make_dataset(
             "start_batch positions the training stream; evaluation reads the split in "
             "order from its first image. Pass training=True, or start_batch=0."
         )
+    index, count_shards = _check_shard(shard, batch_size, training)
+    local_batch = batch_size // count_shards
     if training:
         _check_name(name)
         if num_images is not None:
@@ -498,6 +545,10 @@ def make_dataset(
                 source=_records_source(name, split, training=True),
             )
         else:
+            if count_shards > 1:
+                # This process's share of each global batch, taken before
+                # anything is decoded or augmented.
+                dataset = _take_share(dataset, batch_size, index, local_batch).unbatch()
             dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         def transform(example):
@@ -527,7 +578,10 @@ def make_dataset(
             if repeat:
                 dataset = dataset.repeat()
             dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(batch_size, drop_remainder=True)
+    if count_shards > 1 and tfds_records:
+        dataset = _take_share(dataset, batch_size, index, local_batch)
+    else:
+        dataset = dataset.batch(local_batch, drop_remainder=True)
     if training or tfds_records:
         # The passes are built with flat_map, and TFDS records go through
         # `decode_records`' scan: tf.data cannot infer the length, which

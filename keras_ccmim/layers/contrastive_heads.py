@@ -2,21 +2,30 @@
 
 import keras
 
+from keras_ccmim import backend_specific
+
 
 def _mlp(hidden_dim, output_dim, affine_output, dtype, prefix):
+    # Batch statistics of the global batch: synchronised across the replicas
+    # of tf.distribute (JAX's data parallelism sees the global batch anyway).
+    synchronized = backend_specific.sync_batch_norm()
     return [
         keras.layers.Dense(hidden_dim, use_bias=False, dtype=dtype, name=f"{prefix}fc1"),
-        keras.layers.BatchNormalization(epsilon=1e-5, dtype=dtype, name=f"{prefix}bn1"),
+        keras.layers.BatchNormalization(
+            epsilon=1e-5, synchronized=synchronized, dtype=dtype, name=f"{prefix}bn1"
+        ),
         keras.layers.ReLU(dtype=dtype, name=f"{prefix}relu"),
         keras.layers.Dense(output_dim, use_bias=False, dtype=dtype, name=f"{prefix}fc2"),
         keras.layers.BatchNormalization(
-            epsilon=1e-5, center=affine_output, scale=affine_output, dtype=dtype, name=f"{prefix}bn2"
+            epsilon=1e-5, center=affine_output, scale=affine_output, synchronized=synchronized,
+            dtype=dtype, name=f"{prefix}bn2"
         ),
     ]
 
 
 class _TwoLayerMLP(keras.layers.Layer):
-    """Linear(no bias) - BN - ReLU - Linear(no bias) - BN."""
+    """Linear(no bias) - BN - ReLU - Linear(no bias) - BN; the BatchNorms
+    use the statistics of the global batch on every backend."""
 
     affine_output = False
 

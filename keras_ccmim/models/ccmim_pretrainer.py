@@ -270,8 +270,11 @@ class CCMIMPretrainer(keras.Model):
         )
         total = reconstruction
         if self.projector is not None:
+            # Under tf.distribute the negatives are gathered from every
+            # replica, so they come from the global batch on every backend.
             contrastive = ccmim_losses.contrastive_loss(
-                self.contrastive, y_pred["student"], y_pred["teacher"], self.temperature
+                self.contrastive, y_pred["student"], y_pred["teacher"], self.temperature,
+                cross_replica=backend_specific.cross_replica_gather(),
             )
             total = total + self.contrastive_weight * contrastive
         else:

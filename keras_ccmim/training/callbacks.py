@@ -19,6 +19,8 @@ from keras import ops
 from keras_ccmim.layers.patching import patchify
 from keras_ccmim.masking_metrics import masking_metrics
 from keras_ccmim.run_files import write_json_atomically
+from keras_ccmim.training.distribution import is_primary, outside_distribution
+from keras_ccmim.training.optimizer import training_steps
 
 CHECKPOINT_POINTER = "checkpoint.json"
 CHECKPOINT_LOG = "checkpoints.jsonl"
@@ -44,7 +46,9 @@ def _float_logs(logs):
 
 
 def _iterations(model):
-    return int(ops.convert_to_numpy(model.optimizer.iterations))
+    """The global step: training steps (batches) done, also under gradient
+    accumulation (`training_steps`)."""
+    return int(ops.convert_to_numpy(training_steps(model.optimizer)))
 
 
 class CheckpointError(ValueError):
@@ -569,9 +573,7 @@ class TrainingCheckpoint(PeriodicCallback):
                 f"\nNot checkpointing step {step}: some weights are not finite."
             )
             return
-        os.makedirs(self.directory, exist_ok=True)
         name = _CHECKPOINT_PATTERN.format(step)
-        model.save_weights(os.path.join(self.directory, name), overwrite=True)
         epoch, batch = divmod(step, self.steps_per_epoch)
         record = {
             "weights": name,
@@ -588,11 +590,18 @@ class TrainingCheckpoint(PeriodicCallback):
             "time": time.time(),
             "pid": os.getpid(),
         }
+        self._saved_step = step
+        self._last_saved = record
+        if not is_primary():
+            # Several processes hold the same replicated state: process 0
+            # writes it, every process resumes from it.
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        with outside_distribution():
+            model.save_weights(os.path.join(self.directory, name), overwrite=True)
         with open(os.path.join(self.directory, CHECKPOINT_LOG), "a") as f:
             f.write(json.dumps(record) + "\n")
         write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
-        self._saved_step = step
-        self._last_saved = record
         self._remove_old(name)
 
     def _remove_old(self, newest):

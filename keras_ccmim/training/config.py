@@ -19,7 +19,7 @@ from keras_ccmim.losses import CONTRASTIVE_LOSSES
 from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS as ENCODER_FIELDS
 from keras_ccmim.models.presets import ALIASES as PRESET_ALIASES
 from keras_ccmim.models.presets import get_preset
-from keras_ccmim.training.distribution import plan_distribution
+from keras_ccmim.training.distribution import plan_distribution, process_count
 
 DECODER_FIELDS = {
     "decoder_hidden_dim": "hidden_dim",
@@ -43,6 +43,9 @@ RESUMABLE_CHANGES = (
     "data_dir",
     "workdir",
     "distribution",
+    "coordinator_address",
+    "num_processes",
+    "process_id",
     "jit_compile",
     "verbose",
     "checkpoint_every_steps",
@@ -80,11 +83,18 @@ class PretrainConfig:
     Data (see `keras_ccmim.data.make_dataset`): dataset, data_dir, split,
         num_images (None: `DEMO_SYNTHETIC_IMAGES` for `synthetic_objects`,
         every image of other data).
-    Optimisation: batch_size (global), epochs, steps_per_epoch (None: one
-        pass over the split), blr (`lr = blr * batch_size / 256`),
+    Optimisation: batch_size (global, per step), accum_steps (steps whose
+        gradients are averaged into one optimizer update, Keras'
+        `gradient_accumulation_steps`: the effective batch is
+        `batch_size * accum_steps`), epochs, steps_per_epoch (None: one
+        pass over the split; a multiple of accum_steps), blr (`lr = blr *
+        batch_size * accum_steps / 256`),
         warmup_epochs, weight_decay, seed, mixed_precision (`"bfloat16"`
         for Keras' `mixed_bfloat16` policy, else `"float32"`), distribution
-        (see `keras_ccmim.training.distribution`), jit_compile.
+        (see `keras_ccmim.training.distribution`), jit_compile;
+        coordinator_address, num_processes, process_id (a multi-process
+        JAX run, `keras.distribution.initialize`; None: the
+        `KERAS_DISTRIBUTION_*` variables, or one process).
     Output: workdir, checkpoint_every_steps (0: epoch ends only),
         keep_checkpoints, tensorboard_every_steps (0: epochs only),
         check_every_steps (steps between two reads of the loss by the host:
@@ -133,6 +143,7 @@ class PretrainConfig:
     num_images: int = None
 
     batch_size: int = 64
+    accum_steps: int = 1
     epochs: int = 2
     steps_per_epoch: int = None
     blr: float = 1.5e-3
@@ -141,6 +152,9 @@ class PretrainConfig:
     seed: int = 0
     mixed_precision: str = "float32"
     distribution: str = "auto"
+    coordinator_address: str = None
+    num_processes: int = None
+    process_id: int = None
     jit_compile: object = "auto"
 
     workdir: str = "runs/demo"
@@ -178,8 +192,14 @@ class PretrainConfig:
 
     @property
     def learning_rate(self):
-        """`blr * batch_size / 256` (MAE's linear scaling rule)."""
-        return self.blr * self.batch_size / 256.0
+        """`blr * batch_size * accum_steps / 256` (MAE's linear scaling rule
+        on the effective batch)."""
+        return self.blr * self.effective_batch_size / 256.0
+
+    @property
+    def effective_batch_size(self):
+        """Images per optimizer update: `batch_size * accum_steps`."""
+        return self.batch_size * self.accum_steps
 
     @property
     def total_steps(self):
@@ -305,6 +325,22 @@ def _check_ccmim(config):
 
 def _check_training(config):
     _check_int("batch_size", config.batch_size, 1)
+    _check_int("accum_steps", config.accum_steps, 1)
+    _check_int("num_processes", config.num_processes, 1, allow_none=True)
+    _check_int("process_id", config.process_id, 0, allow_none=True)
+    if config.coordinator_address is not None and (
+        not isinstance(config.coordinator_address, str) or ":" not in config.coordinator_address
+    ):
+        raise ValueError(
+            f"coordinator_address must be 'host:port' of process 0, got "
+            f"{config.coordinator_address!r}."
+        )
+    if config.steps_per_epoch is not None and config.steps_per_epoch % config.accum_steps:
+        raise ValueError(
+            f"steps_per_epoch {config.steps_per_epoch} is not a multiple of accum_steps "
+            f"{config.accum_steps}: an epoch would end inside an accumulation. Use a "
+            f"multiple of {config.accum_steps}."
+        )
     _check_int("epochs", config.epochs, 1)
     _check_int("steps_per_epoch", config.steps_per_epoch, 1, allow_none=True)
     _check_int("num_images", config.num_images, 1, allow_none=True)
@@ -342,8 +378,14 @@ def _check_training(config):
     if config.batch_size % max(len(devices), 1):
         raise ValueError(
             f"batch_size {config.batch_size} is not divisible by the {len(devices)} "
-            f"devices of distribution={config.distribution!r}. Use a multiple of "
-            f"{len(devices)}."
+            f"devices of distribution={config.distribution!r} (all processes together). "
+            f"Use a multiple of {len(devices)}."
+        )
+    processes = process_count()
+    if config.batch_size % processes:
+        raise ValueError(
+            f"batch_size {config.batch_size} (the global batch) is not divisible by the "
+            f"{processes} processes, which feed equal shares. Use a multiple of {processes}."
         )
     if config.jit_compile not in ("auto", True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False, got {config.jit_compile!r}.")
@@ -412,7 +454,14 @@ def _check_data(config):
                 f"The size of {config.dataset!r} split {config.split!r} is unknown; "
                 "set steps_per_epoch."
             )
-        config.steps_per_epoch = info.num_images // config.batch_size
+        steps = info.num_images // config.batch_size
+        config.steps_per_epoch = steps - steps % config.accum_steps
+        if not config.steps_per_epoch:
+            raise ValueError(
+                f"One pass over {config.dataset!r} split {config.split!r} is {steps} "
+                f"step(s) of batch {config.batch_size}, fewer than accum_steps="
+                f"{config.accum_steps}. Set steps_per_epoch or lower accum_steps."
+            )
     if config.warmup_steps >= config.total_steps:
         raise ValueError(
             f"warmup_epochs={config.warmup_epochs} is {config.warmup_steps} steps, not "

@@ -8,15 +8,28 @@
 * JAX: `keras.distribution.DataParallel`, active inside `setup.scope()`.
   The batch axis is sharded over the devices but the loss is one program over
   the global batch, so contrastive negatives come from every device.
-* torch: single device only. Multi-device torch training (DDP) needs one
-  process per device, which this library does not launch; asking for
-  `"mirrored"` or `"data_parallel"` raises an error, and `"auto"` with several
-  GPUs uses the first and warns.
+  With several processes (`initialize_processes`, JAX only), the mesh holds
+  every device of every process; each process feeds its own share of each
+  global batch (`DistributionSetup.shard`), so Keras' own auto-sharding of
+  the dataset is turned off.
+* TensorFlow, several workers: `"multi_worker"`,
+  `tf.distribute.MultiWorkerMirroredStrategy` configured by `TF_CONFIG`
+  (see the README: Keras 3.15.1's `fit` does not run under it here).
+* torch: single device only. Keras 3.15.1 has no `keras.distribution`
+  backend for torch and its torch trainer no DDP; asking for `"mirrored"`
+  or `"data_parallel"` raises an error, and `"auto"` with several GPUs uses
+  the first and warns.
+
+Under `tf.distribute` the contrastive loss gathers the embeddings of every
+replica (`backend_specific.cross_replica_gather`), so its negatives come
+from the global batch as under JAX, and the projector's BatchNorm is
+synchronised across replicas.
 
 `distribution` values: `"auto"` (data parallel when more than one GPU/TPU is
-visible, else a single device), `"none"`, `"mirrored"` (TensorFlow) and
-`"data_parallel"` (JAX). An explicit choice with only CPUs uses every visible
-(logical) CPU device, which is how the tests run it on one machine.
+visible or several processes run, else a single device), `"none"`,
+`"mirrored"` and `"multi_worker"` (TensorFlow) and `"data_parallel"` (JAX).
+An explicit choice with only CPUs uses every visible (logical) CPU device,
+which is how the tests run it on one machine.
 
 This is the one module of `keras_ccmim.training` that imports a backend; each
 backend's lines are in a function named after it.
@@ -24,12 +37,21 @@ backend's lines are in a function named after it.
 
 import contextlib
 import dataclasses
+import functools
 import logging
+import os
 
 import keras
 
-DISTRIBUTIONS = ("auto", "none", "mirrored", "data_parallel")
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "data_parallel")
 _BACKEND_CHOICE = {"tensorflow": "mirrored", "jax": "data_parallel"}
+_BACKEND_KINDS = {"tensorflow": ("mirrored", "multi_worker"), "jax": ("data_parallel",)}
+# The environment variables `keras.distribution.initialize` reads.
+PROCESS_ENV = (
+    "KERAS_DISTRIBUTION_JOB_ADDRESSES",
+    "KERAS_DISTRIBUTION_NUM_PROCESSES",
+    "KERAS_DISTRIBUTION_PROCESS_ID",
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +61,7 @@ class DistributionSetup:
     """The chosen distribution.
 
     Attributes:
-        kind: `"none"`, `"mirrored"` or `"data_parallel"`.
+        kind: `"none"`, `"mirrored"`, `"multi_worker"` or `"data_parallel"`.
         devices: tuple of device names used.
         handle: the `tf.distribute.Strategy` or `keras.distribution.DataParallel`
             (None for a single device).
@@ -52,6 +74,12 @@ class DistributionSetup:
     @property
     def num_replicas(self):
         return max(len(self.devices), 1)
+
+    @property
+    def shard(self):
+        """`(index, count)`: the share of each global batch this process
+        feeds (`make_dataset(..., shard=...)`); `(0, 1)` in one process."""
+        return process_index(), process_count()
 
     def scope(self):
         """Context to build, compile and fit the model in."""
@@ -75,13 +103,140 @@ def _tensorflow_mirrored(devices):
     return tf.distribute.MirroredStrategy(devices=list(devices))
 
 
+@functools.lru_cache(maxsize=None)
+def _tensorflow_multi_worker():
+    # One per process: TensorFlow configures its collectives once.
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    return strategy, tuple(f"replica:{i}" for i in range(strategy.num_replicas_in_sync))
+
+
 def _jax_devices(accelerators_only):
     import jax
 
+    # `jax.devices()` lists the devices of every process.
     devices = [d for d in jax.devices() if d.platform != "cpu"]
     if devices or accelerators_only:
         return [f"{d.platform}:{d.id}" for d in devices]
     return [f"cpu:{d.id}" for d in jax.devices("cpu")]
+
+
+def _jax_process():
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def _jax_initialize(coordinator_address, num_processes, process_id):
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    # `keras.distribution.initialize` reads the KERAS_DISTRIBUTION_*
+    # variables for the arguments left None and calls
+    # `jax.distributed.initialize` (CPU collectives: gloo, JAX's default).
+    keras.distribution.initialize(coordinator_address, num_processes, process_id)
+
+
+def _jax_barrier(name):
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _jax_multi_process():
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_count() > 1
+
+
+def wants_processes(coordinator_address=None, num_processes=None, process_id=None):
+    """Whether these arguments or the `KERAS_DISTRIBUTION_*` variables ask
+    for several processes."""
+    values = (coordinator_address, num_processes, process_id)
+    return any(v is not None for v in values) or any(name in os.environ for name in PROCESS_ENV)
+
+
+def initialize_processes(coordinator_address=None, num_processes=None, process_id=None):
+    """Joins this process to a multi-process JAX run (`keras.distribution.
+    initialize`), from the arguments or the `KERAS_DISTRIBUTION_*`
+    environment variables; nothing when neither asks for it.
+
+    Call it before anything touches a JAX device. Raises a `ValueError` on
+    another backend, or with an incomplete set of arguments.
+    """
+    if not wants_processes(coordinator_address, num_processes, process_id):
+        return False
+    backend = keras.backend.backend()
+    if backend != "jax":
+        raise ValueError(
+            f"Several processes (coordinator_address / num_processes / process_id or the "
+            f"KERAS_DISTRIBUTION_* variables) run through keras.distribution on the JAX "
+            f"backend only, not {backend}. Use KERAS_BACKEND=jax; on TensorFlow use "
+            "distribution='multi_worker' with TF_CONFIG (see the README)."
+        )
+    env = os.environ
+    address = coordinator_address or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    count = num_processes if num_processes is not None else env.get(
+        "KERAS_DISTRIBUTION_NUM_PROCESSES")
+    index = process_id if process_id is not None else env.get("KERAS_DISTRIBUTION_PROCESS_ID")
+    if address is None or count is None or index is None:
+        raise ValueError(
+            "A multi-process run needs the coordinator address, the number of processes "
+            "and this process's id (--coordinator_address=host:port --num_processes=N "
+            "--process_id=i, or KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and "
+            f"_PROCESS_ID); got address={address!r}, processes={count!r}, id={index!r}."
+        )
+    count, index = int(count), int(index)
+    if not 0 <= index < count:
+        raise ValueError(
+            f"process_id must be in [0, num_processes), got {index} of {count} processes."
+        )
+    _jax_initialize(address, count, index)
+    return True
+
+
+def process_index():
+    """This process's index in a multi-process run (0 otherwise)."""
+    if keras.backend.backend() == "jax":
+        return _jax_process()[0]
+    return 0
+
+
+def process_count():
+    if keras.backend.backend() == "jax":
+        return _jax_process()[1]
+    return 1
+
+
+def is_primary():
+    """True in the process that writes the run's files (process 0)."""
+    return process_index() == 0
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """A context without the active `keras.distribution`, for what process 0
+    does alone (saving): Keras' saving creates scratch variables, which under
+    a multi-process distribution would be placed across every process and so
+    wait for the others. The model's variables are replicated: each process
+    reads them locally."""
+    current = keras.distribution.distribution()
+    if current is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(current)
+
+
+def barrier(name):
+    """Waits until every process of a multi-process run reaches `name`."""
+    if keras.backend.backend() == "jax" and _jax_multi_process():
+        _jax_barrier(name)
 
 
 def _torch_accelerator_count():
@@ -112,9 +267,17 @@ def plan_distribution(distribution="auto"):
     """
     check_distribution_name(distribution)
     backend = keras.backend.backend()
+    processes = process_count()
+    if processes > 1 and distribution in ("none", "mirrored"):
+        raise ValueError(
+            f"distribution={distribution!r} cannot train {processes} processes together; "
+            "use distribution='data_parallel' (or 'auto')."
+        )
     if distribution == "none":
         return "none", ()
     if distribution == "auto":
+        if processes > 1:
+            return "data_parallel", tuple(_visible_devices(backend, accelerators_only=False))
         if backend == "torch":
             if _torch_accelerator_count() > 1:
                 logger.warning(
@@ -128,19 +291,21 @@ def plan_distribution(distribution="auto"):
             return "none", ()
         return _BACKEND_CHOICE[backend], tuple(devices)
     expected = _BACKEND_CHOICE.get(backend)
-    if distribution != expected:
+    if distribution not in _BACKEND_KINDS.get(backend, ()):
         if backend == "torch":
             raise ValueError(
                 f"distribution={distribution!r} is not supported on the torch "
                 "backend, which trains on a single device here. Use "
                 "distribution='none' (or 'auto'), or run with "
                 "KERAS_BACKEND=jax (data_parallel) or KERAS_BACKEND=tensorflow "
-                "(mirrored)."
+                "(mirrored). Keras 3.15.1's torch trainer has no multi-device support."
             )
         raise ValueError(
             f"distribution={distribution!r} does not run on the {backend} "
             f"backend; use distribution={expected!r} (or 'auto')."
         )
+    if distribution == "multi_worker":
+        return distribution, ()  # the workers and their devices come from TF_CONFIG
     return distribution, tuple(_visible_devices(backend, accelerators_only=False))
 
 
@@ -162,6 +327,13 @@ def setup_distribution(distribution="auto"):
         return DistributionSetup("none", ())
     if kind == "mirrored":
         return DistributionSetup("mirrored", devices, _tensorflow_mirrored(devices))
+    if kind == "multi_worker":
+        strategy, replicas = _tensorflow_multi_worker()
+        return DistributionSetup("multi_worker", replicas, strategy)
+    # Each process feeds its own share of the global batch (see `shard`),
+    # so Keras must not shard the dataset again.
     return DistributionSetup(
-        "data_parallel", devices, keras.distribution.DataParallel(devices=list(devices))
+        "data_parallel",
+        devices,
+        keras.distribution.DataParallel(devices=list(devices), auto_shard_dataset=False),
     )

@@ -17,6 +17,15 @@ def scaled_learning_rate(base_learning_rate, global_batch_size):
     return float(base_learning_rate) * int(global_batch_size) / 256.0
 
 
+def training_steps(optimizer):
+    """Training steps the optimizer has taken (batches it has seen): its
+    `iterations`, except under gradient accumulation, where Keras'
+    `iterations` counts updates and its step counter (`_iterations`, saved
+    with the optimizer's variables) counts the batches."""
+    counter = getattr(optimizer, "_iterations", None)
+    return optimizer.iterations if counter is None else counter
+
+
 def is_decayed(variable):
     """False for biases, norm scales/offsets and other vectors (`ndim <= 1`),
     and for variables named like `NO_DECAY_NAMES` ([CLS], mask token,
@@ -27,7 +36,8 @@ def is_decayed(variable):
     return not any(name in path for name in NO_DECAY_NAMES)
 
 
-def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0.95):
+def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0.95,
+                   accum_steps=1):
     """AdamW over `model.trainable_variables`, decaying matrices only.
 
     Builds `model` first if needed (its variables decide what is excluded).
@@ -37,12 +47,16 @@ def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0
         learning_rate: float or a `LearningRateSchedule` (see `warmup_cosine`).
         weight_decay: decoupled weight decay of the decayed variables.
         beta_1, beta_2: Adam moments (MAE uses 0.9, 0.95).
+        accum_steps: int >= 1; above 1, Keras' `gradient_accumulation_steps`:
+            the gradients of that many steps are averaged into one update.
 
     Returns:
         A `keras.optimizers.AdamW`, not yet built.
     """
     if float(weight_decay) < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}.")
+    if isinstance(accum_steps, bool) or int(accum_steps) < 1:
+        raise ValueError(f"accum_steps must be an integer >= 1, got {accum_steps!r}.")
     if not model.built:
         model.build()
     optimizer = keras.optimizers.AdamW(
@@ -50,6 +64,7 @@ def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0
         weight_decay=float(weight_decay),
         beta_1=float(beta_1),
         beta_2=float(beta_2),
+        gradient_accumulation_steps=int(accum_steps) if int(accum_steps) > 1 else None,
     )
     excluded = [v for v in model.trainable_variables if not is_decayed(v)]
     optimizer.exclude_from_weight_decay(var_list=excluded)

@@ -52,12 +52,19 @@ from keras_ccmim.training.config import (
     describe_changes,
     resolve_config,
 )
-from keras_ccmim.training.distribution import setup_distribution
+from keras_ccmim.training.distribution import (
+    barrier,
+    initialize_processes,
+    is_primary,
+    outside_distribution,
+    process_count,
+    setup_distribution,
+)
 from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
 from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS
 from keras_ccmim.run_files import move_aside
 from keras_ccmim.training.export import save_mask_picture
-from keras_ccmim.training.optimizer import make_optimizer
+from keras_ccmim.training.optimizer import make_optimizer, training_steps
 from keras_ccmim.training.resume import fit_resumable
 from keras_ccmim.training.schedules import warmup_cosine
 
@@ -196,11 +203,30 @@ def _prepare_workdir(config, fresh=False):
     workdir = os.fspath(config.workdir)
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     config_path = os.path.join(workdir, CONFIG_FILE)
+    if not is_primary():
+        # Every process checks the workdir; process 0 alone writes it.
+        if not fresh:
+            _check_workdir(config, workdir, checkpoint_dir, config_path)
+        barrier("ccmim_workdir_checked")
+        barrier("ccmim_workdir_written")
+        return workdir, checkpoint_dir
     if fresh:
+        barrier("ccmim_workdir_checked")
         aside = move_aside(workdir, RUN_OUTPUTS)
         if aside is not None:
             print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
-    elif ccmim_callbacks.holds_checkpoints(checkpoint_dir):
+    else:
+        _check_workdir(config, workdir, checkpoint_dir, config_path)
+        barrier("ccmim_workdir_checked")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    config.save(config_path)
+    barrier("ccmim_workdir_written")
+    return workdir, checkpoint_dir
+
+
+def _check_workdir(config, workdir, checkpoint_dir, config_path):
+    """Raises a `ConfigError` for a workdir `_prepare_workdir` must refuse."""
+    if ccmim_callbacks.holds_checkpoints(checkpoint_dir):
         if os.path.exists(config_path):
             try:
                 saved = PretrainConfig.load(config_path)
@@ -218,9 +244,6 @@ def _prepare_workdir(config, fresh=False):
             "resume it from; starting over would mix the two runs. Pass a new --workdir, "
             "or pass --fresh to start over (the old files are kept aside)."
         )
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    config.save(config_path)
-    return workdir, checkpoint_dir
 
 
 def _earlier_results(path):
@@ -308,15 +331,27 @@ def pretrain(config=None, callbacks=(), fresh=None):
     """
     from keras_ccmim import data
 
-    config, info = resolve_config(config if config is not None else PretrainConfig())
+    config = config if config is not None else PretrainConfig()
+    fields = config if isinstance(config, dict) else config.to_dict()
+    try:
+        # Before anything touches a device: JAX joins the processes first.
+        initialize_processes(
+            fields.get("coordinator_address"), fields.get("num_processes"),
+            fields.get("process_id"),
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    config, info = resolve_config(config)
     distribution = setup_distribution(config.distribution)
+    processes = process_count()
     if fresh is not None:
         if not isinstance(fresh, bool):
             raise ConfigError(f"fresh must be True or False, got {fresh!r}.")
         config = dataclasses.replace(config, fresh=fresh)
     workdir, checkpoint_dir = _prepare_workdir(config, fresh=config.fresh)
     # The scan resolve_config made of an image folder, for a later call.
-    data.write_dataset_manifest(config.dataset, os.path.join(workdir, FOLDER_MANIFEST_FILE))
+    if is_primary():
+        data.write_dataset_manifest(config.dataset, os.path.join(workdir, FOLDER_MANIFEST_FILE))
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
 
@@ -333,18 +368,29 @@ def pretrain(config=None, callbacks=(), fresh=None):
         seed=config.seed,
         repeat=True,
         num_images=config.num_images,
+        # Several processes: each feeds its own share of every global batch.
+        shard=distribution.shard if processes > 1 else None,
     )
 
     def dataset_at(step):
         return dataset(start_batch=step)
-    images, foreground = _fixed_batch(config, info, distribution.num_replicas)
+    # The masking figures predict on a fixed batch in one process; with
+    # several, each process would feed a share (see the README).
+    images = foreground = None
+    if processes == 1:
+        images, foreground = _fixed_batch(config, info, distribution.num_replicas)
 
     with _dtype_policy(policy), distribution.scope():
         model = build_pretrainer(config)
         if config.init_from and not ccmim_callbacks.holds_checkpoints(checkpoint_dir):
             initialise_from(model, config.init_from)
-        schedule = warmup_cosine(config.learning_rate, config.warmup_steps, config.total_steps)
-        optimizer = make_optimizer(model, schedule, weight_decay=config.weight_decay)
+        schedule = warmup_cosine(
+            config.learning_rate, config.warmup_steps, config.total_steps,
+            accum_steps=config.accum_steps,
+        )
+        optimizer = make_optimizer(
+            model, schedule, weight_decay=config.weight_decay, accum_steps=config.accum_steps
+        )
         model.compile(optimizer=optimizer, jit_compile=config.jit_compile)
 
         lift = None
@@ -354,16 +400,16 @@ def pretrain(config=None, callbacks=(), fresh=None):
                 images, foreground, config.patch_size, seed=config.seed
             )
             run_callbacks.append(lift)
-        run_callbacks += [
-            ccmim_callbacks.LogLearningRate(),
-            ccmim_callbacks.MetricsCSV(os.path.join(workdir, "metrics.csv")),
-            ccmim_callbacks.TensorBoardScalars(
-                os.path.join(workdir, "tensorboard"),
-                update_freq=config.tensorboard_every_steps,
-            ),
-            data.SkippedRecordsReport(),
-            *callbacks,
-        ]
+        run_callbacks.append(ccmim_callbacks.LogLearningRate())
+        if is_primary():  # the files of the run: process 0 writes them
+            run_callbacks += [
+                ccmim_callbacks.MetricsCSV(os.path.join(workdir, "metrics.csv")),
+                ccmim_callbacks.TensorBoardScalars(
+                    os.path.join(workdir, "tensorboard"),
+                    update_freq=config.tensorboard_every_steps,
+                ),
+            ]
+        run_callbacks += [data.SkippedRecordsReport(), *callbacks]
         history, initial_step = fit_resumable(
             model,
             dataset_at,
@@ -382,7 +428,9 @@ def pretrain(config=None, callbacks=(), fresh=None):
         # One inference call on the fixed batch, its masks drawn from fixed
         # seeds (the same weights give the same figures), gives the picture
         # and the masking metrics, next to random masking's on the same images.
-        outputs = ccmim_callbacks.seeded_predict_outputs(model, images, config.seed)
+        outputs = None
+        if images is not None:
+            outputs = ccmim_callbacks.seeded_predict_outputs(model, images, config.seed)
         masking = dict.fromkeys(MASKING_METRICS)
         random_masking = None
         if lift is not None:
@@ -395,15 +443,20 @@ def pretrain(config=None, callbacks=(), fresh=None):
             "checkpoints": checkpoint_dir,
             "metrics": os.path.join(workdir, "metrics.csv"),
             "tensorboard": os.path.join(workdir, "tensorboard"),
-            "encoder": save_to_preset(model.encoder, os.path.join(workdir, ENCODER_PRESET)),
+            "encoder": os.path.join(workdir, ENCODER_PRESET),
             "pretrainer": os.path.join(workdir, "pretrainer.keras"),
-            "masks": save_mask_picture(
-                os.path.join(workdir, "masks.png"), images, outputs, config.patch_size,
-                max_images=PICTURE_IMAGES,
-            ),
+            "masks": None,
             "results": os.path.join(workdir, RESULTS_FILE),
         }
-        model.save(paths["pretrainer"])
+        if is_primary():
+            if outputs is not None:
+                paths["masks"] = save_mask_picture(
+                    os.path.join(workdir, "masks.png"), images, outputs, config.patch_size,
+                    max_images=PICTURE_IMAGES,
+                )
+            with outside_distribution():  # process 0 alone
+                paths["encoder"] = save_to_preset(model.encoder, paths["encoder"])
+                model.save(paths["pretrainer"])
 
     earlier = _earlier_results(paths["results"])
     final_loss = history["loss"][-1] if history.get("loss") else None
@@ -416,12 +469,14 @@ def pretrain(config=None, callbacks=(), fresh=None):
         final_loss=None if final_loss is None else float(final_loss),
         **masking,
         random_masking=random_masking,
-        global_step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        global_step=int(keras.ops.convert_to_numpy(training_steps(model.optimizer))),
         initial_step=initial_step,
         history=_merged_history(earlier, history, initial_step),
         workdir=workdir,
         paths=paths,
     )
+    if not is_primary():
+        return results
     with open(paths["results"], "w") as f:
         json.dump(results.to_dict(), f, indent=1)
     loss_text = "n/a" if results.final_loss is None else f"{results.final_loss:.4f}"

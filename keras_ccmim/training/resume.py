@@ -7,6 +7,7 @@ from keras_ccmim.training.callbacks import (
     TrainingCheckpoint,
     roll_back_to_step,
 )
+from keras_ccmim.training.distribution import barrier, is_primary
 
 __all__ = ["NonFiniteLossError", "fit_resumable"]
 
@@ -91,8 +92,11 @@ def fit_resumable(
         check_every_steps=check_every_steps,
     )
     all_callbacks = [guard, *callbacks, checkpoint]
-    if resume_from_step is not None:
+    if resume_from_step is not None and is_primary():
         roll_back_to_step(checkpoint_dir, resume_from_step)
+    # Every process of a multi-process run restores the checkpoint process 0
+    # wrote (and rolled back to).
+    barrier("ccmim_restore")
     initial_step = checkpoint.restore(model)
     total_steps = epochs * steps_per_epoch
     history = {}

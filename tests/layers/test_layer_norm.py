@@ -257,3 +257,29 @@ def test_encoder_checkpoint_paths_are_keras_paths(tmp_path):
         f.visit(names.append)
     assert "layers/layer_normalization/vars" in names
     assert "blocks/transformer_block/norm1/vars" in names
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX platform gating")
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_jax_off_cpu_uses_the_stock_paths(platform, monkeypatch):
+    """The hand-written LayerNorm, GELU and attention were measured faster on
+    CPU only: on any other JAX platform Keras' own paths run."""
+    monkeypatch.setattr(backend_specific, "jax_platform", lambda: platform)
+    assert backend_specific.layer_norm_fn() is None
+    assert backend_specific.gelu_fn() is None
+    calls = []
+    stock = keras.ops.dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("scale"))
+        return stock(*args, **kwargs)
+
+    monkeypatch.setattr(keras.ops, "dot_product_attention", spy)
+    q = keras.ops.ones((1, 3, 2, 4))
+    backend_specific.dot_product_attention(q, q, q, 0.5)
+    assert calls == [0.5]
+    monkeypatch.setattr(backend_specific, "jax_platform", lambda: "cpu")
+    assert backend_specific.layer_norm_fn() is not None
+    assert backend_specific.gelu_fn() is not None
+    backend_specific.dot_product_attention(q, q, q, 0.5)
+    assert calls == [0.5]  # the CPU attention, not Keras'

@@ -83,7 +83,7 @@ def test_config_dict_round_trip(tiny_run, tmp_path):
         ),
         (
             dict(distribution="horovod"),
-            "Unknown distribution 'horovod'; choose one of auto, none, mirrored, data_parallel",
+            "Unknown distribution 'horovod'; choose one of auto, none, mirrored, multi_worker, data_parallel",
         ),
         (dict(workdir=""), "workdir must be a folder path"),
         (dict(data_dir="/tmp"), "synthetic_objects is generated"),
@@ -230,7 +230,8 @@ RUN_FIELDS = (
     "sampling_temperature_steps", "score_layers", "score_from", "contrastive",
     "contrastive_weight", "temperature", "projection_dim", "norm_pix_loss",
     "dataset", "split", "num_images",
-    "batch_size", "epochs", "steps_per_epoch", "blr", "warmup_epochs", "weight_decay", "seed",
+    "batch_size", "accum_steps", "epochs", "steps_per_epoch", "blr", "warmup_epochs",
+    "weight_decay", "seed",
     "mixed_precision", "lift_images",
 )
 

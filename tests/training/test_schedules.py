@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_ccmim.training import warmup_cosine
+from keras_ccmim.training.schedules import PerUpdate
 
 
 def _lr(schedule, step):
@@ -61,6 +62,18 @@ def test_serialization_round_trip():
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
     assert isinstance(clone, keras.optimizers.schedules.CosineDecay)
     assert [_lr(clone, s) for s in (0, 3, 7, 40, 70)] == [_lr(schedule, s) for s in (0, 3, 7, 40, 70)]
+
+
+def test_accumulation_reads_the_rate_at_the_first_step_of_each_update():
+    plain = warmup_cosine(1.0, warmup_steps=2, total_steps=8)
+    accumulated = warmup_cosine(1.0, warmup_steps=8, total_steps=32, accum_steps=4)
+    wanted = _lrs(plain, range(8))
+    got = _lrs(accumulated, range(32))
+    for step, lr in enumerate(got):
+        assert lr == pytest.approx(wanted[step // 4], abs=1e-7), step
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(accumulated))
+    assert isinstance(clone, PerUpdate) and clone.accum_steps == 4
+    assert _lrs(clone, range(32)) == got
 
 
 def test_schedule_drives_the_optimizer():
