@@ -4,7 +4,8 @@ The design is ViTDet's simple feature pyramid with a light FPN head:
 
 * features are taken after 4 evenly spaced blocks (`feature_blocks`; with
   fewer than 4 blocks some are used twice), each normalised by its own
-  LayerNorm and laid out on the patch grid `[B, H/p, W/p, D]`;
+  LayerNorm (the last block's after the encoder's final norm, so it is the
+  encoder's output) and laid out on the patch grid `[B, H/p, W/p, D]`;
 * the pyramid, relative to the patch grid: two stride-2 transposed
   convolutions (4x up, `D/4` channels), one (2x up, `D/2`), identity (1x,
   `D`) and a 2x2 max pool (0.5x, `D`): strides 4, 8, 16 and 32 of the input
@@ -164,6 +165,9 @@ class ViTSegmenter(keras.Model):
     def pyramid(self, images, training=None):
         """The 4 pyramid levels, finest first (see `level_sizes`)."""
         features = self.encoder.block_features(images, self.feature_layers, training=training)
+        if self.feature_layers[3] == self.encoder.num_layers - 1:
+            # The last block's output is the encoder's: its own final norm first.
+            features[3] = self.encoder.norm(features[3])
         features = [norm(f) for norm, f in zip(self.feature_norms, features)]
         finest = self.up4_second(ops.gelu(self.up4_norm(self.up4_first(features[0]))))
         return [finest, self.up2(features[1]), features[2], self.down2(features[3])]
