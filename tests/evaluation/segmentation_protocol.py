@@ -6,7 +6,7 @@ object), scored on 300 images of the separate "test" split.
 
 Figure-ground rather than the 11 classes of `synthetic_objects`: in a run
 this short (and in 200 steps, measured) the 11-class segmenter, pretrained
-or not, labels every pixel background (mIoU 7.3, aAcc 77-78%: each shape
+or not, labels every pixel background (mIoU 7.3-7.7, aAcc 77-78%: each shape
 class holds about 2% of the pixels, so no shape class wins the argmax),
 which leaves nothing to compare.
 """
