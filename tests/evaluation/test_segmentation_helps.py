@@ -17,13 +17,15 @@ mAcc gain changed sign (-1.67 to +7.58), so mAcc is not tested. aAcc's gain
 is the steady one: its margin, 0.5, is 0.87 under the smallest measured
 gain (the gains' half range is 0.97); mIoU is only required to be higher
 (the smallest gain, +0.48, leaves no room for more). The other backends
-draw other random weights from the same seeds, and there the spread is
-wider than the gain: on torch (seed 0) the pretrained encoder scored 48.4
-mIoU / 80.3 aAcc against random init's 53.9 / 81.1. So the comparison runs
-on TensorFlow, the backend the margins were measured on, and is skipped
-elsewhere until a protocol whose gain clears the seed spread on every
-backend is measured (fifty steps are too few for that, and in 120 steps
-the gain was gone: 64.0 against 64.1 mIoU).
+draw other random weights from the same seeds, and there random init won:
+at seed 0 the pretrained encoder scored 48.4 mIoU / 80.3 aAcc against
+53.9 / 81.1 on torch, and 39.8 / 78.4 against 50.9 / 80.4 on JAX. The
+encoder's forward pass agrees across backends (7e-7 on these weights), so
+the difference arises in fine-tuning, and it looks systematic (TensorFlow
+gained at all 4 seeds) rather than seed noise: a lead for its own issue.
+So the comparison runs on TensorFlow, the backend the margins were
+measured on, and is skipped elsewhere until that is understood (in 120
+steps on TensorFlow the gain was gone too: 64.0 against 64.1 mIoU).
 """
 
 import keras
@@ -37,8 +39,8 @@ pytestmark = [
     pytest.mark.slow,  # minutes: see the `slow` marker in pyproject.toml
     pytest.mark.skipif(
         keras.backend.backend() != "tensorflow",
-        reason="margins measured on TensorFlow only; on torch seed 0 random init won "
-        "(see the module docstring)",
+        reason="margins measured on TensorFlow only; on torch and JAX random init won "
+        "seed 0 (see the module docstring)",
     ),
 ]
 
