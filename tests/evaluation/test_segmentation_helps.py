@@ -21,15 +21,16 @@ draw other random weights from the same seeds, and there random init won:
 at seed 0 the pretrained encoder scored 48.4 mIoU / 80.3 aAcc against
 53.9 / 81.1 on torch, and 39.8 / 78.4 against 50.9 / 80.4 on JAX. The
 encoder's forward pass agrees across backends (7e-7 on these weights), so
-the difference arises later, and it looks systematic (TensorFlow gained at
-all 4 seeds) rather than seed noise. A lead for its own issue: without drop
-path, the pretrained run's training losses were the same on torch and
-TensorFlow (0.648, 0.590 against 0.643, 0.588 per epoch) while its test
-mIoU was not (48.0 against 60.2), so the gap is in scoring or inference,
-not in training.
-So the comparison runs on TensorFlow, the backend the margins were
-measured on, and is skipped elsewhere until that is understood (in 120
-steps on TensorFlow the gain was gone too: 64.0 against 64.1 mIoU).
+the difference arises in fine-tuning. Without drop path, the pretrained
+run's per-epoch training losses on torch and TensorFlow agree within 1%
+(0.648, 0.590 against 0.643, 0.588) while its test mIoU does not (48.0
+against 60.2), and one trained segmenter scores the same on both backends
+(logits 1e-6 apart): after 50 steps many pixels sit near the decision
+boundary, so small differences in training flip them. The protocol is too
+fragile for a margin across backends, not (as far as measured) a backend
+bug. So the comparison runs on TensorFlow, the backend the margins were
+measured on, and is skipped elsewhere until a sturdier protocol is found
+(in 120 steps on TensorFlow the gain was gone: 64.0 against 64.1 mIoU).
 """
 
 import keras
