@@ -42,3 +42,13 @@ from keras_ccmim.data.tfds_source import (
     report_skipped_records,
     skipped_records,
 )
+from keras_ccmim.data.segmentation_pipeline import make_segmentation_dataset
+from keras_ccmim.data.segmentation_sources import (
+    IGNORE_LABEL,
+    SegmentationInfo,
+    load_segmentation_source,
+)
+from keras_ccmim.data.synthetic_objects import (
+    SYNTHETIC_OBJECTS_SEGMENTATION_CLASSES,
+    synthetic_objects_segmentation,
+)

@@ -323,3 +323,30 @@ def synthetic_objects_arrays(*, split="train", image_size=32, num_images=None):
     )
     data = {key: value[start:stop] for key, value in data.items()}
     return data, describe_synthetic_objects(split, total, image_size)
+
+
+# The classes of the segmentation labels: background, then the shapes.
+SYNTHETIC_OBJECTS_SEGMENTATION_CLASSES = ("background",) + SYNTHETIC_OBJECTS_CLASS_NAMES
+
+
+def synthetic_objects_segmentation(labels, foreground):
+    """Per-pixel labels of `synthetic_objects` images (deterministic, as the
+    images are): 0 on the background and `label + 1` on the shape, so the
+    shape classes (0-9 as image labels) are 1-10 here and background is 0;
+    `SYNTHETIC_OBJECTS_SEGMENTATION_CLASSES` names them.
+
+    Args:
+        labels: int `[n]`, the image labels.
+        foreground: 0/1 `[n, H, W]`, the exact shape masks.
+
+    Returns:
+        uint8 `[n, H, W]` in `[0, 11)`.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    foreground = np.asarray(foreground)
+    if foreground.ndim != 3 or labels.shape != foreground.shape[:1]:
+        raise ValueError(
+            f"labels must be [n] and foreground [n, H, W]; got {labels.shape} and "
+            f"{foreground.shape}."
+        )
+    return (foreground.astype(np.int64) * (labels[:, None, None] + 1)).astype(np.uint8)

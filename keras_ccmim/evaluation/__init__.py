@@ -37,3 +37,9 @@ from keras_ccmim.evaluation.visualize import (
     denormalize_prediction,
     reconstruction_grid,
 )
+from keras_ccmim.evaluation.segment import SegmentResult, segment
+from keras_ccmim.evaluation.segmentation_metrics import (
+    SegmentationScores,
+    evaluate_segmenter,
+    scores_from_confusion,
+)

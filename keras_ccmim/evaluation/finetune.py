@@ -262,27 +262,29 @@ _FRESH_FIX = (
 )
 
 
-def _prepare_output_dir(output_dir, config, fresh):
+def _prepare_output_dir(output_dir, config, fresh, config_file=CONFIG_FILE,
+                        outputs=RUN_OUTPUTS, what="fine-tuning"):
     """Creates the run's folder and writes its config. A folder that holds
     an earlier run's outputs must hold the same run (the same `config` but
     for `RESUMABLE_CHANGES`), which then resumes; with `fresh` those outputs
-    are moved aside first."""
+    are moved aside first. `config_file`, `outputs` and `what` name the
+    files of another kind of run (segmentation) and the run in messages."""
     output_dir = os.fspath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise FinetuneConfigError(
             f"output_dir {output_dir!r} is a file; pass a folder (created if missing)."
         )
-    config_path = os.path.join(output_dir, CONFIG_FILE)
+    config_path = os.path.join(output_dir, config_file)
     if fresh:
-        aside = move_aside(output_dir, RUN_OUTPUTS)
+        aside = move_aside(output_dir, outputs)
         if aside is not None:
             print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
     else:
-        present = [n for n in RUN_OUTPUTS if os.path.lexists(os.path.join(output_dir, n))]
+        present = [n for n in outputs if os.path.lexists(os.path.join(output_dir, n))]
         if present and not os.path.exists(config_path):
             raise FinetuneConfigError(
                 f"output_dir {output_dir!r} holds {', '.join(present)} of an earlier "
-                f"fine-tuning but no {CONFIG_FILE}, so that run cannot be checked against "
+                f"{what} but no {config_file}, so that run cannot be checked against "
                 f"this configuration. Restore the file, or {_FRESH_FIX}."
             )
         if present:
@@ -300,7 +302,7 @@ def _prepare_output_dir(output_dir, config, fresh):
             changes = _flat_changes(saved, config)
             if changes:
                 raise FinetuneConfigError(
-                    f"output_dir {output_dir!r} holds a fine-tuning run with a different "
+                    f"output_dir {output_dir!r} holds a {what} run with a different "
                     f"configuration: {describe_changes(changes)}. Rerun with the same "
                     f"settings to resume it, or {_FRESH_FIX}."
                 )

@@ -1,4 +1,4 @@
-"""The ViT encoder and classifier, the ccMIM pretrainer, the named
+"""The ViT encoder, classifier and segmenter, the ccMIM pretrainer, the named
 architectures and the preset files of trained models."""
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
@@ -12,3 +12,4 @@ from keras_ccmim.models.preset_files import (
 from keras_ccmim.models.presets import ALIASES, PRESETS, get_preset, preset_names
 from keras_ccmim.models.vit_classifier import ViTClassifier
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.models.segmenter import ViTSegmenter, feature_blocks, resized_encoder

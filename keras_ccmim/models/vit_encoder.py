@@ -205,6 +205,36 @@ class ViTEncoder(keras.Model):
                 x = block(x)
         return maps
 
+    def block_features(self, images, layer_indices, training=None):
+        """Patch-token maps after the given blocks, for dense heads.
+
+        Runs the blocks up to the deepest index (all patches, with [CLS])
+        and returns, for each index in the given order (repeats allowed),
+        that block's output without [CLS] and without the final norm,
+        reshaped to the patch grid. `call`'s output is unchanged.
+
+        Args:
+            images: `[B, H, W, C]` at this encoder's `image_size`.
+            layer_indices: block indices in `[0, num_layers)`.
+
+        Returns:
+            list of `[B, H / p, W / p, D]` tensors.
+        """
+        indices = [int(i) for i in layer_indices]
+        if not indices or min(indices) < 0 or max(indices) >= self.num_layers:
+            raise ValueError(
+                f"layer_indices must be block indices in [0, {self.num_layers}), got "
+                f"{list(layer_indices)}."
+            )
+        rows, cols = self.grid_size
+        x = self._prepend_cls(self.embed(images))
+        outputs = {}
+        for i, block in enumerate(self.blocks[: max(indices) + 1]):
+            x = block(x, training=training)
+            if i in indices:
+                outputs[i] = ops.reshape(x[:, 1:], (-1, rows, cols, self.hidden_dim))
+        return [outputs[i] for i in indices]
+
     def call(self, images, training=None):
         return self.encode(self.embed(images), training=training)
 

@@ -1,0 +1,45 @@
+"""`segment`: a tiny fine-tuning run, its outputs, resuming and refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_ccmim.evaluation.finetune import FinetuneConfigError
+from keras_ccmim.evaluation.segment import segment
+
+# Seconds on TensorFlow and torch, but over a minute on JAX (it compiles the
+# train and predict steps of three models): see the `slow` marker in pyproject.toml.
+pytestmark = pytest.mark.slow
+
+TINY_RUN = dict(image_size=16, train_num_images=32, eval_num_images=8, epochs=2,
+                steps_per_epoch=2, warmup_epochs=0.5, batch_size=8, base_learning_rate=1e-3,
+                head_dim=8, check_every_steps=1)
+
+
+def test_tiny_run_writes_its_outputs_and_resumes(tiny_encoder, tmp_path):
+    output_dir = tmp_path / "segment"
+    result = segment(tiny_encoder, output_dir=str(output_dir), **TINY_RUN)
+    assert result.global_step == 4 and result.initial_step == 0
+    assert result.num_classes == 11 and result.num_eval == 8
+    assert result.num_pixels == 8 * 16 * 16
+    assert 0 <= result.miou <= 100 and 0 <= result.macc <= 100 and 0 <= result.aacc <= 100
+    assert result.history["epoch"] == [1, 2] and result.best_epoch in (1, 2)
+    saved = json.loads((output_dir / "results.json").read_text())
+    assert saved["miou"] == result.miou and len(saved["per_class_iou"]) == 11
+    picture = np.asarray(Image.open(output_dir / "predictions.png"))
+    assert picture.ndim == 3 and picture.shape[1] > picture.shape[0] / 2
+    assert (output_dir / "segmenter.keras").exists()
+    # The same call again: already finished, nothing trained, same scores.
+    again = segment(tiny_encoder, output_dir=str(output_dir), **TINY_RUN)
+    assert again.initial_step == 4 and again.miou == pytest.approx(result.miou)
+    with pytest.raises(FinetuneConfigError, match=r"segmentation run.*epochs"):
+        segment(tiny_encoder, output_dir=str(output_dir), **dict(TINY_RUN, epochs=3))
+
+
+def test_bad_image_size_and_warmup(tiny_encoder):
+    with pytest.raises(ValueError, match="multiple of the encoder's patch size 4"):
+        segment(tiny_encoder, **dict(TINY_RUN, image_size=18))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        segment(tiny_encoder, **dict(TINY_RUN, warmup_epochs=2))
