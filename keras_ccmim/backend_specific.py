@@ -58,17 +58,6 @@ def no_grad():
     return contextlib.nullcontext()
 
 
-def is_grad_recording(tensor):
-    """True when `tensor` is part of a recorded autograd graph (torch only).
-
-    Used by tests to prove the no-gradient passes record nothing. Always
-    False on TensorFlow and JAX, which record no graph eagerly per tensor.
-    """
-    if backend_name() == "torch":
-        return bool(getattr(tensor, "requires_grad", False))
-    return False
-
-
 def jax_platform():
     """JAX's default platform (`"cpu"`, `"gpu"`, `"tpu"`); None elsewhere."""
     if backend_name() != "jax":

@@ -144,3 +144,12 @@ def constructor_config(config):
     if isinstance(config, (list, tuple)):
         return [constructor_config(v) for v in config]
     return config
+
+
+def is_grad_recording(tensor):
+    """True when `tensor` is part of a recorded autograd graph (torch only):
+    the proof that a no-gradient pass recorded nothing. Always False on
+    TensorFlow and JAX, which record no graph eagerly per tensor."""
+    if keras.backend.backend() == "torch":
+        return bool(getattr(tensor, "requires_grad", False))
+    return False

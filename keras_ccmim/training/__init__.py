@@ -24,7 +24,6 @@ from keras_ccmim.training.config import (
     PretrainConfig,
     parse_score_layers,
     resolve_config,
-    validate_config,
 )
 from keras_ccmim.training.distribution import (
     DISTRIBUTIONS,

@@ -505,11 +505,6 @@ def resolve_config(config):
     return config, info
 
 
-def validate_config(config):
-    """`resolve_config(config)[0]`."""
-    return resolve_config(config)[0]
-
-
 def _comparable(name, value):
     """`value` as compared across reruns: lists and tuples (a list read back
     from config.json, a tuple passed in Python) by their items, a preset

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from keras_ccmim.training import ConfigError, PretrainConfig, resolve_config, validate_config
+from keras_ccmim.training import ConfigError, PretrainConfig, resolve_config
 from keras_ccmim.training import config as config_module
 
 
@@ -18,7 +18,7 @@ def test_demo_defaults_resolve(tiny_run):
 
 
 def test_resolve_fills_preset_sizes_and_keeps_overrides(tiny_run):
-    config = validate_config(tiny_run(hidden_dim=None, steps_per_epoch=None))
+    config = resolve_config(tiny_run(hidden_dim=None, steps_per_epoch=None))[0]
     assert config.hidden_dim == 192  # from the preset
     assert config.num_layers == 2  # override kept
     assert config.steps_per_epoch == 128 // 16
@@ -26,11 +26,11 @@ def test_resolve_fills_preset_sizes_and_keeps_overrides(tiny_run):
 
 
 def test_score_layers_string_is_parsed(tiny_run):
-    assert validate_config(tiny_run(score_layers="0,-1")).score_layers == [0, -1]
+    assert resolve_config(tiny_run(score_layers="0,-1"))[0].score_layers == [0, -1]
 
 
 def test_config_dict_round_trip(tiny_run, tmp_path):
-    config = validate_config(tiny_run())
+    config = resolve_config(tiny_run())[0]
     config.save(tmp_path / "config.json")
     assert PretrainConfig.load(tmp_path / "config.json") == config
 
@@ -244,7 +244,7 @@ def test_every_field_is_classified_for_reruns():
 
 
 def test_config_changes_name_old_and_new_values(tiny_run):
-    saved = validate_config(tiny_run(epochs=2))
+    saved = resolve_config(tiny_run(epochs=2))[0]
     current = dataclasses.replace(saved, epochs=3, seed=1, masking="random", blr=1e-4)
     changes = config_module.config_changes(saved, current)
     assert [name for name, _, _ in changes] == ["masking", "epochs", "blr", "seed"]
@@ -255,7 +255,7 @@ def test_config_changes_name_old_and_new_values(tiny_run):
 
 
 def test_harmless_changes_are_not_config_changes(tiny_run, tmp_path):
-    saved = validate_config(tiny_run())
+    saved = resolve_config(tiny_run())[0]
     current = dataclasses.replace(
         saved, workdir=str(tmp_path / "moved"), data_dir=str(tmp_path), verbose=2,
         tensorboard_every_steps=0, checkpoint_every_steps=1, keep_checkpoints=5,
@@ -267,7 +267,7 @@ def test_harmless_changes_are_not_config_changes(tiny_run, tmp_path):
 
 
 def test_resume_from_step_may_change_the_optimisation_knobs(tiny_run):
-    saved = validate_config(tiny_run(blr=1e6))
+    saved = resolve_config(tiny_run(blr=1e6))[0]
     knobs = dict(blr=1.5e-3, warmup_epochs=1.0, weight_decay=0.0, mixed_precision="bfloat16")
     current = dataclasses.replace(saved, **knobs)
     assert [name for name, _, _ in config_module.config_changes(saved, current)] == list(knobs)
@@ -281,7 +281,7 @@ def test_resume_from_step_may_change_the_optimisation_knobs(tiny_run):
 
 
 def test_a_list_read_back_from_json_equals_a_tuple(tiny_run, tmp_path):
-    current = validate_config(tiny_run(score_layers=(0, 1)))
+    current = resolve_config(tiny_run(score_layers=(0, 1)))[0]
     assert current.score_layers == (0, 1)
     current.save(tmp_path / "config.json")
     saved = PretrainConfig.load(tmp_path / "config.json")
@@ -294,10 +294,10 @@ def test_a_list_read_back_from_json_equals_a_tuple(tiny_run, tmp_path):
 
 
 def test_a_preset_alias_is_the_preset_it_names(tiny_run):
-    saved = validate_config(tiny_run())
+    saved = resolve_config(tiny_run())[0]
     assert config_module.config_changes(saved, dataclasses.replace(saved, preset="T/4")) == []
 
 
 def test_allow_config_change_must_be_a_bool(tiny_run):
     with pytest.raises(ConfigError, match="allow_config_change must be True or False"):
-        validate_config(tiny_run(allow_config_change="yes"))
+        resolve_config(tiny_run(allow_config_change="yes"))[0]

@@ -109,7 +109,7 @@ def test_a_changed_config_on_a_checkpointed_workdir_is_one_line(binary, capsys, 
                 decoder_num_heads=2, num_images=64, batch_size=16, epochs=2,
                 steps_per_epoch=2, verbose="0")
     with _flags(**tiny):
-        saved = training.validate_config(binary.config_from_flags())
+        saved = training.resolve_config(binary.config_from_flags())[0]
     # What the check reads of a checkpointed run: its config and a checkpoint
     # log (it refuses before any checkpoint is loaded).
     (workdir / "checkpoints").mkdir(parents=True)
