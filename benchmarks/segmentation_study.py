@@ -4,7 +4,7 @@ background / object; --dataset=synthetic_objects for its 11 classes).
 
 MAE (random masking, no contrastive term) and ccMIM (the library's
 defaults: importance sampling + InfoNCE) are pretrained with the budget of
-the key test's pretraining (`PRETRAIN_RUN` in tests/evaluation/conftest.py:
+the key test's pretraining (`PRETRAIN_RUN` in benchmarks/key_pretraining.py:
 32 px, patch 8, width 64, 2 blocks, 1000 steps of 64 on 10,000 images),
 then every encoder, and a randomly initialised one, is fine-tuned with
 `keras_ccmim.evaluation.segment` (a `ViTSegmenter`: 4 blocks, simple
@@ -59,7 +59,7 @@ flags.DEFINE_list("workdirs", [], "ARM=WORKDIR pairs: finished pretrainings of e
 
 
 def pretrain_config(arm, workdir):
-    from tests.evaluation.conftest import PRETRAIN_RUN
+    from benchmarks.key_pretraining import PRETRAIN_RUN
 
     config = dict(PRETRAIN_RUN, **ARMS[arm])
     steps = int(FLAGS.pretrain_steps)
@@ -73,7 +73,7 @@ def encoder_of(arm, work_dir):
     """`(encoder, pretraining seconds)` of an arm."""
     from keras_ccmim.evaluation import load_encoder, random_encoder
     from keras_ccmim.training import pretrain
-    from tests.evaluation.conftest import PRETRAIN_ENCODER
+    from benchmarks.key_pretraining import PRETRAIN_ENCODER
 
     if ARMS[arm] is None:
         return random_encoder(seed=0, **PRETRAIN_ENCODER), 0.0

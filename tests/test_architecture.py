@@ -84,3 +84,16 @@ def test_architecture_md_names_every_subpackage():
     text = (PACKAGE.parent / "ARCHITECTURE.md").read_text()
     for sub in sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
         assert f"keras_ccmim/{sub}/" in text, sub
+
+
+def test_programs_never_import_the_tests():
+    """train/, evaluate/, benchmarks/ and tools/ import the package, never
+    the tests (a Bazel binary cannot depend on testonly code)."""
+    root = PACKAGE.parent
+    wrong = []
+    for folder in ("train", "evaluate", "benchmarks", "tools"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for name, line in _imports(path, []):
+                if name.split(".")[0] == "tests":
+                    wrong.append(f"{path.relative_to(root)}:{line} imports {name}")
+    assert not wrong, "\n".join(wrong)

@@ -11,7 +11,6 @@ import keras
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_TFDS_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
 
 
 def _run(args, timeout=900):
@@ -33,8 +32,11 @@ def test_without_a_gpu_it_stops_at_once(tmp_path):
                     reason="the run starts its own backend processes; once is enough")
 def test_dry_run_runs_every_part_and_writes_its_summary(tmp_path):
     out = tmp_path / "gpu"
+    # Without CIFAR-10 under --data_dir the pretraining part is skipped (and
+    # recorded so): benchmarks/cifar10_study.py is tested on its own in
+    # test_benchmarks.py, with the flags this run's dry run passes it.
     proc = _run(["--dry_run", f"--output_dir={out}", "--backends=tensorflow",
-                 f"--data_dir={SHARED_TFDS_DIR}"])
+                 f"--data_dir={tmp_path / 'no_tfds'}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] and summary["machine"]["cpu_model"]
@@ -48,7 +50,5 @@ def test_dry_run_runs_every_part_and_writes_its_summary(tmp_path):
     assert summary["pipeline"] and summary["pipeline"][0]["headroom"] > 0
     parts = {p["part"]: p for p in summary["parts"]}
     assert not [p for p in parts.values() if "error" in p and "skipped" not in p["error"]]
-    if os.path.isdir(os.path.join(SHARED_TFDS_DIR, "cifar10_jpeg")):
-        variants = [row["variant"] for row in summary["cifar10"]]
-        assert variants == ["mae", "ccmim", "random init"]
-        assert all(0 <= row["knn_top1"] <= 100 for row in summary["cifar10"])
+    assert parts["cifar10 pretraining + k-NN"]["error"].startswith("skipped: no cifar10_jpeg")
+    assert summary["cifar10"] is None

@@ -15,35 +15,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # A tiny encoder: 16 px, patch 4 (16 patches), 32 wide, 2 blocks.
 TINY_ENCODER = dict(image_size=16, patch_size=4, hidden_dim=32, num_layers=2, num_heads=2)
 
-# The pretraining run the key check (and the binaries) use: ccMIM (importance
-# sampling + InfoNCE, the library's defaults) on synthetic_objects at 32 px
-# with 8 px patches, 1000 steps. It runs
-# once per session under the TensorFlow backend (a subprocess), so every
+# The pretraining run the key check (and the binaries) use: ccMIM on
+# synthetic_objects at 32 px with 8 px patches, 1000 steps (kept in
+# benchmarks/key_pretraining.py, which the dense-transfer study shares). It
+# runs once per session under the TensorFlow backend (a subprocess), so every
 # backend evaluates the same encoder (eager torch would take minutes).
-PRETRAIN_RUN = dict(
-    image_size=32,
-    patch_size=8,
-    hidden_dim=64,
-    num_layers=2,
-    num_heads=4,
-    decoder_hidden_dim=64,
-    decoder_num_layers=1,
-    decoder_num_heads=4,
-    projection_dim=64,
-    masking="importance_sampling",
-    contrastive="infonce",
-    num_images=10000,
-    batch_size=64,
-    epochs=2,
-    steps_per_epoch=500,
-    blr=1e-2,
-    warmup_epochs=0.2,
-    lift_images=16,
-    tensorboard_every_steps=0,
-    seed=0,
-    verbose=0,
-)
-PRETRAIN_ENCODER = {k: PRETRAIN_RUN[k] for k in TINY_ENCODER}
+from benchmarks.key_pretraining import PRETRAIN_ENCODER, PRETRAIN_RUN  # noqa: E402
 
 
 def subprocess_env(backend=None, **extra):
