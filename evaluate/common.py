@@ -180,6 +180,34 @@ def load_encoder():
     )
 
 
+def fine_tuning_arguments():
+    """The keyword arguments `evaluation.finetune` and `evaluation.segment`
+    take from the same flags: data, schedule, optimiser, seed, output and
+    checkpoints."""
+    return dict(
+        train_split=FLAGS.train_split,
+        eval_split=FLAGS.eval_split,
+        data_dir=FLAGS.data_dir,
+        train_num_images=FLAGS.train_num_images,
+        eval_num_images=FLAGS.eval_num_images,
+        epochs=FLAGS.epochs,
+        steps_per_epoch=FLAGS.steps_per_epoch,
+        warmup_epochs=FLAGS.warmup_epochs,
+        batch_size=FLAGS.batch_size,
+        base_learning_rate=FLAGS.blr,
+        weight_decay=FLAGS.weight_decay,
+        layer_decay=FLAGS.layer_decay,
+        drop_path_rate=FLAGS.drop_path,
+        seed=FLAGS.seed,
+        verbose=int(FLAGS.verbose),
+        output_dir=FLAGS.output_dir,
+        fresh=FLAGS.fresh,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+        keep_checkpoints=FLAGS.keep_checkpoints,
+        check_every_steps=FLAGS.check_every_steps,
+    )
+
+
 def describe_source():
     if FLAGS.workdir:
         handle = FLAGS.workdir.startswith(("kaggle://", "hf://"))
