@@ -17,8 +17,10 @@
 #                    the targets tagged slow (test files with
 #                    `pytestmark = pytest.mark.slow`) as import checks only
 #                    (`pytest --collect-only`: their deps and imports resolve
-#                    under Bazel) and the others in full. CI uses "import",
-#                    as its pytest stage has just run the slow files in full.
+#                    under Bazel) and the others in full; "all" runs every
+#                    target as an import check. CI uses "all": its pytest
+#                    stage has just run every test in full, so what Bazel
+#                    adds is that each target's deps and imports resolve.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -82,8 +84,12 @@ case "${BAZEL_SLOW:-run}" in
     "${bazel}" test "${flags[@]}" --test_tag_filters=slow --test_arg=--collect-only \
       "${suites[@]}" 2>&1 | tee -a "${log}" || status=$?
     ;;
+  all)
+    echo "bazel_test: every target, as an import check (pytest --collect-only):"
+    "${bazel}" test "${flags[@]}" --test_arg=--collect-only "${suites[@]}" 2>&1 | tee "${log}" || status=$?
+    ;;
   *)
-    echo "bazel_test: BAZEL_SLOW must be run or import, got '${BAZEL_SLOW}'" >&2
+    echo "bazel_test: BAZEL_SLOW must be run, import or all, got '${BAZEL_SLOW}'" >&2
     exit 2
     ;;
 esac
