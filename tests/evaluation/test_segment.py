@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_ccmim.evaluation.finetune import FinetuneConfigError
+from keras_ccmim.evaluation.finetune_run_folder import FinetuneConfigError
 from keras_ccmim.evaluation.segment import segment
 
 # Seconds on TensorFlow and torch, but over a minute on JAX (it compiles the
