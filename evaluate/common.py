@@ -1,20 +1,19 @@
-"""Flags and helpers shared by the evaluation binaries (thin over the library)."""
+"""The evaluation binaries' shared flags: their definitions, their checks
+(before any work), the library arguments they make, and the binaries' output
+(the results printed and written to --output, one `Error:` line). The logic
+they call lives in `keras_ccmim.evaluation`."""
 
 import json
 import math
 import os
 import sys
-import types
 
 from absl import flags
 
 FLAGS = flags.FLAGS
-# Whether --saved_model names an input encoder (k-NN, probe) in this binary.
-_SAVED_MODEL_INPUT = []
 # Flags that describe the --random_init encoder; an encoder read from a
 # workdir or a SavedModel has its own architecture.
 RANDOM_INIT_FLAGS = ("preset", "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
-SAVED_MODEL_PROTOS = ("saved_model.pb", "saved_model.pbtxt")
 
 
 def define_encoder_flags(saved_model=False):
@@ -28,7 +27,6 @@ def define_encoder_flags(saved_model=False):
         "random_init", False, "Evaluate a randomly initialised encoder (the baseline)."
     )
     if saved_model:
-        _SAVED_MODEL_INPUT.append(True)
         flags.DEFINE_string(
             "saved_model", None, "Encoder SavedModel written by evaluate/export.py."
         )
@@ -54,12 +52,13 @@ def define_output_flag():
     flags.DEFINE_string("output", None, "Write the results as JSON to this file.")
 
 
-def encoder_source(random_init_flags=RANDOM_INIT_FLAGS):
+def encoder_source(random_init_flags=RANDOM_INIT_FLAGS, saved_model_input=False):
     """The flag naming the encoder: exactly one of them must be set, and
-    `random_init_flags` only with --random_init. A --saved_model input must
-    be a SavedModel folder."""
+    `random_init_flags` only with --random_init. With `saved_model_input`
+    (a binary that called `define_encoder_flags(saved_model=True)`) the
+    encoder may come from --saved_model, which must be a SavedModel folder."""
     options = {"workdir": FLAGS.workdir, "random_init": FLAGS.random_init}
-    if _SAVED_MODEL_INPUT:
+    if saved_model_input:
         options["saved_model"] = FLAGS.saved_model
     chosen = [name for name, value in options.items() if value]
     if len(chosen) != 1:
@@ -77,25 +76,10 @@ def encoder_source(random_init_flags=RANDOM_INIT_FLAGS):
             f"--{source}."
         )
     if source == "saved_model":
+        from keras_ccmim.evaluation.saved_model_input import check_saved_model_input
+
         check_saved_model_input(FLAGS.saved_model)
     return source
-
-
-def check_saved_model_input(path):
-    """`path` is a folder with a `saved_model.pb` (what evaluate/export.py
-    writes); checked here, before Keras and TensorFlow are imported."""
-    fix = (
-        "Pass the folder evaluate/export.py wrote (its --saved_model), or the "
-        "pretraining run with --workdir."
-    )
-    if not os.path.exists(path):
-        raise ValueError(f"--saved_model {path!r} does not exist. {fix}")
-    if not os.path.isdir(path):
-        raise ValueError(f"--saved_model {path!r} is a file, not a SavedModel folder. {fix}")
-    if not any(os.path.isfile(os.path.join(path, name)) for name in SAVED_MODEL_PROTOS):
-        raise ValueError(
-            f"--saved_model {path!r} is not a SavedModel: it has no saved_model.pb. {fix}"
-        )
 
 
 def _interval_text(low, high, low_open, high_open):
@@ -208,100 +192,39 @@ def fine_tuning_arguments():
     )
 
 
-def describe_source():
+def describe_source(saved_model_input=False):
+    """Where the encoder came from, for the results (`saved_model_input` as
+    in `encoder_source`)."""
     if FLAGS.workdir:
         handle = FLAGS.workdir.startswith(("kaggle://", "hf://"))
         return {"workdir": FLAGS.workdir if handle else os.path.abspath(FLAGS.workdir)}
-    if _SAVED_MODEL_INPUT and FLAGS.saved_model:
+    if saved_model_input and FLAGS.saved_model:
         return {"saved_model": os.path.abspath(FLAGS.saved_model)}
     return {"random_init": True, "preset": FLAGS.preset, "seed": FLAGS.seed}
 
 
 def extract_train_and_eval_features(feature):
     """Features and labels of --train_split and --eval_split, from the encoder
-    the flags select (a workdir, a random init or a SavedModel).
+    the flags select (a workdir, a random init or a SavedModel): see
+    `keras_ccmim.evaluation.train_and_eval_features`."""
+    from keras_ccmim.evaluation.saved_model_input import load_saved_model
+    from keras_ccmim.evaluation.train_eval_features import train_and_eval_features
 
-    Returns:
-        A namespace with `train_x`, `train_y`, `eval_x`, `eval_y` (numpy),
-        `image_size` and `num_classes` (from the dataset description, None
-        when unknown).
-    """
-    from keras_ccmim import data, evaluation
-
-    source = encoder_source()
-    if source == "saved_model":
-        model = load_saved_model(FLAGS.saved_model)
-        image_size = saved_model_image_size(model)
-
-        def extract(dataset):
-            return evaluation.extract_saved_model_features(model, dataset, feature)
-
+    if encoder_source(saved_model_input=True) == "saved_model":
+        encoder = {"saved_model": load_saved_model(FLAGS.saved_model)}
     else:
-        encoder = load_encoder()
-        image_size = encoder.image_size[0]
-
-        def extract(dataset):
-            return evaluation.extract_features(encoder, dataset, feature)
-
-    arrays = []
-    for split, num_images in (
-        (FLAGS.train_split, FLAGS.train_num_images),
-        (FLAGS.eval_split, FLAGS.eval_num_images),
-    ):
-        info = data.describe_dataset(
-            FLAGS.dataset,
-            split=split,
-            data_dir=FLAGS.data_dir,
-            num_images=num_images,
-            image_size=image_size,
-        )
-        dataset = data.make_dataset(
-            FLAGS.dataset,
-            split=split,
-            batch_size=evaluation.whole_batch_size(info.num_images, FLAGS.batch_size),
-            image_size=image_size,
-            data_dir=FLAGS.data_dir,
-            training=False,
-            num_images=num_images,
-        )
-        arrays.extend(extract(dataset))
-    train_x, train_y, eval_x, eval_y = arrays
-    return types.SimpleNamespace(
-        train_x=train_x,
-        train_y=train_y,
-        eval_x=eval_x,
-        eval_y=eval_y,
-        image_size=image_size,
-        num_classes=info.num_classes,
+        encoder = {"encoder": load_encoder()}
+    return train_and_eval_features(
+        FLAGS.dataset,
+        **encoder,
+        feature=feature,
+        train_split=FLAGS.train_split,
+        eval_split=FLAGS.eval_split,
+        train_num_images=FLAGS.train_num_images,
+        eval_num_images=FLAGS.eval_num_images,
+        data_dir=FLAGS.data_dir,
+        batch_size=FLAGS.batch_size,
     )
-
-
-def load_saved_model(path):
-    """`tf.saved_model.load(path)`; a damaged SavedModel is a ValueError
-    naming the path and the fix."""
-    import tensorflow as tf
-
-    check_saved_model_input(path)
-    try:
-        return tf.saved_model.load(path)
-    except Exception as error:  # protobuf, TensorFlow and OS errors alike
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-        raise ValueError(
-            f"--saved_model {path!r} cannot be loaded ({reason}). It is damaged or not "
-            "a SavedModel; write it again with evaluate/export.py."
-        ) from error
-
-
-def saved_model_image_size(saved_model):
-    """The image size a SavedModel's `serve` endpoint takes."""
-    try:
-        spec = saved_model.serve.concrete_functions[0].structured_input_signature[0][0]
-        return int(spec.shape[1])
-    except (AttributeError, IndexError, TypeError) as error:
-        raise ValueError(
-            "The --saved_model has no `serve` endpoint taking [B, H, W, 3] images; it is "
-            "not an encoder export. Write one with evaluate/export.py."
-        ) from error
 
 
 def write_results(results):

@@ -35,7 +35,7 @@ def main(argv):
     try:
         common.check_float_flags(FLOAT_RANGES)
         common.check_output_path(FLAGS.output)
-        common.encoder_source()  # checked before the slow imports
+        common.encoder_source(saved_model_input=True)  # checked before the slow imports
         from keras_ccmim import evaluation
 
         features = common.extract_train_and_eval_features(FLAGS.feature)
@@ -55,7 +55,7 @@ def main(argv):
             train_split=FLAGS.train_split,
             eval_split=FLAGS.eval_split,
             image_size=features.image_size,
-            **common.describe_source(),
+            **common.describe_source(saved_model_input=True),
         )
         common.write_results(results)
     except (ValueError, OSError) as error:

@@ -47,7 +47,7 @@ def main(argv):
     try:
         common.check_float_flags(FLOAT_RANGES)
         common.check_output_path(FLAGS.output)
-        common.encoder_source()  # checked before the slow imports
+        common.encoder_source(saved_model_input=True)  # checked before the slow imports
         from keras_ccmim import evaluation
 
         features = common.extract_train_and_eval_features(FLAGS.feature)
@@ -75,7 +75,7 @@ def main(argv):
             num_train=int(features.train_x.shape[0]),
             num_eval=int(features.eval_x.shape[0]),
             image_size=features.image_size,
-            **common.describe_source(),
+            **common.describe_source(saved_model_input=True),
         )
         common.write_results(results)
     except (ValueError, OSError) as error:

@@ -22,7 +22,8 @@ from keras_ccmim.evaluation.features import (
     extract_saved_model_features,
     whole_batch_size,
 )
-from keras_ccmim.evaluation.finetune import FinetuneResult, finetune
+from keras_ccmim.evaluation.finetune import finetune
+from keras_ccmim.evaluation.finetune_result import FinetuneResult
 from keras_ccmim.models.vit_classifier import ViTClassifier, layer_ids
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.evaluation.knn import knn_classify, knn_scores

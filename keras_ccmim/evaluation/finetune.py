@@ -21,10 +21,9 @@ fields named, unless `fresh=True`, which moves the earlier run's files to
 itself (`keep_checkpoints`).
 """
 
-import dataclasses
 import functools
-import hashlib
 import json
+import logging
 import math
 import os
 
@@ -32,32 +31,36 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_ccmim.evaluation.epoch_validation import (
+    EpochValidation,
+    best_epoch,
+    evaluate_classifier,
+    history_lists,
+)
 from keras_ccmim.evaluation.features import whole_batch_size
-from keras_ccmim.evaluation.metrics import accuracies
+from keras_ccmim.evaluation.finetune_result import FinetuneResult, finetune_summary
+from keras_ccmim.evaluation.finetune_run_folder import (
+    CLASSIFIER_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    RESULTS_FILE,
+    encoder_digest,
+    prepare_output_dir,
+    read_history,
+    save_classifier,
+)
 from keras_ccmim.models.vit_classifier import ViTClassifier
-from keras_ccmim.run_files import move_aside, write_json_atomically
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.run_files import write_json_atomically
 from keras_ccmim.training.callbacks import (
     DEFAULT_CHECK_EVERY_STEPS,
     NonFiniteLossError,
     StopOnNonFiniteLoss,
 )
-from keras_ccmim.training.config import describe_changes
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.training.resume import fit_resumable
 
-CONFIG_FILE = "finetune_config.json"
-HISTORY_FILE = "history.jsonl"
-CLASSIFIER_FILE = "classifier.keras"
-RESULTS_FILE = "results.json"
-CHECKPOINT_DIR = "checkpoints"
-# What a run writes in its output folder; `fresh=True` moves these aside.
-RUN_OUTPUTS = (CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, CLASSIFIER_FILE, RESULTS_FILE)
-# Arguments that may change between the calls on one run: they change where
-# the data are read from or how often the host looks, not what is trained.
-RESUMABLE_CHANGES = (
-    "data_dir", "verbose", "checkpoint_every_steps", "keep_checkpoints", "check_every_steps",
-)
+logger = logging.getLogger(__name__)
 
 
 def finetune_encoder(encoder, drop_path_rate=0.1):
@@ -68,257 +71,6 @@ def finetune_encoder(encoder, drop_path_rate=0.1):
     copy.build()
     copy.set_weights(encoder.get_weights())
     return copy
-
-
-@dataclasses.dataclass
-class FinetuneResult:
-    """What `finetune` returns: accuracies in percent, what was run, the model.
-
-    Attributes:
-        top1, top5, num_eval: the final classifier on the evaluation split.
-        epochs, steps, learning_rate: the run's length and peak lr.
-        final_loss: mean training loss of the last epoch (of its steps run
-            in the last call, for an epoch a resume finished).
-        best_epoch: the epoch (1-based) of the best evaluation top-1 (the
-            first of equals), `best_top1` and `best_top5` its accuracies;
-            None when no epoch was recorded.
-        history: per-epoch lists `epoch` (1-based), `loss`, `val_top1`,
-            `val_top5`, over the whole run (earlier calls included).
-        global_step, initial_step: steps done in all, and where this call
-            started (0 for a fresh run).
-        output_dir: the run's folder (None: not checkpointed, nothing
-            written); `paths` maps output names to files in it.
-        model: the fine-tuned `ViTClassifier`.
-    """
-
-    top1: float
-    top5: float
-    num_eval: int
-    epochs: int
-    steps: int
-    learning_rate: float
-    final_loss: float
-    best_epoch: int
-    best_top1: float
-    best_top5: float
-    history: dict
-    global_step: int
-    initial_step: int
-    model: keras.Model = dataclasses.field(repr=False)
-    output_dir: str = None
-    paths: dict = None
-
-    def to_dict(self):
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
-
-
-class FinetuneConfigError(ValueError):
-    """An output folder that holds another fine-tuning run, or one that
-    cannot be checked; the message names the differences and the fix."""
-
-
-def evaluate_classifier(model, dataset, max_batches=None):
-    """Top-1/top-5 (percent) and `num_eval` of a classifier over
-    `(images, extras)` batches."""
-    scores, labels = [], []
-    for index, (images, extras) in enumerate(dataset):
-        if max_batches is not None and index >= max_batches:
-            break
-        logits = model.predict_on_batch(np.asarray(images, dtype="float32"))
-        scores.append(ops.convert_to_numpy(logits))
-        labels.append(np.asarray(extras["label"]).reshape(-1))
-    if not scores:
-        raise ValueError("The evaluation dataset yielded no batch.")
-    labels = np.concatenate(labels)
-    if labels.min() < 0:
-        raise ValueError("The evaluation split is unlabelled (label -1).")
-    result = accuracies(np.concatenate(scores), labels)
-    result["num_eval"] = int(labels.shape[0])
-    return result
-
-
-def _float_or_none(value):
-    if value is None:
-        return None
-    return float(np.asarray(ops.convert_to_numpy(value)).reshape(()))
-
-
-class EpochValidation(keras.callbacks.Callback):
-    """Evaluates the classifier on the evaluation batches at each epoch end.
-
-    Adds `val_top1` and `val_top5` (percent) to the epoch `logs`, keeps one
-    record per epoch in `records` (`epoch`, 1-based, `global_step`, `loss`,
-    `val_top1`, `val_top5`) and, with `history_path`, appends it there as a
-    JSON line. It acts at epoch ends only (no `on_train_batch_*`), so it
-    adds no host sync to the training steps. Put it before the callbacks
-    that write `logs` and before `TrainingCheckpoint` (`fit_resumable` puts
-    its `callbacks` there), so a checkpoint at an epoch end comes after the
-    epoch's record.
-
-    Args:
-        dataset: the evaluation batches `(images, extras)` (re-read each
-            epoch).
-        history_path: optional JSON-lines file to append the records to.
-    """
-
-    def __init__(self, dataset, history_path=None):
-        super().__init__()
-        self.dataset = dataset
-        self.history_path = history_path
-        self.records = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        result = evaluate_classifier(self.model, self.dataset)
-        record = {
-            "epoch": int(epoch) + 1,
-            "global_step": int(ops.convert_to_numpy(self.model.optimizer.iterations)),
-            "loss": _float_or_none((logs or {}).get("loss")),
-            "val_top1": float(result["top1"]),
-            "val_top5": float(result["top5"]),
-        }
-        if logs is not None:
-            logs.update(val_top1=record["val_top1"], val_top5=record["val_top5"])
-        self.records.append(record)
-        if self.history_path:
-            with open(self.history_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-
-
-def _read_history(path):
-    """`{epoch: record}` from a history file, the last record of each epoch
-    (a resumed run appends the epochs it ran again); cut lines are skipped."""
-    records = {}
-    if not os.path.exists(path):
-        return records
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("epoch"), int):
-                records[record["epoch"]] = record
-    return records
-
-
-HISTORY_KEYS = ("epoch", "loss", "val_top1", "val_top5")
-
-
-def _history_lists(records, last_epoch):
-    """Per-epoch lists of `HISTORY_KEYS` over epochs 1..`last_epoch`."""
-    epochs = sorted(e for e in records if 1 <= e <= last_epoch)
-    return {key: [records[e].get(key) for e in epochs] for key in HISTORY_KEYS}
-
-
-def best_epoch(history):
-    """`(epoch, top1, top5)` of the highest `val_top1` in `history` (the
-    first of equals), or `(None, None, None)` for an empty history."""
-    top1 = history.get("val_top1") or []
-    if not top1:
-        return None, None, None
-    index = int(np.argmax(np.asarray(top1, dtype="float64")))
-    return history["epoch"][index], top1[index], history["val_top5"][index]
-
-
-def encoder_digest(encoder):
-    """A sha256 (hex, 16 digits) of an encoder's weights, shapes and order
-    (its `SeedGenerator` states left out): two encoders with the same digest
-    start the same fine-tuning."""
-    digest = hashlib.sha256()
-    for weight in encoder.get_weights():
-        weight = np.ascontiguousarray(weight)
-        digest.update(f"{weight.dtype}{weight.shape}".encode())
-        digest.update(weight.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _flat_changes(saved, config):
-    """`(field, old, new)` for each field (one level of dicts flattened to
-    `outer.inner`) outside `RESUMABLE_CHANGES` that differs."""
-
-    def flat(mapping):
-        items = {}
-        for key, value in mapping.items():
-            if isinstance(value, dict):
-                items.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                items[key] = value
-        return items
-
-    old, new = flat(saved), flat(config)
-    names = list(new) + [name for name in old if name not in new]
-    return [
-        (name, old.get(name), new.get(name))
-        for name in names
-        if name not in RESUMABLE_CHANGES and old.get(name) != new.get(name)
-    ]
-
-
-_FRESH_FIX = (
-    "pass --fresh (fresh=True) to start over (the earlier files are moved to "
-    "previous-<n>/, nothing is deleted), or pass a new --output_dir (output_dir)"
-)
-
-
-def _prepare_output_dir(output_dir, config, fresh, config_file=CONFIG_FILE,
-                        outputs=RUN_OUTPUTS, what="fine-tuning"):
-    """Creates the run's folder and writes its config. A folder that holds
-    an earlier run's outputs must hold the same run (the same `config` but
-    for `RESUMABLE_CHANGES`), which then resumes; with `fresh` those outputs
-    are moved aside first. `config_file`, `outputs` and `what` name the
-    files of another kind of run (segmentation) and the run in messages."""
-    output_dir = os.fspath(output_dir)
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise FinetuneConfigError(
-            f"output_dir {output_dir!r} is a file; pass a folder (created if missing)."
-        )
-    config_path = os.path.join(output_dir, config_file)
-    if fresh:
-        aside = move_aside(output_dir, outputs)
-        if aside is not None:
-            print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
-    else:
-        present = [n for n in outputs if os.path.lexists(os.path.join(output_dir, n))]
-        if present and not os.path.exists(config_path):
-            raise FinetuneConfigError(
-                f"output_dir {output_dir!r} holds {', '.join(present)} of an earlier "
-                f"{what} but no {config_file}, so that run cannot be checked against "
-                f"this configuration. Restore the file, or {_FRESH_FIX}."
-            )
-        if present:
-            try:
-                with open(config_path) as f:
-                    saved = json.load(f)
-                if not isinstance(saved, dict):
-                    raise ValueError("not a JSON object")
-            except (OSError, ValueError) as error:
-                raise FinetuneConfigError(
-                    f"{config_path} cannot be read ({error}), so the run in {output_dir!r} "
-                    f"cannot be checked against this configuration. Restore the file, or "
-                    f"{_FRESH_FIX}."
-                ) from error
-            changes = _flat_changes(saved, config)
-            if changes:
-                raise FinetuneConfigError(
-                    f"output_dir {output_dir!r} holds a {what} run with a different "
-                    f"configuration: {describe_changes(changes)}. Rerun with the same "
-                    f"settings to resume it, or {_FRESH_FIX}."
-                )
-    checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    write_json_atomically(config_path, config)
-    return output_dir, checkpoint_dir
-
-
-def save_classifier(model, path):
-    """Saves `model` in the Keras format at `path` (written beside it, then
-    moved into place, so a kill leaves the old file or the new one)."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def _check_count(name, value, low):
@@ -535,7 +287,7 @@ def finetune(
     # The folder is prepared once everything that checks the arguments ran.
     checkpoint_dir = history_path = None
     if output_dir is not None:
-        output_dir, checkpoint_dir = _prepare_output_dir(output_dir, config, fresh)
+        output_dir, checkpoint_dir = prepare_output_dir(output_dir, config, fresh)
         history_path = os.path.join(output_dir, HISTORY_FILE)
     validation = EpochValidation(evaluation, history_path=history_path)
     if output_dir is None:
@@ -562,9 +314,9 @@ def finetune(
             nan_advice=advice,
             check_every_steps=check_every_steps,
         )
-        records = _read_history(history_path)
+        records = read_history(history_path)
     global_step = int(ops.convert_to_numpy(model.optimizer.iterations))
-    history = _history_lists(records, global_step // steps_per_epoch)
+    history = history_lists(records, global_step // steps_per_epoch)
     best = best_epoch(history)
     result = evaluate_classifier(model, evaluation)
     losses = [v for v in history["loss"] if v is not None] or [math.nan]
@@ -597,24 +349,8 @@ def finetune(
     )
     if paths is not None:
         write_json_atomically(paths["results"], results.to_dict())
-    print(finetune_summary(results))
+    logger.info(finetune_summary(results))
     return results
-
-
-def finetune_summary(result):
-    """One line: the final and the best epoch's accuracies, where the
-    classifier went."""
-    best = "n/a"
-    if result.best_epoch is not None:
-        best = (f"{result.best_top1:.2f} (top-5 {result.best_top5:.2f}) at epoch "
-                f"{result.best_epoch} of {result.epochs}")
-    saved = ""
-    if result.paths:
-        saved = f" Classifier saved to {result.paths['classifier']}."
-    return (
-        f"Fine-tuned for {result.global_step} steps: final top-1 {result.top1:.2f} (top-5 "
-        f"{result.top5:.2f}) on {result.num_eval} images; best top-1 {best}.{saved}"
-    )
 
 
 def _nan_advice(blr, warmup_epochs, step):

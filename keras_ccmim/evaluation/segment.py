@@ -24,6 +24,7 @@ per-pixel cross-entropy that skips the ignore label (255).
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 
@@ -32,12 +33,11 @@ import numpy as np
 from keras import ops
 
 from keras_ccmim.data.segmentation_sources import IGNORE_LABEL
-from keras_ccmim.evaluation.finetune import (
-    _check_count,
-    _nan_advice,
-    _prepare_output_dir,
-    _read_history,
+from keras_ccmim.evaluation.finetune import _check_count, _nan_advice
+from keras_ccmim.evaluation.finetune_run_folder import (
     encoder_digest,
+    prepare_output_dir,
+    read_history,
     save_classifier,
 )
 from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
@@ -48,6 +48,8 @@ from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS, NonFiniteL
 from keras_ccmim.training.callbacks import StopOnNonFiniteLoss
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.training.resume import fit_resumable
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "segment_config.json"
 HISTORY_FILE = "history.jsonl"
@@ -276,7 +278,7 @@ def segment(
 
     checkpoint_dir = history_path = None
     if output_dir is not None:
-        output_dir, checkpoint_dir = _prepare_output_dir(
+        output_dir, checkpoint_dir = prepare_output_dir(
             output_dir, config, fresh, config_file=CONFIG_FILE, outputs=RUN_OUTPUTS,
             what="segmentation")
         history_path = os.path.join(output_dir, HISTORY_FILE)
@@ -295,7 +297,7 @@ def segment(
             save_every_steps=checkpoint_every_steps, max_to_keep=keep_checkpoints,
             verbose=verbose, nan_advice=advice, check_every_steps=check_every_steps,
         )
-        records = _read_history(history_path)
+        records = read_history(history_path)
     global_step = int(ops.convert_to_numpy(model.optimizer.iterations))
     epochs_done = sorted(e for e in records if 1 <= e <= global_step // steps_per_epoch)
     history = {key: [records[e].get(key) for e in epochs_done] for key in HISTORY_KEYS}
@@ -327,7 +329,7 @@ def segment(
     )
     if paths is not None:
         write_json_atomically(paths["results"], result.to_dict())
-    print(
+    logger.info(
         f"Segmentation fine-tuned for {global_step} steps: mIoU {result.miou:.2f}, aAcc "
         f"{result.aacc:.2f}, mAcc {result.macc:.2f} on {result.num_eval} images"
         + (f"; segmenter saved to {paths['segmenter']}." if paths else ".")

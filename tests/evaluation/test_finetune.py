@@ -3,6 +3,7 @@ and a checkpointed run: killed and resumed, its classifier file, its best
 epoch, and the refusal of a changed configuration."""
 
 import json
+import logging
 import os
 
 import keras
@@ -17,14 +18,14 @@ from keras_ccmim.evaluation import (
     layer_decay_scales,
     layer_ids,
 )
-from keras_ccmim.evaluation.finetune import (
+from keras_ccmim.evaluation.epoch_validation import EpochValidation
+from keras_ccmim.evaluation.finetune import finetune_encoder
+from keras_ccmim.evaluation.finetune_run_folder import (
     CLASSIFIER_FILE,
     CONFIG_FILE,
     HISTORY_FILE,
     RESULTS_FILE,
-    EpochValidation,
     FinetuneConfigError,
-    finetune_encoder,
 )
 from keras_ccmim.evaluation.finetune_data import (
     PositionedRandAugment,
@@ -344,7 +345,9 @@ def test_epoch_validation_adds_no_per_step_callback():
         assert getattr(EpochValidation, hook) is getattr(keras.callbacks.Callback, hook)
 
 
-def test_a_changed_configuration_is_refused_then_fresh_starts_over(encoder, tmp_path, capsys):
+def test_a_changed_configuration_is_refused_then_fresh_starts_over(
+    encoder, tmp_path, capsys, caplog
+):
     small = dict(RUN, epochs=2, steps_per_epoch=1, warmup_epochs=0, checkpoint_every_steps=0)
     output_dir = str(tmp_path / "run")
     first = finetune(encoder, **small, output_dir=output_dir)
@@ -364,8 +367,13 @@ def test_a_changed_configuration_is_refused_then_fresh_starts_over(encoder, tmp_
     assert "training already finished" in capsys.readouterr().out
     # fresh moves the earlier run aside, deleting nothing, and starts over.
     before = sorted(os.listdir(output_dir))
-    fresh = finetune(encoder, **dict(small, epochs=3), output_dir=output_dir, fresh=True)
+    with caplog.at_level(logging.INFO, logger="keras_ccmim.evaluation"):
+        fresh = finetune(encoder, **dict(small, epochs=3), output_dir=output_dir, fresh=True)
     assert fresh.initial_step == 0 and fresh.global_step == 3
+    # The library logs where the earlier run went, and the run's summary.
+    assert ("Starting afresh (fresh=True): the earlier run's outputs are kept in "
+            f"{os.path.join(output_dir, 'previous-1')}.") in caplog.text
+    assert f"Fine-tuned for 3 steps: final top-1 {fresh.top1:.2f}" in caplog.text
     assert sorted(os.listdir(os.path.join(output_dir, "previous-1"))) == before
     with open(os.path.join(output_dir, "previous-1", RESULTS_FILE)) as f:
         assert json.load(f)["global_step"] == first.global_step == 2

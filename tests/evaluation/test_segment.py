@@ -1,12 +1,13 @@
 """`segment`: a tiny fine-tuning run, its outputs, resuming and refusals."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from keras_ccmim.evaluation.finetune import FinetuneConfigError
+from keras_ccmim.evaluation.finetune_run_folder import FinetuneConfigError
 from keras_ccmim.evaluation.segment import segment
 
 # Seconds on TensorFlow and torch, but over a minute on JAX (it compiles the
@@ -18,7 +19,7 @@ TINY_RUN = dict(image_size=16, train_num_images=32, eval_num_images=8, epochs=2,
                 head_dim=8, check_every_steps=1)
 
 
-def test_tiny_run_writes_its_outputs_and_resumes(tiny_encoder, tmp_path):
+def test_tiny_run_writes_its_outputs_and_resumes(tiny_encoder, tmp_path, caplog):
     output_dir = tmp_path / "segment"
     result = segment(tiny_encoder, output_dir=str(output_dir), **TINY_RUN)
     assert result.global_step == 4 and result.initial_step == 0
@@ -32,8 +33,13 @@ def test_tiny_run_writes_its_outputs_and_resumes(tiny_encoder, tmp_path):
     assert picture.ndim == 3 and picture.shape[1] > picture.shape[0] / 2
     assert (output_dir / "segmenter.keras").exists()
     # The same call again: already finished, nothing trained, same scores.
-    again = segment(tiny_encoder, output_dir=str(output_dir), **TINY_RUN)
+    with caplog.at_level(logging.INFO, logger="keras_ccmim.evaluation.segment"):
+        again = segment(tiny_encoder, output_dir=str(output_dir), **TINY_RUN)
     assert again.initial_step == 4 and again.miou == pytest.approx(result.miou)
+    # The summary is logged (the binary shows it on stderr).
+    assert (f"Segmentation fine-tuned for 4 steps: mIoU {again.miou:.2f}, aAcc "
+            f"{again.aacc:.2f}, mAcc {again.macc:.2f} on 8 images; segmenter saved to "
+            f"{output_dir / 'segmenter.keras'}.") in caplog.text
     with pytest.raises(FinetuneConfigError, match=r"segmentation run.*epochs"):
         segment(tiny_encoder, output_dir=str(output_dir), **dict(TINY_RUN, epochs=3))
 

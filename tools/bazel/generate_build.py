@@ -5,8 +5,9 @@ One target per Python file:
   keras_ccmim/**      py_library per module; `__init__.py` is the library named
                       after its directory (`//keras_ccmim/layers`).
   train/, evaluate/,  py_binary per file with an `if __name__ == "__main__":`
-  examples/,          block, py_library for the others.
-  benchmarks/
+  examples/,          block, py_library for the others (tools/bazel/ keeps its
+  benchmarks/,        hand-written BUILD; tools/'s shell scripts are not
+  tools/              package data).
   tests/**            keras_backend_py_test per `test_*.py` / `*_test.py` (one
                       py_test per Keras backend), testonly py_library for
                       conftest.py and helper modules; every test depends on the
@@ -39,7 +40,7 @@ HEADER = (
 )
 
 LIBRARY_ROOTS = ("keras_ccmim",)
-BINARY_ROOTS = ("train", "evaluate", "examples", "benchmarks")
+BINARY_ROOTS = ("train", "evaluate", "examples", "benchmarks", "tools")
 TEST_ROOTS = ("tests",)
 ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + TEST_ROOTS
 
@@ -48,7 +49,7 @@ MACRO_BZL = "//tools/bazel:keras_test.bzl"
 PACKAGE_DATA = "package_data"
 
 SKIPPED_FILES = ("BUILD", "BUILD.bazel")
-SKIPPED_SUFFIXES = (".pyc", ".pyo")
+SKIPPED_SUFFIXES = (".pyc", ".pyo", ".sh")
 SKIPPED_DIRS = ("__pycache__",)
 
 ROOT_BUILD = HEADER + """
@@ -171,12 +172,14 @@ def _is_main_guard(node):
 def _walk(repo, top):
     """Yields (relative dir, [file names]) under `top`, sorted, skipping caches."""
     for dirpath, dirnames, filenames in os.walk(os.path.join(repo, top)):
+        rel = os.path.relpath(dirpath, repo).replace(os.sep, "/")
         dirnames[:] = sorted(
             d
             for d in dirnames
             if not d.startswith(".") and d not in SKIPPED_DIRS and not d.endswith(".egg-info")
+            # A folder with a hand-written BUILD (tools/bazel) is not scanned.
+            and (rel + "/" + d) not in STATIC_BUILDS
         )
-        rel = os.path.relpath(dirpath, repo).replace(os.sep, "/")
         yield rel, sorted(f for f in filenames if not f.startswith("."))
 
 

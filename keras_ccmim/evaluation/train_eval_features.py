@@ -1,0 +1,85 @@
+"""The features and labels of a training and an evaluation split, from an
+encoder or its SavedModel: the input of the k-NN and linear-probe protocols."""
+
+import types
+
+from keras_ccmim.data import describe_dataset, make_dataset
+from keras_ccmim.evaluation.features import (
+    extract_features,
+    extract_saved_model_features,
+    whole_batch_size,
+)
+from keras_ccmim.evaluation.saved_model_input import saved_model_image_size
+
+
+def train_and_eval_features(
+    dataset,
+    *,
+    encoder=None,
+    saved_model=None,
+    feature="mean_patch",
+    train_split="train",
+    eval_split="test",
+    train_num_images=None,
+    eval_num_images=None,
+    data_dir=None,
+    batch_size=256,
+):
+    """Features and labels of `train_split` and `eval_split` of `dataset`.
+
+    Args:
+        dataset, data_dir: as in `keras_ccmim.data.make_dataset`.
+        encoder: a `ViTEncoder`, or
+        saved_model: an encoder SavedModel (`load_saved_model`); exactly one.
+        feature: one of `FEATURE_NAMES`.
+        train_split, eval_split: split strings (TFDS slicing allowed).
+        train_num_images, eval_num_images: `num_images` of each split.
+        batch_size: the batch size (see `whole_batch_size`).
+
+    Returns:
+        A namespace with `train_x`, `train_y`, `eval_x`, `eval_y` (numpy),
+        `image_size` and `num_classes` (from the dataset description, None
+        when unknown).
+    """
+    if (encoder is None) == (saved_model is None):
+        raise ValueError("Pass exactly one of encoder= and saved_model=.")
+    if saved_model is not None:
+        image_size = saved_model_image_size(saved_model)
+
+        def extract(batches):
+            return extract_saved_model_features(saved_model, batches, feature)
+
+    else:
+        image_size = encoder.image_size[0]
+
+        def extract(batches):
+            return extract_features(encoder, batches, feature)
+
+    arrays = []
+    for split, num_images in ((train_split, train_num_images), (eval_split, eval_num_images)):
+        info = describe_dataset(
+            dataset,
+            split=split,
+            data_dir=data_dir,
+            num_images=num_images,
+            image_size=image_size,
+        )
+        batches = make_dataset(
+            dataset,
+            split=split,
+            batch_size=whole_batch_size(info.num_images, batch_size),
+            image_size=image_size,
+            data_dir=data_dir,
+            training=False,
+            num_images=num_images,
+        )
+        arrays.extend(extract(batches))
+    train_x, train_y, eval_x, eval_y = arrays
+    return types.SimpleNamespace(
+        train_x=train_x,
+        train_y=train_y,
+        eval_x=eval_x,
+        eval_y=eval_y,
+        image_size=image_size,
+        num_classes=info.num_classes,
+    )
