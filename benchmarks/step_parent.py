@@ -52,6 +52,9 @@ class WorkerProcess:
             dump = os.path.join(tmp, f"xla_{backend}")
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_dump_to={dump}").strip()
             env["_BENCH_XLA_DUMP"] = dump
+            # A program read from JAX's persistent compilation cache is not
+            # compiled, so it would leave no dump to look in.
+            env.pop("JAX_COMPILATION_CACHE_DIR", None)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             _worker_argv(backend, self.output), env=env, text=True, bufsize=1,

@@ -13,6 +13,8 @@ import sys
 import keras
 import pytest
 
+from tests.testing_utils import only_on_plumbing_backend
+
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,8 +113,7 @@ def test_step_throughput_reprints_its_json(step_report, tmp_path):
     assert f"| {keras.backend.backend()} |" in stdout
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="tf.data on every backend; run once")
+@only_on_plumbing_backend
 def test_input_pipeline_compares_with_the_step(step_report, tmp_path):
     report, _ = step_report
     step_json = tmp_path / "step.json"
@@ -134,8 +135,7 @@ def test_input_pipeline_compares_with_the_step(step_report, tmp_path):
 SHARED_TFDS_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "tfds")
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="one backend is enough for the study's plumbing")
+@only_on_plumbing_backend
 def test_cifar10_study_writes_its_table_and_curves(tmp_path):
     if not os.path.isdir(os.path.join(SHARED_TFDS_DIR, "cifar10_jpeg")):
         pytest.skip("the shared cifar10_jpeg is not beside the repository")
@@ -196,8 +196,7 @@ def test_profile_step_splits_the_torch_step_into_aten_ops(model):
     assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="one backend is enough for the study's plumbing")
+@only_on_plumbing_backend
 def test_selectivity_study_writes_its_table_and_curves(tmp_path):
     out = tmp_path / "selectivity"
     args = [f"--output_dir={out}", "--temperatures=1", "--default_score_temperatures=",

@@ -10,6 +10,8 @@ import sys
 import keras
 import pytest
 
+from tests.testing_utils import PLUMBING_BACKEND, only_on_plumbing_backend
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -28,19 +30,18 @@ def test_without_a_gpu_it_stops_at_once(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the run starts its own backend processes; once is enough")
+@only_on_plumbing_backend  # it starts its own backend processes: once is enough
 def test_dry_run_runs_every_part_and_writes_its_summary(tmp_path):
     out = tmp_path / "gpu"
     # Without CIFAR-10 under --data_dir the pretraining part is skipped (and
     # recorded so): benchmarks/cifar10_study.py is tested on its own in
     # test_benchmarks.py, with the flags this run's dry run passes it.
-    proc = _run(["--dry_run", f"--output_dir={out}", "--backends=tensorflow",
+    proc = _run(["--dry_run", f"--output_dir={out}", f"--backends={PLUMBING_BACKEND}",
                  f"--data_dir={tmp_path / 'no_tfds'}"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dry_run"] and summary["machine"]["cpu_model"]
-    for backend in ("tensorflow",):
+    for backend in (PLUMBING_BACKEND,):
         row = summary["steps"][backend]
         for variant in ("mae", "ccmim"):
             assert row[variant]["images_per_second"] > 0

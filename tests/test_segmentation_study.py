@@ -9,14 +9,16 @@ import sys
 import keras
 import pytest
 
+from tests.testing_utils import only_on_plumbing_backend
+
 pytestmark = pytest.mark.slow  # pretrains in a subprocess: see pyproject.toml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="the study's plumbing is backend-independent; segment() itself is "
-                           "tested on every backend (tests/evaluation/test_segment.py)")
+# The study's plumbing is backend-independent; segment() itself is tested on
+# every backend (tests/evaluation/test_segment.py).
+@only_on_plumbing_backend
 def test_tiny_study(tmp_path):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
     process = subprocess.run(

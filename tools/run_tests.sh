@@ -26,6 +26,14 @@ if (( BASH_VERSINFO[0] < 5 || (BASH_VERSINFO[0] == 5 && BASH_VERSINFO[1] < 1) ))
 # tests/evaluation/conftest.py); keep it with this run unless told otherwise.
 logs="$(mktemp -d)"
 export KERAS_CCMIM_TEST_CACHE="${KERAS_CCMIM_TEST_CACHE:-$logs/cache}"
+# JAX's persistent compilation cache, for this run only: the suite builds the
+# same tiny models again and again (and the kill-and-resume tests restart
+# processes that compile the same step), and a cached program is read instead
+# of compiled. Measured on one pretraining test: 100 s cold, 47 s warm.
+# (TensorFlow's XLA cache flag wrote nothing for CPU jit_compile here.)
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$logs/jax_cache}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0}"
+export JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="${JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES:-0}"
 trap 'rm -rf "$logs"' EXIT
 
 run_one() {  # backend -> exit status of its pytest run
