@@ -166,7 +166,7 @@ def _skipped_since(before, name, use):
 def _warnings_of(caplog):
     return [
         r.getMessage() for r in caplog.records
-        if r.name == "keras_ccmim.data.tfds_source" and r.levelname == "WARNING"
+        if r.name == "keras_ccmim.data.decode_failures" and r.levelname == "WARNING"
     ]
 
 
