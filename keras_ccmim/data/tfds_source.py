@@ -2,7 +2,7 @@
 
 Works with datasets known to the TFDS catalogue (`imagenet2012`, once
 prepared in `data_dir`) and with datasets that exist only as prepared files
-(`cifar10_jpeg` in `../shared/data/tfds`). Images are kept encoded and
+(`cifar10_jpeg`). Images are kept encoded and
 decoded in the pipeline's parallel map, so shuffle buffers stay small.
 
 A record whose image fails to decode does not stop the pipeline: see
@@ -53,17 +53,17 @@ def _unknown_dataset_error(name, data_dir):
 def _check_data_dir(name, data_dir):
     if data_dir is None:
         raise ValueError(
-            f"Dataset {name!r} is read with TFDS and needs data_dir: the "
-            "folder that holds prepared TFDS datasets (for CIFAR-10, "
-            "'<repo>/../shared/data/tfds'). Nothing is downloaded. Pass "
-            "data_dir=..., or use 'synthetic_objects' or 'folder:<path>'."
+            f"Dataset {name!r} is read with TFDS and needs data_dir: pass "
+            "data_dir= (the binaries' --data_dir) to the folder holding the "
+            "prepared TFDS datasets. Nothing is downloaded. Or use "
+            "'synthetic_objects' or 'folder:<path>'."
         )
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise ValueError(
             f"data_dir {data_dir!r} for dataset {name!r} does not exist. "
-            "Pass the folder that holds prepared TFDS datasets (for CIFAR-10, "
-            "'<repo>/../shared/data/tfds')."
+            "Pass data_dir= (the binaries' --data_dir) to the folder holding "
+            "the prepared TFDS datasets."
         )
     return data_dir
 
