@@ -31,6 +31,7 @@ FOLDER_PREFIX = "folder:"
 
 
 def check_positive_int(argument, value):
+    """Raises a ValueError naming `argument` unless `value` is an int > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(
             f"{argument} must be a positive integer, got {value!r}. Pass e.g. "
@@ -39,6 +40,7 @@ def check_positive_int(argument, value):
 
 
 def folder_path(name):
+    """The path of a `"folder:<path>"` dataset name."""
     path = name[len(FOLDER_PREFIX) :]
     if not path:
         raise ValueError(
@@ -48,6 +50,7 @@ def folder_path(name):
 
 
 def check_name(name):
+    """Raises a ValueError unless `name` is a non-empty string."""
     if not isinstance(name, str) or not name:
         raise ValueError(
             f"Dataset name must be a non-empty string, got {name!r}. Use "
@@ -56,6 +59,7 @@ def check_name(name):
 
 
 def is_folder(name):
+    """Whether `name` names an image folder (`"folder:<path>"`)."""
     return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
 
 
