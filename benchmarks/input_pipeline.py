@@ -20,13 +20,11 @@ training step:
 import json
 import os
 import statistics
-import sys
 import time
 
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 FLAGS = flags.FLAGS

@@ -26,13 +26,11 @@ import collections
 import glob
 import os
 import re
-import sys
 import tempfile
 
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("variant", "mae", ["mae", "ccmim"], "Which step to profile.")

@@ -22,12 +22,10 @@ to --work_dir.
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.hardware import hardware_label  # noqa: E402
 

@@ -23,12 +23,10 @@ losses) to --output_dir.
 import json
 import os
 import re
-import sys
 import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.hardware import hardware_label  # noqa: E402
 

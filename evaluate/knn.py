@@ -8,11 +8,9 @@ r"""Weighted k-NN accuracy of a frozen encoder (cosine, k=20, T=0.07).
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from evaluate import common  # noqa: E402

@@ -24,11 +24,9 @@ segment_config.json and results.json. --output gets the metrics JSON.
 """
 
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from evaluate import common  # noqa: E402

@@ -97,3 +97,60 @@ def test_programs_never_import_the_tests():
                 if name.split(".")[0] == "tests":
                     wrong.append(f"{path.relative_to(root)}:{line} imports {name}")
     assert not wrong, "\n".join(wrong)
+
+
+def _edits_sys_path(node):
+    """Whether an AST node changes `sys.path` (a call of one of its methods,
+    or an assignment to it or to a slice of it)."""
+    def is_sys_path(expr):
+        return (isinstance(expr, ast.Attribute) and expr.attr == "path"
+                and isinstance(expr.value, ast.Name) and expr.value.id == "sys")
+
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+        return is_sys_path(node.func.value)
+    targets = []
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+        targets = [node.target]
+    for target in targets:
+        if isinstance(target, ast.Subscript):
+            target = target.value
+        if is_sys_path(target):
+            return True
+    return False
+
+
+def test_programs_never_edit_sys_path():
+    """The programs find the package and their own shared modules through the
+    install (pyproject.toml) or Bazel's runfiles, not by editing sys.path, so
+    what they import is what a user's environment holds."""
+    root = PACKAGE.parent
+    wrong = []
+    for folder in ("train", "evaluate", "benchmarks", "tools"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if _edits_sys_path(node):
+                    wrong.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not wrong, "edits sys.path:\n" + "\n".join(wrong)
+
+
+def test_program_folders_other_programs_import_are_installed():
+    """A program run as `python evaluate/knn.py` has evaluate/ itself, not
+    the repository root, on sys.path: `from evaluate import common` works
+    because pyproject.toml installs evaluate/ as a package."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = PACKAGE.parent
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    installed = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    for folder in ("train", "evaluate", "benchmarks", "tools"):
+        imported = any(
+            name.split(".")[0] == folder
+            for path in (root / folder).rglob("*.py")
+            for name, _ in _imports(path, [])
+        )
+        if imported:
+            assert (root / folder / "__init__.py").is_file(), folder
+            assert folder in installed, f"{folder}/ is imported as a package; add it to {installed}"

@@ -27,6 +27,8 @@ BATCH = 4
 
 def _run(script, args, timeout=600):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    # This checkout's benchmarks/ first, wherever the editable install points.
+    env["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO, "benchmarks", script), *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,

@@ -17,6 +17,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _run(args, timeout=900):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    # This checkout's benchmarks/ first, wherever the editable install points.
+    env["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
     return subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "gpu_run.py"), *args],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -21,6 +21,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @only_on_plumbing_backend
 def test_tiny_study(tmp_path):
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(), TF_CPP_MIN_LOG_LEVEL="3")
+    # This checkout's benchmarks/ first, wherever the editable install points.
+    env["PYTHONPATH"] = os.pathsep.join([REPO, *filter(None, [os.environ.get("PYTHONPATH")])])
     process = subprocess.run(
         [sys.executable, "benchmarks/segmentation_study.py", f"--output_dir={tmp_path}",
          "--arms=random,mae", "--seeds=0,1", "--pretrain_steps=4", "--pretrain_images=128",

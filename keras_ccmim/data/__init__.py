@@ -15,18 +15,17 @@ from keras_ccmim.data.augment import (
     unnormalize,
 )
 from keras_ccmim.data.dataset_info import DatasetInfo
-from keras_ccmim.data.image_folder import (
-    ImageFolder,
+from keras_ccmim.data.folder_manifest import (
     image_folder_manifest,
-    load_image_folder,
     read_image_folder_manifest,
-    scan_image_folder,
     write_image_folder_manifest,
 )
-from keras_ccmim.data.pipeline import (
+from keras_ccmim.data.image_folder import load_image_folder
+from keras_ccmim.data.image_folder_scan import ImageFolder, scan_image_folder
+from keras_ccmim.data.pipeline import make_dataset
+from keras_ccmim.data.sources import (
     describe_dataset,
     load_source,
-    make_dataset,
     read_dataset_manifest,
     write_dataset_manifest,
 )
@@ -36,12 +35,12 @@ from keras_ccmim.data.synthetic_objects import (
     load_synthetic_objects,
     make_synthetic_objects,
 )
-from keras_ccmim.data.tfds_source import (
+from keras_ccmim.data.decode_failures import (
     SkippedRecordsReport,
-    load_tfds,
     report_skipped_records,
     skipped_records,
 )
+from keras_ccmim.data.tfds_source import load_tfds
 from keras_ccmim.data.segmentation_pipeline import make_segmentation_dataset
 from keras_ccmim.data.segmentation_sources import (
     IGNORE_LABEL,

@@ -1,73 +1,29 @@
 """`make_dataset`: the one input pipeline for training, evaluation and notebooks.
 
-Dataset names:
-- `"synthetic_objects"`: built-in shapes with foreground masks; splits
-  `"train"` and `"test"` are different fixed sets (see
-  `load_synthetic_objects`).
-- `"folder:/path/to/images"`: an image folder; one split, `"train"`,
-  sliced for held-out sets (see `load_image_folder`).
-- anything else: a TFDS dataset prepared under `data_dir` (`"cifar10_jpeg"`,
-  `"imagenet2012"`).
-
-Splits accept TFDS slicing everywhere: `"train[:90%]"`, `"train[45000:]"`.
+The dataset names it reads (`"synthetic_objects"`, `"folder:/path"`, TFDS
+names) are described in `keras_ccmim.data.sources`; the order of the
+training stream in `keras_ccmim.data.training_stream`; sharding between
+processes in `keras_ccmim.data.sharding`.
 """
 
-import dataclasses
 import numbers
 
 import tensorflow as tf
 
 from keras_ccmim.data import augment
-from keras_ccmim.data.image_folder import (
-    describe_image_folder,
-    image_folder_files,
-    load_image_folder,
-    read_image_folder_manifest,
-    write_image_folder_manifest,
+from keras_ccmim.data.sharding import check_shard, take_share
+from keras_ccmim.data.sources import (
+    SYNTHETIC_OBJECTS,
+    check_name,
+    check_positive_int,
+    is_folder,
+    load_source,
 )
-from keras_ccmim.data.synthetic_objects import (
-    describe_synthetic_objects,
-    load_synthetic_objects,
-    synthetic_objects_arrays,
-)
-from keras_ccmim.data.tfds_source import (
-    decode_records,
-    describe_tfds,
-    end_of_pass,
-    load_tfds,
-)
+from keras_ccmim.data.tfds_records import decode_records, end_of_pass
+from keras_ccmim.data.training_stream import training_stream
 
-SYNTHETIC_OBJECTS = "synthetic_objects"
-FOLDER_PREFIX = "folder:"
-
-
-def _check_positive_int(argument, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(
-            f"{argument} must be a positive integer, got {value!r}. Pass e.g. "
-            f"{argument}=32."
-        )
-
-
-def _folder_path(name):
-    path = name[len(FOLDER_PREFIX) :]
-    if not path:
-        raise ValueError(
-            "Dataset name 'folder:' has no path. Write 'folder:/path/to/images'."
-        )
-    return path
-
-
-def _check_name(name):
-    if not isinstance(name, str) or not name:
-        raise ValueError(
-            f"Dataset name must be a non-empty string, got {name!r}. Use "
-            "'synthetic_objects', 'folder:/path/to/images' or a TFDS name."
-        )
-
-
-def _is_folder(name):
-    return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
+# Salt that keeps the augmentation drawn from one `seed` apart from the order.
+_AUGMENT_SALT = 0xA06
 
 
 def _records_source(name, split, training):
@@ -75,118 +31,6 @@ def _records_source(name, split, training):
     messages."""
     use = "training" if training else "evaluation"
     return f"TFDS dataset {name!r} split {split!r} ({use})"
-
-
-def write_dataset_manifest(name, path):
-    """Writes the manifest of a `"folder:..."` dataset's image folder (its
-    readable files with labels, the count and names of the skipped ones)
-    as JSON to `path`, from this process's scan of the folder.
-
-    Returns:
-        `path`, or None for datasets that are not image folders (nothing to
-        scan) and for a `path` inside the image folder (never written to).
-    """
-    if not _is_folder(name):
-        return None
-    return write_image_folder_manifest(_folder_path(name), path)
-
-
-def read_dataset_manifest(name, path):
-    """Lets this process reuse the manifest `write_dataset_manifest` wrote
-    to `path` for a `"folder:..."` dataset, while the folder is unchanged.
-
-    Returns:
-        bool, whether it was taken (False for other datasets, and for a
-        missing, damaged or outdated manifest: the folder is scanned).
-    """
-    if not _is_folder(name) or not name[len(FOLDER_PREFIX) :]:
-        return False
-    return read_image_folder_manifest(path)
-
-
-def describe_dataset(
-    name, *, split="train", data_dir=None, num_images=None, image_size=None
-):
-    """Describes a split of a dataset without building a pipeline.
-
-    Args:
-        name: str, see the module docstring.
-        split: str, split with optional slicing.
-        data_dir: str, folder of prepared TFDS datasets (TFDS names only).
-        num_images: optional int, as in `make_dataset`.
-        image_size: optional int, recorded as the image shape of
-            `synthetic_objects` (generated at that size).
-
-    Returns:
-        A `DatasetInfo` with the image count (`num_images`), `num_classes`
-        and `class_names` (`None` when unlabelled) and `has_foreground`.
-        Image folders are fully scanned (each file decoded once per
-        process; see `scan_image_folder`).
-    """
-    _check_name(name)
-    if name == SYNTHETIC_OBJECTS:
-        return describe_synthetic_objects(split, num_images, image_size)
-    if name.startswith(FOLDER_PREFIX):
-        return describe_image_folder(
-            _folder_path(name), split=split, num_images=num_images, name=name
-        )
-    return describe_tfds(name, split=split, data_dir=data_dir, num_images=num_images)
-
-
-def load_source(
-    name,
-    *,
-    split="train",
-    data_dir=None,
-    image_size=32,
-    num_images=None,
-    shuffle_files=False,
-    seed=0,
-):
-    """Reads a split of a dataset, unbatched and untransformed.
-
-    Args:
-        name: str, see the module docstring.
-        split: str, split with optional slicing.
-        data_dir: str, folder of prepared TFDS datasets (TFDS names only).
-        image_size: int, size `synthetic_objects` images are drawn at.
-        num_images: optional int; for `synthetic_objects`, the images
-            generated for the split before slicing; otherwise a cap on the
-            images kept after slicing.
-        shuffle_files: bool, read TFDS files / folder images in a seeded
-            random order.
-        seed: int, seed of that order.
-
-    Returns:
-        `(dataset, info)`: a `tf.data.Dataset` of dicts with `"image"`
-        (uint8 `[H, W, 3]` or tf.string encoded bytes), `"label"` (int32
-        scalar, -1 when unlabelled) and, for `synthetic_objects`,
-        `"foreground"` (uint8 `[H, W]`); and its `DatasetInfo`.
-    """
-    _check_name(name)
-    if num_images is not None:
-        _check_positive_int("num_images", num_images)
-    if name == SYNTHETIC_OBJECTS:
-        return load_synthetic_objects(
-            split=split, image_size=image_size, num_images=num_images
-        )
-    if name.startswith(FOLDER_PREFIX):
-        return load_image_folder(
-            _folder_path(name),
-            split=split,
-            num_images=num_images,
-            shuffle_files=shuffle_files,
-            seed=seed,
-            name=name,
-        )
-    return load_tfds(
-        name,
-        split=split,
-        data_dir=data_dir,
-        shuffle_files=shuffle_files,
-        seed=seed,
-        num_images=num_images,
-    )
 
 
 def _decode(image):
@@ -200,168 +44,6 @@ def _extras(example, mask):
     if mask is not None:
         extras["foreground"] = mask
     return extras
-
-
-# Salts that keep the streams drawn from one `seed` apart.
-_ORDER_SALT = 0x0D5E
-_AUGMENT_SALT = 0xA06
-
-
-def _indexed_examples(name, *, split, image_size, num_images):
-    """`(lookup, info)` for the sources read by index (`synthetic_objects`,
-    image folders): `lookup(index)` gives the example at an int64 index;
-    None for TFDS record files, which can only be read in order."""
-    if name == SYNTHETIC_OBJECTS:
-        arrays, info = synthetic_objects_arrays(
-            split=split, image_size=image_size, num_images=num_images
-        )
-        tensors = {key: tf.constant(value) for key, value in arrays.items()}
-
-        def lookup(index):
-            return {key: tf.gather(value, index) for key, value in tensors.items()}
-
-        return lookup, dataclasses.replace(info, num_images=len(arrays["label"]))
-    if name.startswith(FOLDER_PREFIX):
-        files, labels, info = image_folder_files(
-            _folder_path(name), split=split, num_images=num_images, name=name
-        )
-        paths = tf.constant(files, tf.string, shape=[len(files)])
-        labels = tf.constant(labels, tf.int32)
-
-        def lookup(index):
-            return {
-                "image": tf.io.read_file(tf.gather(paths, index)),
-                "label": tf.gather(labels, index),
-            }
-
-        return lookup, info
-    return None
-
-
-def _training_stream(name, *, split, data_dir, image_size, num_images, seed,
-                     shuffle_buffer, repeat, start):
-    """The training examples of a run from stream position `start` on, as
-    `(example, pass_key, position)`: the pass over the data it belongs to
-    and its position in that pass (int64 scalars).
-
-    With `repeat`, pass `d` (positions `d * N` to `(d + 1) * N - 1` of N
-    images) has key `d`: the stream is a function of `seed` and the
-    position alone, so one started at `start` is the tail of one started
-    at 0. Without it, each iteration over the dataset (each `fit` epoch) is
-    one pass with a new key drawn from `seed` (`tf.data.Dataset.random`).
-    A pass is a permutation of the images drawn from `(seed, key)`. Indexed
-    sources compute it per position (`tf.random.experimental.index_shuffle`),
-    so starting late reads nothing in front of `start`; TFDS record files
-    are read in file order, each window of `shuffle_buffer` records put in
-    a stateless random order drawn from `(seed, key, window)`, so the
-    records of the pass in front of `start` are read again, undecoded, and
-    dropped. TFDS examples keep their encoded images and each pass ends
-    with `end_of_pass`, for `decode_records`.
-    """
-    indexed = _indexed_examples(
-        name, split=split, image_size=image_size, num_images=num_images
-    )
-    if indexed is not None:
-        lookup, info = indexed
-    else:
-        raw, info = load_tfds(
-            name, split=split, data_dir=data_dir, shuffle_files=False, num_images=num_images
-        )
-    count = info.num_images or 0
-    first_pass, offset = divmod(start, count) if count else (0, 0)
-    order_key = tf.constant(int(seed) * 65_536 + _ORDER_SALT, tf.int64)
-    if repeat:
-        keys = tf.data.Dataset.range(first_pass, tf.int64.max)
-        begins = tf.data.Dataset.from_tensors(tf.constant(offset, tf.int64)).concatenate(
-            tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat())
-    else:
-        keys = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True)
-        keys = keys.take(0 if first_pass else 1)
-        begins = tf.data.Dataset.from_tensors(tf.constant(offset, tf.int64))
-    passes = tf.data.Dataset.zip((keys, begins))
-
-    if indexed is not None:
-        shuffle = shuffle_buffer > 0 and count > 1
-
-        def positions(key, begin):
-            keyed = tf.data.Dataset.from_tensors(key).repeat()
-            return tf.data.Dataset.zip((keyed, tf.data.Dataset.range(begin, count)))
-
-        def example_at(key, position):
-            index = position
-            if shuffle:
-                index = tf.random.experimental.index_shuffle(
-                    position, tf.stack([order_key, key]), tf.constant(count - 1, tf.int64)
-                )
-            return lookup(index), key, position
-
-        stream = passes.flat_map(positions).map(
-            example_at, num_parallel_calls=tf.data.AUTOTUNE
-        )
-        return stream, info
-
-    buffer = min(shuffle_buffer, count)
-
-    def shuffled(key):
-        """Pass `key`'s records: each window of `buffer` consecutive records
-        in a stateless random order drawn from (seed, pass, window), so the
-        order needs no TF global seed and is the same on every backend."""
-
-        def permute(index, window):
-            size = tf.shape(tf.nest.flatten(window)[0])[0]
-            draw = tf.random.stateless_uniform(
-                [size], tf.stack([order_key, key * 1_000_003 + index]), dtype=tf.float32
-            )
-            order = tf.argsort(draw)
-            return tf.data.Dataset.from_tensor_slices(
-                tf.nest.map_structure(lambda t: tf.gather(t, order), window)
-            )
-
-        return raw.batch(buffer).enumerate().flat_map(permute)
-
-    def one_pass(key, begin):
-        records = shuffled(key) if buffer else raw
-        keyed = tf.data.Dataset.from_tensors(key).repeat()
-        return tf.data.Dataset.zip(
-            (records.skip(begin), keyed, tf.data.Dataset.range(begin, count))
-        ).concatenate(end_of_pass(key))
-
-    return passes.flat_map(one_pass), info
-
-
-def _check_shard(shard, batch_size, training):
-    """`(index, count)` of a valid `shard` (None: `(0, 1)`)."""
-    if shard is None:
-        return 0, 1
-    try:
-        index, count = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ValueError(f"shard must be (index, count), got {shard!r}.") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {shard!r}: index must be in [0, count) with count >= 1.")
-    if count > 1 and not training:
-        raise ValueError(
-            "shard splits the training stream between processes; evaluation batches are "
-            "read whole. Pass training=True, or shard=None."
-        )
-    if batch_size % count:
-        raise ValueError(
-            f"batch_size {batch_size} (the global batch) is not divisible by the {count} "
-            f"processes of shard={shard!r}. Use a multiple of {count}."
-        )
-    return index, count
-
-
-def _take_share(dataset, batch_size, index, local_batch):
-    """Batches of `batch_size` consecutive elements, each cut to its
-    `index`-th slice of `local_batch`."""
-    begin = index * local_batch
-    return dataset.batch(batch_size, drop_remainder=True).map(
-        lambda *parts: tf.nest.map_structure(
-            lambda t: t[begin : begin + local_batch], parts if len(parts) > 1 else parts[0]
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
 
 
 def make_dataset(
@@ -453,8 +135,8 @@ def make_dataset(
           unlabelled) and, for `synthetic_objects` only, `"foreground"`
           float32 `[batch_size, image_size, image_size]` of 0/1.
     """
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("image_size", image_size)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("image_size", image_size)
     batch_size, image_size = int(batch_size), int(image_size)
     if (
         isinstance(shuffle_buffer, bool)
@@ -485,13 +167,13 @@ def make_dataset(
             "start_batch positions the training stream; evaluation reads the split in "
             "order from its first image. Pass training=True, or start_batch=0."
         )
-    index, count_shards = _check_shard(shard, batch_size, training)
+    index, count_shards = check_shard(shard, batch_size, training)
     local_batch = batch_size // count_shards
     if training:
-        _check_name(name)
+        check_name(name)
         if num_images is not None:
-            _check_positive_int("num_images", num_images)
-        dataset, info = _training_stream(
+            check_positive_int("num_images", num_images)
+        dataset, info = training_stream(
             name,
             split=split,
             data_dir=data_dir,
@@ -510,7 +192,7 @@ def make_dataset(
             image_size=image_size,
             num_images=num_images,
         )
-    tfds_records = name != SYNTHETIC_OBJECTS and not _is_folder(name)
+    tfds_records = name != SYNTHETIC_OBJECTS and not is_folder(name)
     count = info.num_images
     if count == 0 or (count is not None and count < batch_size and not repeat):
         raise ValueError(
@@ -548,7 +230,7 @@ def make_dataset(
             if count_shards > 1:
                 # This process's share of each global batch, taken before
                 # anything is decoded or augmented.
-                dataset = _take_share(dataset, batch_size, index, local_batch).unbatch()
+                dataset = take_share(dataset, batch_size, index, local_batch).unbatch()
             dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         def transform(example):
@@ -579,7 +261,7 @@ def make_dataset(
                 dataset = dataset.repeat()
             dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     if count_shards > 1 and tfds_records:
-        dataset = _take_share(dataset, batch_size, index, local_batch)
+        dataset = take_share(dataset, batch_size, index, local_batch)
     else:
         dataset = dataset.batch(local_batch, drop_remainder=True)
     if training or tfds_records:

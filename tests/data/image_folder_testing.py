@@ -4,7 +4,7 @@ a count of the folder decodes (scans) a process makes."""
 import numpy as np
 import tensorflow as tf
 
-from keras_ccmim.data import image_folder
+from keras_ccmim.data import image_folder_scan
 
 BROKEN = "broken.jpg"
 
@@ -29,22 +29,22 @@ def write_class_folder(root, classes=("cat", "dog"), per_class=6):
 
 def new_process(monkeypatch):
     """The scan state of a process that has scanned no folder yet."""
-    monkeypatch.setattr(image_folder, "_SCANS", {})
-    monkeypatch.setattr(image_folder, "_WARNED", set())
+    monkeypatch.setattr(image_folder_scan, "_SCANS", {})
+    monkeypatch.setattr(image_folder_scan, "_WARNED", set())
 
 
 def count_decodes(monkeypatch):
     """Starts from `new_process` and returns a list that gets the file list
-    of each folder decode (`image_folder._readable` call)."""
+    of each folder decode (`image_folder_scan._readable` call)."""
     new_process(monkeypatch)
     calls = []
-    readable = image_folder._readable
+    readable = image_folder_scan._readable
 
     def counting(files):
         calls.append(list(files))
         return readable(files)
 
-    monkeypatch.setattr(image_folder, "_readable", counting)
+    monkeypatch.setattr(image_folder_scan, "_readable", counting)
     return calls
 
 

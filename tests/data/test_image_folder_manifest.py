@@ -19,7 +19,7 @@ from keras_ccmim.data import (
     write_dataset_manifest,
     write_image_folder_manifest,
 )
-from keras_ccmim.data import image_folder
+from keras_ccmim.data import image_folder_scan
 
 from tests.data.image_folder_testing import (
     count_decodes,
@@ -62,7 +62,7 @@ def test_one_decode_and_one_warning_across_a_runs_uses(folder, decodes, caplog):
     next(iter(train)), next(iter(fixed))
 
     # The same files, labels and order as a scan that decodes afresh.
-    image_folder._SCANS.clear()
+    image_folder_scan._SCANS.clear()
     again = scan_image_folder(folder)
     assert len(decodes) == 2
     assert again.files == folder_scan.files

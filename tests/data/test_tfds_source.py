@@ -81,15 +81,19 @@ def test_catalogue_dataset_not_prepared(tmp_path):
 
 
 def test_missing_data_dir(tmp_path):
-    with pytest.raises(ValueError, match="needs data_dir"):
+    # The messages name what to pass (the argument, the binaries' flag), not
+    # a path of this repository's checkout.
+    fix = r"Pass data_dir= \(the binaries' --data_dir\) to the folder holding the prepared TFDS"
+    with pytest.raises(ValueError, match="needs data_dir: " + fix.replace("Pass", "pass")):
         make_dataset("cifar10_jpeg", batch_size=1, image_size=8)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist. " + fix) as error:
         make_dataset(
             "cifar10_jpeg",
             data_dir=str(tmp_path / "missing"),
             batch_size=1,
             image_size=8,
         )
+    assert "shared" not in str(error.value) and "<repo>" not in str(error.value)
 
 
 # A TFDS dataset written in the test: random 8x8 JPEGs, each labelled with
@@ -166,7 +170,7 @@ def _skipped_since(before, name, use):
 def _warnings_of(caplog):
     return [
         r.getMessage() for r in caplog.records
-        if r.name == "keras_ccmim.data.tfds_source" and r.levelname == "WARNING"
+        if r.name == "keras_ccmim.data.decode_failures" and r.levelname == "WARNING"
     ]
 
 
