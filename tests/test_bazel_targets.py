@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-ROOTS = ("keras_ccmim", "train", "evaluate", "tests")
+ROOTS = ("keras_ccmim", "train", "evaluate", "configs", "tests")
 
 
 def _repo_root():
