@@ -1,11 +1,12 @@
 """The configuration of a pretraining run, and its validation.
 
-`PretrainConfig()` with no arguments is the README demo: a short ccMIM
-pretraining of a small ViT on `synthetic_objects` that finishes in a few
-minutes on a 2-core CPU. `resolve_config` checks every field before any work
-starts (`config_checks`) and fills the ones left to the preset or the data;
-`config_changes` says which fields a rerun on a checkpointed workdir may
-change.
+`PretrainConfig`'s defaults are the paper's ImageNet-1K recipe (ccMIM and
+MAE: ViT-B/16, 800 epochs at batch 4096, blr 1.5e-4 with 40 warmup epochs);
+`workdir` has no default. The recipes in `configs/` (the README demo, the
+CIFAR-10 study, ImageNet, MAE) set the fields they need. `resolve_config`
+checks every field before any work starts (`config_checks`) and fills the
+ones left to the preset or the data; `config_changes` says which fields a
+rerun on a checkpointed workdir may change.
 """
 
 import dataclasses
@@ -27,11 +28,17 @@ from keras_ccmim.training.config_checks import (  # noqa: F401
     parse_score_layers,
 )
 
+# The blr the NaN advice (`pretrain.nan_advice`) falls back to for a run whose
+# blr is over ten times larger: the demo recipe's (`configs/demo.py`), which
+# small runs train at (the paper's 1.5e-4 is for batches of thousands).
+NAN_ADVICE_BLR = 1.5e-3
+
 
 @dataclasses.dataclass
 class PretrainConfig:
     """Everything a pretraining run needs; `None` means "from the preset" or
-    "from the data".
+    "from the data" (`workdir` must be given). The defaults are the paper's
+    ImageNet recipe; `configs/demo.py` holds the README demo's values.
 
     Model (`preset` plus overrides; see `keras_ccmim.models.presets`):
         preset, image_size, patch_size, hidden_dim, num_layers, num_heads,
@@ -61,7 +68,7 @@ class PretrainConfig:
         coordinator_address, num_processes, process_id (a multi-process
         JAX run, `keras.distribution.initialize`; None: the
         `KERAS_DISTRIBUTION_*` variables, or one process).
-    Output: workdir, checkpoint_every_steps (0: epoch ends only),
+    Output: workdir (required), checkpoint_every_steps (0: epoch ends only),
         keep_checkpoints, tensorboard_every_steps (0: epochs only),
         check_every_steps (steps between two reads of the loss by the host:
         the NaN guard stops within this many steps; between reads the host
@@ -77,7 +84,7 @@ class PretrainConfig:
         such a rerun is refused, see `config_changes`).
     """
 
-    preset: str = "vit_tiny_patch4_32"
+    preset: str = "vit_base_patch16_224"
     image_size: int = None
     patch_size: int = None
     hidden_dim: int = None
@@ -108,12 +115,12 @@ class PretrainConfig:
     split: str = "train"
     num_images: int = None
 
-    batch_size: int = 64
+    batch_size: int = 4096
     accum_steps: int = 1
-    epochs: int = 2
+    epochs: int = 800
     steps_per_epoch: int = None
-    blr: float = 1.5e-3
-    warmup_epochs: float = 0.5
+    blr: float = 1.5e-4
+    warmup_epochs: float = 40.0
     weight_decay: float = 0.05
     seed: int = 0
     mixed_precision: str = "float32"
@@ -123,7 +130,7 @@ class PretrainConfig:
     process_id: int = None
     jit_compile: object = "auto"
 
-    workdir: str = "runs/demo"
+    workdir: str = None
     checkpoint_every_steps: int = 0
     keep_checkpoints: int = 2
     tensorboard_every_steps: int = 10

@@ -203,6 +203,11 @@ def _check_training(config):
         )
     if config.jit_compile not in ("auto", True, False):
         raise ValueError(f"jit_compile must be 'auto', True or False, got {config.jit_compile!r}.")
+    if config.workdir is None:
+        raise ValueError(
+            "workdir is not set: pass --workdir=<folder of the run> (workdir=... in "
+            "Python), or a recipe that sets it (--config=configs/demo.py)."
+        )
     if not isinstance(config.workdir, (str, os.PathLike)) or not os.fspath(config.workdir):
         raise ValueError(f"workdir must be a folder path, got {config.workdir!r}.")
     _check_workdir_location(os.fspath(config.workdir))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from keras_ccmim.training import PretrainConfig
-from tests.training.conftest import OLD_DEFAULTS
+from tests.training.conftest import OLD_DEFAULTS, REPO_ROOT
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 
@@ -68,7 +68,8 @@ def _parsed(argv, monkeypatch):
 
 
 def test_config_file_and_overrides_reach_the_config(binary, monkeypatch):
-    argv = ["pretrain.py", "--config=configs/imagenet_vit_base_ccmim.py:runlocal",
+    runlocal = f"--config={REPO_ROOT}/configs/imagenet_vit_base_ccmim.py:runlocal"
+    argv = ["pretrain.py", runlocal,
             "--config.epochs=3", "--config.jit_compile=false", "--config.warmup_epochs=1",
             "--seed=5", "--workdir=elsewhere"]
     with _parsed(argv, monkeypatch):
@@ -81,13 +82,14 @@ def test_config_file_and_overrides_reach_the_config(binary, monkeypatch):
 def test_a_field_given_both_ways_must_agree(binary, monkeypatch):
     from absl import app
 
-    argv = ["pretrain.py", "--config=configs/demo.py", "--config.blr=1e-3", "--blr=2e-3"]
+    demo = f"--config={REPO_ROOT}/configs/demo.py"
+    argv = ["pretrain.py", demo, "--config.blr=1e-3", "--blr=2e-3"]
     with _parsed(argv, monkeypatch), pytest.raises(
         app.UsageError, match=r"--config.blr=0.001 and --blr \(which sets blr to 0.002\) "
         "contradict each other"
     ):
         binary.config_from_flags()
-    argv = ["pretrain.py", "--config=configs/demo.py", "--config.split=train[:64]",
+    argv = ["pretrain.py", demo, "--config.split=train[:64]",
             "--split=train[:64]"]
     with _parsed(argv, monkeypatch):
         assert binary.config_from_flags().split == "train[:64]"

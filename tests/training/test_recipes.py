@@ -36,6 +36,25 @@ def test_the_demo_recipe_is_the_old_defaults_field_by_field():
         assert demo[name] == value and type(demo[name]) is type(value), name
 
 
+def test_the_library_defaults_are_the_papers_recipe():
+    defaults = PretrainConfig()
+    assert (defaults.preset, defaults.batch_size, defaults.epochs) == (
+        "vit_base_patch16_224", 4096, 800)
+    assert (defaults.blr, defaults.warmup_epochs, defaults.weight_decay) == (1.5e-4, 40, 0.05)
+    assert (defaults.mask_ratio, defaults.contrastive_weight, defaults.temperature) == (
+        0.75, 0.2, 0.5)
+    assert defaults.norm_pix_loss and defaults.workdir is None
+    # The ImageNet recipe writes them out.
+    recipe_fields = _load(IMAGENET).to_dict()
+    differ = {k for k, v in defaults.to_dict().items() if recipe_fields[k] != v}
+    assert differ == {"dataset", "workdir"}
+
+
+def test_a_config_without_workdir_names_the_flag(tmp_path):
+    with pytest.raises(ConfigError, match=r"workdir is not set: pass --workdir="):
+        resolve_config(_load(DEMO, workdir=None))
+
+
 @pytest.mark.parametrize("spec", [DEMO, IMAGENET + ":runlocal", MAE + ":runlocal"])
 def test_recipes_on_generated_data_resolve(spec, tmp_path):
     config, info = resolve_config(_load(spec, workdir=str(tmp_path / "run")))
