@@ -9,6 +9,7 @@ It lives here, not in the tests, because programs never import the tests
 """
 
 PRETRAIN_RUN = dict(
+    preset="vit_tiny_patch4_32",
     image_size=32,
     patch_size=8,
     hidden_dim=64,

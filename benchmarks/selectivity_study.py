@@ -75,7 +75,7 @@ def run_one(label, overrides, workdir):
     from keras_ccmim.training.pretrain import pretrain
 
     config = PretrainConfig(
-        num_layers=FLAGS.num_layers, num_images=FLAGS.num_images, batch_size=FLAGS.batch_size,
+        preset="vit_tiny_patch4_32", num_layers=FLAGS.num_layers, num_images=FLAGS.num_images, batch_size=FLAGS.batch_size,
         epochs=FLAGS.points, steps_per_epoch=FLAGS.steps_per_point, blr=FLAGS.blr,
         warmup_epochs=max(FLAGS.points // 8, 1) if FLAGS.points > 1 else 0, seed=FLAGS.seed,
         lift_images=FLAGS.lift_images, workdir=workdir, verbose=0, tensorboard_every_steps=0,

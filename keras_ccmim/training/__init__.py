@@ -33,6 +33,7 @@ from keras_ccmim.training.distribution import (
 )
 from keras_ccmim.models.preset_files import load_encoder  # noqa: F401 (the one loader)
 from keras_ccmim.training.export import mask_picture, save_mask_picture
+from keras_ccmim.training.recipes import config_from_recipe, load_recipe, recipe
 from keras_ccmim.training.optimizer import is_decayed, make_optimizer, scaled_learning_rate
 from keras_ccmim.training.pretrain import PretrainResults, build_pretrainer, pretrain
 from keras_ccmim.training.resume import NonFiniteLossError, fit_resumable

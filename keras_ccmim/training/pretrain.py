@@ -44,6 +44,7 @@ from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.training import callbacks as ccmim_callbacks
 from keras_ccmim.training.config import (
     FOLDER_MANIFEST_FILE,
+    NAN_ADVICE_BLR,
     RESTART_CHANGES,
     ConfigError,
     PretrainConfig,
@@ -311,7 +312,8 @@ def pretrain(config=None, callbacks=(), fresh=None):
     the module docstring).
 
     Args:
-        config: a `PretrainConfig` or dict of its fields (default: the demo).
+        config: a `PretrainConfig` or dict of its fields (those left out: the
+            paper's recipe; the demo is `configs/demo.py`).
         callbacks: extra Keras callbacks, run after the built-in loggers.
         fresh: bool, start over even in a workdir that holds an earlier run
             (its outputs are moved to `previous-<n>/`, never deleted); None
@@ -579,7 +581,7 @@ def nan_advice(config, step):
     """The fix printed when the loss became NaN: the flags of a rerun that
     trains on from checkpoint `step` (None: from scratch) with a lower
     learning rate, and the other knobs that help."""
-    default = PretrainConfig.blr
+    default = NAN_ADVICE_BLR
     lower = default if config.blr > 10 * default else config.blr / 10
     restart = f"--resume_from_step={step}" if step is not None else "--fresh"
     others = [f"a longer --warmup_epochs (now {config.warmup_epochs:g})"]
@@ -587,7 +589,7 @@ def nan_advice(config, step):
         others.append("float32 (--nobfloat16)")
     return (
         f"To train on, rerun the same command with {restart} --blr={lower:g} (blr is "
-        f"{config.blr:g}; the default is {default:g}); {' or '.join(others)} also helps. "
+        f"{config.blr:g}; the demo recipe's is {default:g}); {' or '.join(others)} also helps. "
         "In Python the config fields have the same names."
     )
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.tom
 
 SELECTIVE_END = 0.01
 RUN = dict(
-    image_size=32, patch_size=4, hidden_dim=64, num_layers=2, num_heads=2,
+    preset="vit_tiny_patch4_32", image_size=32, patch_size=4, hidden_dim=64, num_layers=2, num_heads=2,
     decoder_hidden_dim=32, decoder_num_layers=1, decoder_num_heads=2, projection_dim=32,
     num_images=1024, batch_size=32, epochs=3, steps_per_epoch=30, blr=1.5e-3,
     warmup_epochs=0.5, lift_images=256, tensorboard_every_steps=0, checkpoint_every_steps=0,

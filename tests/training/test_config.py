@@ -9,7 +9,11 @@ from keras_ccmim.training import config as config_module
 
 
 def test_demo_defaults_resolve(tiny_run):
-    config, info = resolve_config(PretrainConfig())
+    # The demo recipe (configs/demo.py): the library's defaults are the
+    # paper's ImageNet recipe.
+    config, info = resolve_config(PretrainConfig(
+        preset="vit_tiny_patch4_32", batch_size=64, epochs=2, blr=1.5e-3, warmup_epochs=0.5,
+        workdir="runs/demo"))
     assert config.dataset == "synthetic_objects" and info.has_foreground
     assert (config.image_size, config.patch_size, config.hidden_dim) == (32, 4, 192)
     assert config.num_layers == 12 and config.num_images == info.num_images == 3072
@@ -122,7 +126,8 @@ def test_tfds_dataset_without_data_dir(tiny_run):
 
 def test_missing_data_dir(tiny_run, tmp_path):
     missing = str(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match=r"data_dir '.*nowhere' does not exist"):
+    with pytest.raises(ValueError, match=r"data_dir '.*nowhere' does not exist. Pass "
+                       r"--data_dir=<folder holding the prepared TFDS datasets>"):
         resolve_config(tiny_run(dataset="cifar10_jpeg", data_dir=missing))
 
 

@@ -19,6 +19,7 @@ from keras_ccmim.training import (
     load_encoder,
     pretrain,
 )
+from keras_ccmim.training.config import NAN_ADVICE_BLR
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 
@@ -270,7 +271,7 @@ def test_following_the_nan_advice_trains_on(tiny_run, capsys):
         name, _, value = flag[2:].partition("=")
         flags[name] = True if not value else (float(value) if "." in value or "e" in value
                                               else int(value))
-    assert flags["blr"] == PretrainConfig.blr, message
+    assert flags["blr"] == NAN_ADVICE_BLR, message
     assert ("resume_from_step" in flags) != ("fresh" in flags), message
     if "resume_from_step" in flags:
         kept = os.path.join(values["workdir"], "checkpoints",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from keras_ccmim.training import PretrainConfig
+from tests.training.conftest import OLD_DEFAULTS, REPO_ROOT
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 
@@ -46,7 +47,52 @@ def _flags(**values):
 
 
 def test_default_flags_are_the_demo_config(binary):
-    assert binary.config_from_flags() == PretrainConfig()
+    assert binary.config_from_flags().to_dict() == OLD_DEFAULTS
+
+
+@contextlib.contextmanager
+def _parsed(argv, monkeypatch):
+    """The binary's flags parsed from `argv` (config_flags reads the
+    --config.<field> overrides from sys.argv), reset afterwards."""
+    from absl import flags
+
+    monkeypatch.setattr("sys.argv", argv)
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS(argv)
+        yield
+    finally:
+        flags.FLAGS.unparse_flags()
+        monkeypatch.setattr("sys.argv", ["pretrain.py"])
+        flags.FLAGS(["pretrain.py"])
+
+
+def test_config_file_and_overrides_reach_the_config(binary, monkeypatch):
+    runlocal = f"--config={REPO_ROOT}/configs/imagenet_vit_base_ccmim.py:runlocal"
+    argv = ["pretrain.py", runlocal,
+            "--config.epochs=3", "--config.jit_compile=false", "--config.warmup_epochs=1",
+            "--seed=5", "--workdir=elsewhere"]
+    with _parsed(argv, monkeypatch):
+        config = binary.config_from_flags()
+    assert (config.epochs, config.jit_compile, config.warmup_epochs) == (3, False, 1.0)
+    assert (config.seed, config.workdir) == (5, "elsewhere")  # legacy flags override
+    assert (config.hidden_dim, config.batch_size, config.blr) == (32, 16, 1.5e-4)  # the recipe's
+
+
+def test_a_field_given_both_ways_must_agree(binary, monkeypatch):
+    from absl import app
+
+    demo = f"--config={REPO_ROOT}/configs/demo.py"
+    argv = ["pretrain.py", demo, "--config.blr=1e-3", "--blr=2e-3"]
+    with _parsed(argv, monkeypatch), pytest.raises(
+        app.UsageError, match=r"--config.blr=0.001 and --blr \(which sets blr to 0.002\) "
+        "contradict each other"
+    ):
+        binary.config_from_flags()
+    argv = ["pretrain.py", demo, "--config.split=train[:64]",
+            "--split=train[:64]"]
+    with _parsed(argv, monkeypatch):
+        assert binary.config_from_flags().split == "train[:64]"
 
 
 def test_flags_reach_the_config(binary):
@@ -162,7 +208,7 @@ def _mean_loss(records):
 # Random masking (drawn from the model's SeedGenerator) on shuffled,
 # augmented data: a resume that restarts either shows in the weights.
 _KILLED_RUN = dict(
-    image_size=16, patch_size=4, hidden_dim=32, num_layers=2,
+    preset="vit_tiny_patch4_32", image_size=16, patch_size=4, hidden_dim=32, num_layers=2,
     num_heads=2, decoder_hidden_dim=32, decoder_num_layers=1, decoder_num_heads=2,
     num_images=64, batch_size=16, masking="random", contrastive="none",
     epochs=2, steps_per_epoch=12, warmup_epochs=0.1, blr=0.05,

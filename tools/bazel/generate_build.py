@@ -8,6 +8,8 @@ One target per Python file:
   examples/,          block, py_library for the others (tools/bazel/ keeps its
   benchmarks/,        hand-written BUILD; tools/'s shell scripts are not
   tools/              package data).
+  configs/            py_library per recipe; a binary or test naming "configs"
+                      in a string gets them as data (they are loaded by path).
   tests/**            keras_backend_py_test per `test_*.py` / `*_test.py` (one
                       py_test per Keras backend), testonly py_library for
                       conftest.py and helper modules; every test depends on the
@@ -41,8 +43,13 @@ HEADER = (
 
 LIBRARY_ROOTS = ("keras_ccmim",)
 BINARY_ROOTS = ("train", "evaluate", "examples", "benchmarks", "tools")
+# Recipes (`configs/*.py`): a py_library each, loaded by path at run time, so
+# a binary or test that names "configs" (or a "configs/....py" file) in a
+# string literal gets them all as data.
+CONFIG_ROOTS = ("configs",)
 TEST_ROOTS = ("tests",)
-ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + TEST_ROOTS
+ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + CONFIG_ROOTS + TEST_ROOTS
+SCRIPT_ROOTS = BINARY_ROOTS + CONFIG_ROOTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MACRO_BZL = "//tools/bazel:keras_test.bzl"
@@ -103,8 +110,8 @@ class Module:
             node.value.split("/")[0]
             for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and node.value.split("/")[0] in BINARY_ROOTS
-            and (node.value in BINARY_ROOTS or node.value.endswith(".py"))
+            and node.value.split("/")[0] in SCRIPT_ROOTS
+            and (node.value in SCRIPT_ROOTS or node.value.endswith(".py"))
         })
         self.has_main_guard = any(_is_main_guard(node) for node in tree.body)
         # `pytestmark = pytest.mark.slow` (or a list holding it): the test's
@@ -441,11 +448,13 @@ def generate(repo):
             if m.kind == "binary" and name != m.stem:
                 attrs.append(("main", '"%s"' % m.filename))
             data_labels = [":" + PACKAGE_DATA] if has_data else []
-            if m.kind == "test":
+            if m.kind in ("test", "binary"):
+                roots = m.script_roots if m.kind == "test" else [
+                    r for r in m.script_roots if r in CONFIG_ROOTS]
                 data_labels += sorted(
                     _label(s, names, package_dir)
                     for s in modules.values()
-                    if s.root in m.script_roots and not s.is_init
+                    if s.root in roots and not s.is_init and s.relpath != m.relpath
                 )
             if data_labels:
                 attrs.append(("data", _list(data_labels)))
