@@ -153,3 +153,25 @@ def is_grad_recording(tensor):
     if keras.backend.backend() == "torch":
         return bool(getattr(tensor, "requires_grad", False))
     return False
+
+
+def read_events(log_dir):
+    """`{tag: [(step, value), ...]}` of every event file under `log_dir`
+    (scalars as floats, images as decoded uint8 arrays), with the plugin of
+    each tag in `{tag: plugin}`."""
+    import tensorflow as tf
+
+    values, plugins = {}, {}
+    for name in sorted(os.listdir(log_dir)):
+        path = os.path.join(log_dir, name)
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name or plugins.get(value.tag)
+                plugins[value.tag] = plugin
+                tensor = tf.make_ndarray(value.tensor)
+                if plugin == "images":
+                    data = tf.io.decode_png(tensor[2]).numpy()
+                else:
+                    data = float(tensor)
+                values.setdefault(value.tag, []).append((event.step, data))
+    return values, plugins

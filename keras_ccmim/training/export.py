@@ -50,31 +50,38 @@ def mask_picture(images, mask, patch_size, scores=None, scale=4):
     return (canvas * 255 + 0.5).astype("uint8")
 
 
-def save_mask_picture(path, images, outputs, patch_size, max_images=8, scale=4):
-    """Saves `mask_picture` of a pretrainer's outputs as a PNG.
+def mask_picture_of_outputs(images, outputs, patch_size, max_images=8, scale=4):
+    """`mask_picture` (uint8 `[H, W, 3]`) of a pretrainer's outputs.
 
     Args:
-        path: a `.png` path.
         images: `[B, H, W, 3]` normalised images, as the model took them.
         outputs: the dict of `model(images, training=False)` (or of
             `model.predict`): its `mask` and, with importance masking,
             `scores`.
         patch_size: the model's patch size.
         max_images: columns drawn (the first images).
+        scale: int, nearest-neighbour upscaling.
     """
-    from PIL import Image
-
     from keras_ccmim.data import unnormalize
 
     scores = outputs.get("scores")
     if scores is not None:
         scores = ops.convert_to_numpy(ops.cast(scores, "float32"))[:max_images]
-    picture = mask_picture(
+    return mask_picture(
         unnormalize(np.asarray(images, dtype="float32")[:max_images]),
         ops.convert_to_numpy(outputs["mask"])[:max_images],
         patch_size,
         scores=scores,
         scale=scale,
     )
-    Image.fromarray(picture).save(path)
+
+
+def save_mask_picture(path, images, outputs, patch_size, max_images=8, scale=4):
+    """Saves `mask_picture_of_outputs(images, outputs, patch_size, ...)` as
+    the PNG `path` and returns `path`."""
+    from PIL import Image
+
+    Image.fromarray(
+        mask_picture_of_outputs(images, outputs, patch_size, max_images=max_images, scale=scale)
+    ).save(path)
     return path
