@@ -98,11 +98,12 @@ class TensorBoardScalars(keras.callbacks.TensorBoard):
 
 
 class TensorBoardMaskPictures(keras.callbacks.Callback):
-    """Writes, at each epoch end, the picture of the model's masks on a fixed
-    batch (`keras_ccmim.training.export.mask_picture`: the images, their
-    masked patches greyed out and, with importance masking, the importance
-    heat map) as the TensorBoard image `masks` under `log_dir/train/`,
-    indexed by epoch.
+    """Writes, at each epoch end, the picture of the model's masks and
+    reconstructions on a fixed batch (`keras_ccmim.training.export.mask_picture`:
+    the images, their masked patches greyed out, the reconstruction (the
+    decoder's masked patches pasted in) and, with importance masking, the
+    importance heat map) as the TensorBoard image `masks` under
+    `log_dir/train/`, indexed by epoch.
 
     The masks are drawn from fixed seeds (`seeded_predict_outputs`), so the
     training's random draws are left as they were. The image is written
@@ -137,7 +138,8 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
 
         outputs = seeded_predict_outputs(self.model, self.images, self.seed)
         picture = mask_picture_of_outputs(
-            self.images, outputs, self.patch_size, max_images=self.max_images
+            self.images, outputs, self.patch_size, max_images=self.max_images,
+            norm_pix_loss=bool(getattr(self.model, "norm_pix_loss", False)),
         )
         with self._writer.as_default():
             tf.summary.image("masks", picture[None], step=epoch)

@@ -107,3 +107,29 @@ def test_mask_pictures_are_an_image_of_each_epoch(tmp_path):
     assert (masked_row[:, 4 * 2 : 4 * 4] == 128).all()
     np.testing.assert_array_equal(masked_row[:, 4 * 4 : 4 * 6], image_row[:, 4 * 4 : 4 * 6])
     assert not (image_row[:, 4 * 2 : 4 * 4] == 128).all()
+
+
+class PerfectReconstructionModel(MaskOnlyModel):
+    norm_pix_loss = False
+
+    def call(self, images, training=None):
+        from keras_ccmim.layers.patching import patchify
+
+        outputs = super().call(images)
+        outputs["pred"] = patchify(images, 2)  # the masked patches, exactly
+        return outputs
+
+
+def test_mask_pictures_show_the_reconstruction(tmp_path):
+    images = np.random.RandomState(0).randn(2, 4, 4, 3).astype("float32")
+    pictures = TensorBoardMaskPictures(str(tmp_path), images, patch_size=2, max_images=2)
+    pictures.set_model(PerfectReconstructionModel())
+    pictures.on_train_begin()
+    pictures.on_epoch_end(0)
+    pictures.on_train_end()
+    values, _ = read_events(tmp_path / "train")
+    picture = values["masks"][0][1]
+    # Three rows: image, masked, reconstruction (here the image itself).
+    assert picture.shape[0] == 4 * (3 * 6 + 2)
+    image_row, reconstruction_row = picture[4 * 2 : 4 * 6], picture[4 * 14 : 4 * 18]
+    np.testing.assert_array_equal(reconstruction_row, image_row)
