@@ -112,7 +112,7 @@ class TrainingCheckpoint(PeriodicCallback):
 
     def restore(self, model):
         """Loads the newest intact checkpoint into `model` (built and
-        compiled) and prints which one it used.
+        compiled) and logs which one it used.
 
         Tries the pointer `checkpoint.json`, then the records of
         `checkpoints.jsonl`, then the `ckpt-*.weights.h5` files (see

@@ -1,5 +1,11 @@
 """Callbacks that log a run: `MetricsCSV`, `LogLearningRate`,
-`TensorBoardScalars` and `TensorBoardMaskPictures`."""
+`TensorBoardScalars` and `TensorBoardMaskPictures`.
+
+Order a run's callbacks as `fit_resumable` does: `StopOnNonFiniteLoss`
+first, the callbacks that add entries to the epoch `logs` (`ForegroundLift`,
+`LogLearningRate`) before the ones that write them (`MetricsCSV`,
+`TensorBoardScalars`), and `TrainingCheckpoint` last.
+"""
 
 import os
 

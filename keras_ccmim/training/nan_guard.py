@@ -24,8 +24,7 @@ def default_nan_advice(step):
             f"{restart}.")
 
 
-# Not `keras.callbacks.TerminateOnNaN`: that one only stops (reading the loss
-# every step); this names the healthy checkpoint kept and the fix, and raises.
+# Not TerminateOnNaN, which only stops: this names the kept healthy checkpoint and the fix.
 class StopOnNonFiniteLoss(PeriodicCallback):
     """Stops training when the loss has become NaN or infinite, by raising
     `NonFiniteLossError` (no further step runs).
@@ -46,7 +45,7 @@ class StopOnNonFiniteLoss(PeriodicCallback):
             named in the message.
         checkpoint: optional `TrainingCheckpoint` of the run; without it the
             newest checkpoint is named.
-        advice: optional `advice(step) -> str`, the fix to print, given the
+        advice: optional `advice(step) -> str`, the fix to report, given the
             step of the checkpoint to train on from (None when there is
             none); default `default_nan_advice`.
         check_every_steps: int >= 1, steps between two reads of the loss.

@@ -315,7 +315,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
 
 
 def nan_advice(config, step):
-    """The fix printed when the loss became NaN: the flags of a rerun that
+    """The fix reported when the loss became NaN: the flags of a rerun that
     trains on from checkpoint `step` (None: from scratch) with a lower
     learning rate, and the other knobs that help."""
     default = PretrainConfig.blr

@@ -43,7 +43,7 @@ def _holds_metrics(workdir):
 def _check_changes(saved, config, workdir):
     """Refuses a rerun whose config changes what the checkpointed run in
     `workdir` trains (see `config_changes`) unless `allow_config_change`;
-    prints one line for each kind of change that is let through."""
+    logs one line for each kind of change that is let through."""
     changes = config_changes(saved, config)
     if changes and not config.allow_config_change:
         restart = [name for name, _, _ in changes if name in RESTART_CHANGES]
