@@ -114,22 +114,22 @@ def _arm_callbacks(arm, model, folder, steps):
     --callback_arms), writing under `folder`."""
     if arm == "none":
         return []
-    from keras_ccmim.training import callbacks as run_callbacks
+    from keras_ccmim import training
     from keras_ccmim.training.config import PretrainConfig
 
     os.makedirs(folder, exist_ok=True)
     defaults = PretrainConfig()
     every = 1 if arm == "every_step" else defaults.check_every_steps
     board = 1 if arm == "every_step" else defaults.tensorboard_every_steps
-    checkpoint = run_callbacks.TrainingCheckpoint(
+    checkpoint = training.TrainingCheckpoint(
         os.path.join(folder, "checkpoints"), steps, check_every_steps=every,
         max_to_keep=1,
     )
     return [
-        run_callbacks.StopOnNonFiniteLoss(checkpoint=checkpoint, check_every_steps=every),
-        run_callbacks.LogLearningRate(),
-        run_callbacks.MetricsCSV(os.path.join(folder, "metrics.csv")),
-        run_callbacks.TensorBoardScalars(os.path.join(folder, "tensorboard"), update_freq=board),
+        training.StopOnNonFiniteLoss(checkpoint=checkpoint, check_every_steps=every),
+        training.LogLearningRate(),
+        training.MetricsCSV(os.path.join(folder, "metrics.csv")),
+        training.TensorBoardScalars(os.path.join(folder, "tensorboard"), update_freq=board),
         checkpoint,
     ]
 

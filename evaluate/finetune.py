@@ -132,18 +132,20 @@ def main(argv):
             )
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim import evaluation
+        from keras_ccmim.training import run_messages_to_stdout
 
         encoder = common.load_encoder()
-        result = evaluation.finetune(
-            encoder,
-            FLAGS.dataset,
-            rand_augment_magnitude=FLAGS.rand_augment,
-            random_erasing_probability=FLAGS.reprob,
-            mixup_alpha=FLAGS.mixup,
-            cutmix_alpha=FLAGS.cutmix,
-            label_smoothing=FLAGS.smoothing,
-            **common.fine_tuning_arguments(),
-        )
+        with run_messages_to_stdout():  # the library logs resumes and restores
+            result = evaluation.finetune(
+                encoder,
+                FLAGS.dataset,
+                rand_augment_magnitude=FLAGS.rand_augment,
+                random_erasing_probability=FLAGS.reprob,
+                mixup_alpha=FLAGS.mixup,
+                cutmix_alpha=FLAGS.cutmix,
+                label_smoothing=FLAGS.smoothing,
+                **common.fine_tuning_arguments(),
+            )
         results = result.to_dict()
         results.update(
             protocol="finetune",

@@ -83,16 +83,18 @@ def main(argv):
                              "(created if missing).")
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim.evaluation.segment import segment
+        from keras_ccmim.training import run_messages_to_stdout
 
-        result = segment(
-            common.load_encoder(),
-            FLAGS.dataset,
-            image_size=FLAGS.segment_image_size,
-            num_classes=FLAGS.num_classes,
-            head_dim=FLAGS.head_dim,
-            num_pictures=FLAGS.num_pictures,
-            **common.fine_tuning_arguments(),
-        )
+        with run_messages_to_stdout():  # the library logs resumes and restores
+            result = segment(
+                common.load_encoder(),
+                FLAGS.dataset,
+                image_size=FLAGS.segment_image_size,
+                num_classes=FLAGS.num_classes,
+                head_dim=FLAGS.head_dim,
+                num_pictures=FLAGS.num_pictures,
+                **common.fine_tuning_arguments(),
+            )
         results = result.to_dict()
         results.update(protocol="segment", dataset=FLAGS.dataset,
                        train_split=FLAGS.train_split, eval_split=FLAGS.eval_split,

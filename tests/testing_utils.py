@@ -165,3 +165,25 @@ only_on_plumbing_backend = pytest.mark.skipif(
     keras.backend.backend() != PLUMBING_BACKEND,
     reason=f"backend-independent plumbing: runs once, on {PLUMBING_BACKEND}",
 )
+
+
+def read_events(log_dir):
+    """`{tag: [(step, value), ...]}` of every event file under `log_dir`
+    (scalars as floats, images as decoded uint8 arrays), with the plugin of
+    each tag in `{tag: plugin}`."""
+    import tensorflow as tf
+
+    values, plugins = {}, {}
+    for name in sorted(os.listdir(log_dir)):
+        path = os.path.join(log_dir, name)
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name or plugins.get(value.tag)
+                plugins[value.tag] = plugin
+                tensor = tf.make_ndarray(value.tensor)
+                if plugin == "images":
+                    data = tf.io.decode_png(tensor[2]).numpy()
+                else:
+                    data = float(tensor)
+                values.setdefault(value.tag, []).append((event.step, data))
+    return values, plugins

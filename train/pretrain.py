@@ -256,7 +256,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
-        training.pretrain(config_from_flags())
+        with training.run_messages_to_stdout():  # the library logs; show it as before
+            training.pretrain(config_from_flags())
     except (training.ConfigError, training.CheckpointError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 2

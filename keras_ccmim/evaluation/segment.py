@@ -44,8 +44,8 @@ from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
 from keras_ccmim.evaluation.visualize import grid_picture
 from keras_ccmim.models.segmenter import ViTSegmenter, resized_encoder
 from keras_ccmim.run_files import write_json_atomically
-from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS, NonFiniteLossError
-from keras_ccmim.training.callbacks import StopOnNonFiniteLoss
+from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
+from keras_ccmim.training.periodic import DEFAULT_CHECK_EVERY_STEPS
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.training.resume import fit_resumable
 

@@ -6,7 +6,8 @@ The workdir of a run:
     checkpoints/            resumable checkpoints (see TrainingCheckpoint)
     metrics.csv             per-epoch logs (loss terms, foreground_lift,
                             foreground_lift_max, mask_selectivity, lr)
-    tensorboard/train/      TensorBoard scalar events
+    tensorboard/train/      TensorBoard events: the scalars, and the masks
+                            picture of each epoch
     encoder/                the final encoder as a preset in keras-hub's
                             layout (config.json, model.weights.h5,
                             metadata.json): `ViTEncoder.from_preset(...)`
@@ -35,42 +36,56 @@ import contextlib
 import dataclasses
 import functools
 import json
+import logging
 import os
 
 import keras
 
 from keras_ccmim.masking_metrics import MASKING_METRICS, random_masking_metrics
-from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
-from keras_ccmim.training import callbacks as ccmim_callbacks
+from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
+from keras_ccmim.training.checkpoint_files import holds_checkpoints, latest_checkpoint
 from keras_ccmim.training.config import (
     FOLDER_MANIFEST_FILE,
     NAN_ADVICE_BLR,
-    RESTART_CHANGES,
     ConfigError,
     PretrainConfig,
-    all_config_changes,
-    config_changes,
-    describe_changes,
     resolve_config,
 )
 from keras_ccmim.training.distribution import (
-    barrier,
     initialize_processes,
     is_primary,
     outside_distribution,
     process_count,
     setup_distribution,
 )
-from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
-from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS
-from keras_ccmim.run_files import move_aside
 from keras_ccmim.training.export import save_mask_picture
+from keras_ccmim.training.foreground_lift import ForegroundLift, seeded_predict_outputs
+from keras_ccmim.training.logging_callbacks import (
+    LogLearningRate,
+    MetricsCSV,
+    TensorBoardMaskPictures,
+    TensorBoardScalars,
+)
 from keras_ccmim.training.optimizer import make_optimizer, training_steps
+from keras_ccmim.training.pretrainer_setup import build_pretrainer, initialise_from
 from keras_ccmim.training.resume import fit_resumable
+from keras_ccmim.training.run_data import fixed_batch, training_batches
+from keras_ccmim.training.run_workdir import (
+    CONFIG_FILE,
+    RESULTS_FILE,
+    earlier_results,
+    merged_history,
+    prepare_workdir,
+)
 from keras_ccmim.training.schedules import warmup_cosine
 
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
+__all__ = [
+    "PretrainResults", "build_pretrainer", "initialise_from", "masking_summary",
+    "nan_advice", "pretrain",
+]
+
+logger = logging.getLogger(__name__)
+
 PICTURE_IMAGES = 8
 
 
@@ -110,187 +125,6 @@ class PretrainResults:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-
-def build_pretrainer(config):
-    """The `CCMIMPretrainer` of a resolved `PretrainConfig`, built."""
-    encoder_overrides = {field: getattr(config, field) for field in ENCODER_SIZE_FIELDS}
-    encoder_overrides["seed"] = config.seed
-    model = CCMIMPretrainer.from_preset(
-        config.preset,
-        encoder_overrides=encoder_overrides,
-        decoder_hidden_dim=config.decoder_hidden_dim,
-        decoder_num_layers=config.decoder_num_layers,
-        decoder_num_heads=config.decoder_num_heads,
-        mask_ratio=config.mask_ratio,
-        masking=config.masking,
-        sampler=config.sampler,
-        sampling_temperature=config.sampling_temperature,
-        sampling_temperature_start=config.sampling_temperature_start,
-        sampling_temperature_steps=config.temperature_schedule_steps,
-        score_layers=config.score_layers,
-        score_from=config.score_from,
-        contrastive=config.contrastive,
-        contrastive_weight=config.contrastive_weight,
-        temperature=config.temperature,
-        projection_dim=config.projection_dim,
-        norm_pix_loss=config.norm_pix_loss,
-        seed=config.seed,
-    )
-    model.build()
-    return model
-
-
-# What a run writes in its workdir (besides config.json); `fresh=True` moves
-# those of an earlier run aside, nothing else.
-RUN_OUTPUTS = (
-    "checkpoints", "metrics.csv", "tensorboard", ENCODER_PRESET,
-    # The encoder files of earlier versions.
-    "encoder.weights.h5", "encoder_config.json",
-    "pretrainer.keras", "masks.png", RESULTS_FILE, CONFIG_FILE,
-    FOLDER_MANIFEST_FILE,
-)
-
-
-def _holds_metrics(workdir):
-    return os.path.exists(os.path.join(workdir, "metrics.csv"))
-
-
-def _check_changes(saved, config, workdir):
-    """Refuses a rerun whose config changes what the checkpointed run in
-    `workdir` trains (see `config_changes`) unless `allow_config_change`;
-    prints one line for each kind of change that is let through."""
-    changes = config_changes(saved, config)
-    if changes and not config.allow_config_change:
-        restart = [name for name, _, _ in changes if name in RESTART_CHANGES]
-        note = ""
-        if restart:
-            note = (
-                f" ({', '.join(restart)} may change without --allow_config_change when "
-                "--resume_from_step trains on from an earlier checkpoint, as the NaN advice "
-                "says.)"
-            )
-        raise ConfigError(
-            f"workdir {workdir!r} holds a checkpointed run with a different configuration: "
-            f"{describe_changes(changes)}. Rerun with the same settings to resume it, pass "
-            "--allow_config_change to train on with the new values (config.json is "
-            "updated), --fresh to start over (the earlier outputs are moved to "
-            f"previous-<n>/), or a new --workdir.{note}"
-        )
-    if changes:
-        print(
-            f"Training on with a changed configuration (allow_config_change): "
-            f"{describe_changes(changes)}; config.json is updated."
-        )
-    if config.resume_from_step is None:
-        return
-    restarted = [
-        change for change in all_config_changes(saved, config) if change[0] in RESTART_CHANGES
-    ]
-    if restarted:
-        print(
-            f"Training on from step {config.resume_from_step} with "
-            f"{describe_changes(restarted)}; config.json is updated."
-        )
-
-
-def _prepare_workdir(config, fresh=False):
-    """Creates the workdir. One that holds checkpoints (intact or not) must
-    hold the same run (see `_check_changes`), which then resumes; one that
-    holds metrics but no checkpoint is refused, as starting over would mix
-    two runs. With `fresh`, an earlier run's outputs are moved to
-    `previous-<n>/` first (nothing is deleted) and the run starts from step
-    0."""
-    workdir = os.fspath(config.workdir)
-    checkpoint_dir = os.path.join(workdir, "checkpoints")
-    config_path = os.path.join(workdir, CONFIG_FILE)
-    if not is_primary():
-        # Every process checks the workdir; process 0 alone writes it.
-        if not fresh:
-            _check_workdir(config, workdir, checkpoint_dir, config_path)
-        barrier("ccmim_workdir_checked")
-        barrier("ccmim_workdir_written")
-        return workdir, checkpoint_dir
-    if fresh:
-        barrier("ccmim_workdir_checked")
-        aside = move_aside(workdir, RUN_OUTPUTS)
-        if aside is not None:
-            print(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
-    else:
-        _check_workdir(config, workdir, checkpoint_dir, config_path)
-        barrier("ccmim_workdir_checked")
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    config.save(config_path)
-    barrier("ccmim_workdir_written")
-    return workdir, checkpoint_dir
-
-
-def _check_workdir(config, workdir, checkpoint_dir, config_path):
-    """Raises a `ConfigError` for a workdir `_prepare_workdir` must refuse."""
-    if ccmim_callbacks.holds_checkpoints(checkpoint_dir):
-        if os.path.exists(config_path):
-            try:
-                saved = PretrainConfig.load(config_path)
-            except (ValueError, TypeError) as error:
-                raise ConfigError(
-                    f"{config_path} cannot be read ({error}), so the checkpointed run in "
-                    f"{workdir!r} cannot be checked against this configuration. Restore the "
-                    "file, pass a new --workdir, or pass --fresh to start over (the old "
-                    "files are kept aside)."
-                ) from error
-            _check_changes(saved, config, workdir)
-    elif _holds_metrics(workdir):
-        raise ConfigError(
-            f"workdir {workdir!r} holds metrics.csv of an earlier run but no checkpoint to "
-            "resume it from; starting over would mix the two runs. Pass a new --workdir, "
-            "or pass --fresh to start over (the old files are kept aside)."
-        )
-
-
-def _earlier_results(path):
-    """The `results.json` of an earlier call on this run, or {}."""
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _merged_history(earlier, history, initial_step):
-    """The earlier calls' per-epoch history (when it ends at or before the
-    step this call started from) followed by this call's."""
-    old = earlier.get("history")
-    if not isinstance(old, dict) or not isinstance(earlier.get("global_step"), int):
-        old = {}
-    elif earlier["global_step"] > initial_step:
-        old = {}
-    merged = {k: [float(v) for v in vs] for k, vs in old.items() if isinstance(vs, list)}
-    for key, values in history.items():
-        merged.setdefault(key, []).extend(float(v) for v in values)
-    return merged
-
-
-def _fixed_batch(config, info, num_replicas):
-    """The first evaluation batch of the training split (at most
-    `lift_images`, a multiple of `num_replicas`): images and, when the data
-    have them, foreground masks (numpy)."""
-    from keras_ccmim import data
-
-    size = min(config.lift_images, info.num_images or config.lift_images)
-    dataset = data.make_dataset(
-        config.dataset,
-        split=config.split,
-        batch_size=max(size // num_replicas, 1) * num_replicas,
-        image_size=config.image_size,
-        data_dir=config.data_dir,
-        training=False,
-        seed=config.seed,
-        num_images=config.num_images,
-    )
-    images, extras = next(iter(dataset.take(1)))
-    foreground = extras.get("foreground")
-    return images.numpy(), None if foreground is None else foreground.numpy()
 
 
 @contextlib.contextmanager
@@ -350,41 +184,23 @@ def pretrain(config=None, callbacks=(), fresh=None):
         if not isinstance(fresh, bool):
             raise ConfigError(f"fresh must be True or False, got {fresh!r}.")
         config = dataclasses.replace(config, fresh=fresh)
-    workdir, checkpoint_dir = _prepare_workdir(config, fresh=config.fresh)
+    workdir, checkpoint_dir = prepare_workdir(config, fresh=config.fresh)
     # The scan resolve_config made of an image folder, for a later call.
     if is_primary():
         data.write_dataset_manifest(config.dataset, os.path.join(workdir, FOLDER_MANIFEST_FILE))
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
 
-    # The training batches from global step `step` on: a resumed run reads
-    # exactly the batches the killed run would have read next.
-    dataset = functools.partial(
-        data.make_dataset,
-        config.dataset,
-        split=config.split,
-        batch_size=config.batch_size,
-        image_size=config.image_size,
-        data_dir=config.data_dir,
-        training=True,
-        seed=config.seed,
-        repeat=True,
-        num_images=config.num_images,
-        # Several processes: each feeds its own share of every global batch.
-        shard=distribution.shard if processes > 1 else None,
-    )
-
-    def dataset_at(step):
-        return dataset(start_batch=step)
+    dataset_at = training_batches(config, distribution, processes)
     # The masking figures predict on a fixed batch in one process; with
     # several, each process would feed a share (see the README).
     images = foreground = None
     if processes == 1:
-        images, foreground = _fixed_batch(config, info, distribution.num_replicas)
+        images, foreground = fixed_batch(config, info, distribution.num_replicas)
 
     with _dtype_policy(policy), distribution.scope():
         model = build_pretrainer(config)
-        if config.init_from and not ccmim_callbacks.holds_checkpoints(checkpoint_dir):
+        if config.init_from and not holds_checkpoints(checkpoint_dir):
             initialise_from(model, config.init_from)
         schedule = warmup_cosine(
             config.learning_rate, config.warmup_steps, config.total_steps,
@@ -398,19 +214,27 @@ def pretrain(config=None, callbacks=(), fresh=None):
         lift = None
         run_callbacks = []
         if foreground is not None:
-            lift = ccmim_callbacks.ForegroundLift(
+            lift = ForegroundLift(
                 images, foreground, config.patch_size, seed=config.seed
             )
             run_callbacks.append(lift)
-        run_callbacks.append(ccmim_callbacks.LogLearningRate())
+        run_callbacks.append(LogLearningRate())
         if is_primary():  # the files of the run: process 0 writes them
             run_callbacks += [
-                ccmim_callbacks.MetricsCSV(os.path.join(workdir, "metrics.csv")),
-                ccmim_callbacks.TensorBoardScalars(
+                MetricsCSV(os.path.join(workdir, "metrics.csv")),
+                TensorBoardScalars(
                     os.path.join(workdir, "tensorboard"),
                     update_freq=config.tensorboard_every_steps,
                 ),
             ]
+            if images is not None:
+                # The first images, a multiple of the replicas (one batch).
+                count = -(-PICTURE_IMAGES // distribution.num_replicas)
+                count = min(count * distribution.num_replicas, len(images))
+                run_callbacks.append(TensorBoardMaskPictures(
+                    os.path.join(workdir, "tensorboard"), images[:count], config.patch_size,
+                    seed=config.seed, max_images=PICTURE_IMAGES,
+                ))
         run_callbacks += [data.SkippedRecordsReport(), *callbacks]
         history, initial_step = fit_resumable(
             model,
@@ -432,7 +256,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
         # and the masking metrics, next to random masking's on the same images.
         outputs = None
         if images is not None:
-            outputs = ccmim_callbacks.seeded_predict_outputs(model, images, config.seed)
+            outputs = seeded_predict_outputs(model, images, config.seed)
         masking = dict.fromkeys(MASKING_METRICS)
         random_masking = None
         if lift is not None:
@@ -460,10 +284,10 @@ def pretrain(config=None, callbacks=(), fresh=None):
                 paths["encoder"] = save_to_preset(model.encoder, paths["encoder"])
                 model.save(paths["pretrainer"])
 
-    earlier = _earlier_results(paths["results"])
+    earlier = earlier_results(paths["results"])
     final_loss = history["loss"][-1] if history.get("loss") else None
     if final_loss is None:
-        record = ccmim_callbacks.latest_checkpoint(checkpoint_dir)
+        record = latest_checkpoint(checkpoint_dir)
         final_loss = record and record.get("loss")
     if final_loss is None and earlier.get("global_step") == initial_step:
         final_loss = earlier.get("final_loss")
@@ -473,7 +297,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
         random_masking=random_masking,
         global_step=int(keras.ops.convert_to_numpy(training_steps(model.optimizer))),
         initial_step=initial_step,
-        history=_merged_history(earlier, history, initial_step),
+        history=merged_history(earlier, history, initial_step),
         workdir=workdir,
         paths=paths,
     )
@@ -482,103 +306,18 @@ def pretrain(config=None, callbacks=(), fresh=None):
     with open(paths["results"], "w") as f:
         json.dump(results.to_dict(), f, indent=1)
     loss_text = "n/a" if results.final_loss is None else f"{results.final_loss:.4f}"
-    print(
+    logger.info(
         f"Final loss {loss_text} after {results.global_step} steps. Outputs in {workdir}: "
         f"{ENCODER_PRESET}/ (the encoder preset), pretrainer.keras, masks.png, metrics.csv, "
         "checkpoints/, "
         "tensorboard/."
     )
-    print(masking_summary(results))
+    logger.info(masking_summary(results))
     return results
 
 
-def initialise_from(model, source):
-    """Sets the weights of `model` (a built `CCMIMPretrainer`) from a
-    preset or a pretraining workdir: a `ViTEncoder` preset gives the
-    encoder; a `CCMIMPretrainer` preset (a converted `mae_visualize_*` or
-    ccMIM checkpoint, `tools/convert_mae.py`) gives every layer whose
-    weights have the run's shapes (encoder and decoder, the ccMIM heads
-    when the run has them), the rest keeping their initial values. A
-    checkpointed run resumes from its checkpoint, which overrides this.
-
-    Raises:
-        ConfigError: the source's encoder has another architecture (the
-            image size may differ: the position table is recomputed).
-    """
-    from keras_ccmim.models.preset_files import (
-        CONFIG_FILE,
-        ENCODER_PRESET,
-        is_preset_dir,
-        load_from_preset,
-        resolve_preset,
-    )
-    from keras_ccmim.models.vit_encoder import ViTEncoder
-
-    try:
-        folder = resolve_preset(source)
-        if not is_preset_dir(folder) and is_preset_dir(os.path.join(folder, ENCODER_PRESET)):
-            folder = os.path.join(folder, ENCODER_PRESET)  # a pretraining workdir
-        with open(os.path.join(folder, CONFIG_FILE)) as f:
-            class_name = json.load(f).get("class_name")
-        if class_name == "CCMIMPretrainer":
-            pretrainer = load_from_preset(folder, CCMIMPretrainer)
-            loaded = pretrainer.encoder
-        else:
-            pretrainer, loaded = None, load_from_preset(folder, ViTEncoder)
-    except (OSError, ValueError, AttributeError) as error:
-        raise ConfigError(
-            f"init_from={source!r} cannot be read: {error} Pass a preset folder (config.json, "
-            "model.weights.h5, metadata.json), a kaggle:// or hf:// handle, or a pretraining "
-            "workdir."
-        ) from error
-    encoder = model.encoder
-    mismatched = [
-        f"{field}: {getattr(loaded, field)!r} -> {getattr(encoder, field)!r}"
-        for field in ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
-                      "num_channels", "qkv_bias")
-        if getattr(loaded, field) != getattr(encoder, field)
-    ]
-    if mismatched:
-        raise ConfigError(
-            f"init_from={source!r} holds an encoder of another architecture than the run's "
-            f"({'; '.join(mismatched)}). Pass the matching --preset and size flags (e.g. "
-            "--preset=vit_base_patch16_224 for a converted MAE ViT-B), or another init_from."
-        )
-    if not _copy_matching(encoder, loaded, skip_position=True):
-        raise ConfigError(
-            f"init_from={source!r}: its encoder's weights do not have the run's shapes although "
-            "its architecture fields match; it was written by another version."
-        )
-    copied = ["encoder"]
-    if pretrainer is not None:
-        for name in ("decoder", "projector", "predictor"):
-            target, origin = getattr(model, name, None), getattr(pretrainer, name, None)
-            if target is not None and origin is not None and _copy_matching(
-                target, origin, skip_position=True
-            ):
-                copied.append(name)
-    print(f"Initialised the {', '.join(copied)} from {source}.")
-
-
-def _copy_matching(target, origin, skip_position=False):
-    """Copies `origin`'s weights into `target` when both have the same
-    weights in the same shapes (the position tables, recomputed per grid,
-    excepted with `skip_position`); returns whether it copied."""
-    pairs = list(zip(target.weights, origin.weights))
-    if len(target.weights) != len(origin.weights) or any(
-        tuple(a.shape) != tuple(b.shape) for a, b in pairs
-        if not (skip_position and "position_embedding" in a.path)
-    ):
-        return False
-    for a, b in pairs:
-        if skip_position and "position_embedding" in a.path:
-            continue
-        a.assign(b.value)
-    return True
-
-
 def nan_advice(config, step):
-    """The fix printed when the loss became NaN: the flags of a rerun that
+    """The fix reported when the loss became NaN: the flags of a rerun that
     trains on from checkpoint `step` (None: from scratch) with a lower
     learning rate, and the other knobs that help."""
     default = NAN_ADVICE_BLR

@@ -1,15 +1,16 @@
 """`fit_resumable`: `model.fit` that continues a checkpointed run where it stopped."""
 
-from keras_ccmim.training.callbacks import (
-    DEFAULT_CHECK_EVERY_STEPS,
-    NonFiniteLossError,
-    StopOnNonFiniteLoss,
-    TrainingCheckpoint,
-    roll_back_to_step,
-)
+import logging
+
+from keras_ccmim.training.checkpoint_files import roll_back_to_step
+from keras_ccmim.training.checkpointing import TrainingCheckpoint
 from keras_ccmim.training.distribution import barrier, is_primary
+from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
+from keras_ccmim.training.periodic import DEFAULT_CHECK_EVERY_STEPS
 
 __all__ = ["NonFiniteLossError", "fit_resumable"]
+
+logger = logging.getLogger(__name__)
 
 
 def fit_resumable(
@@ -101,14 +102,14 @@ def fit_resumable(
     total_steps = epochs * steps_per_epoch
     history = {}
     if initial_step >= total_steps:
-        print(
+        logger.info(
             f"Checkpoint in {checkpoint_dir} is at step {initial_step} of {total_steps}: "
             "training already finished."
         )
         return history, initial_step
     epoch, batch = divmod(initial_step, steps_per_epoch)
     if initial_step:
-        print(
+        logger.info(
             f"Resuming from the checkpoint in {checkpoint_dir} at step {initial_step} "
             f"(epoch {epoch + 1}, batch {batch} of {steps_per_epoch})."
         )

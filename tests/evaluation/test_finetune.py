@@ -269,7 +269,7 @@ def _max_difference(model, other):
 
 
 def test_a_killed_finetune_resumes_to_the_uninterrupted_classifier(
-    encoder, reference, tmp_path, capsys
+    encoder, reference, tmp_path, library_messages, capsys
 ):
     want, _ = reference
     output_dir = str(tmp_path / "run")
@@ -278,9 +278,9 @@ def test_a_killed_finetune_resumes_to_the_uninterrupted_classifier(
     with pytest.raises(Killed):
         finetune(encoder, **RUN, output_dir=output_dir, callbacks=[KillAfterStep(5)])
     assert not os.path.exists(os.path.join(output_dir, CLASSIFIER_FILE))
-    capsys.readouterr()
+    library_messages.read()
     got = finetune(encoder, **RUN, output_dir=output_dir)
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "at step 4 (epoch 2, batch 1 of 3)" in out
     assert got.initial_step == 4 and got.global_step == want.global_step == 9
     difference = _max_difference(got.model, want.model)
@@ -295,7 +295,7 @@ def test_a_killed_finetune_resumes_to_the_uninterrupted_classifier(
     assert (got.top1, got.best_epoch) == (want.top1, want.best_epoch)
     # A rerun of the finished run restores it and only rewrites the outputs.
     again = finetune(encoder, **RUN, output_dir=output_dir)
-    assert "training already finished" in capsys.readouterr().out
+    assert "training already finished" in library_messages.read()
     assert again.initial_step == 9 and _max_difference(again.model, want.model) == 0.0
     assert again.history == got.history
 
@@ -346,7 +346,7 @@ def test_epoch_validation_adds_no_per_step_callback():
 
 
 def test_a_changed_configuration_is_refused_then_fresh_starts_over(
-    encoder, tmp_path, capsys, caplog
+    encoder, tmp_path, caplog, library_messages
 ):
     small = dict(RUN, epochs=2, steps_per_epoch=1, warmup_epochs=0, checkpoint_every_steps=0)
     output_dir = str(tmp_path / "run")
@@ -364,7 +364,7 @@ def test_a_changed_configuration_is_refused_then_fresh_starts_over(
         finetune(other, **small, output_dir=output_dir)
     # Changing how often the host looks is allowed: it resumes (finished).
     finetune(encoder, **dict(small, check_every_steps=5), output_dir=output_dir)
-    assert "training already finished" in capsys.readouterr().out
+    assert "training already finished" in library_messages.read()
     # fresh moves the earlier run aside, deleting nothing, and starts over.
     before = sorted(os.listdir(output_dir))
     with caplog.at_level(logging.INFO, logger="keras_ccmim.evaluation"):

@@ -129,7 +129,7 @@ def test_resume_mid_epoch_reproduces_an_uninterrupted_run(tmp_path):
     assert history == {} and initial_step == 8
 
 
-def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, library_messages):
     checkpoint_dir = str(tmp_path / "ckpt")
     model = _dense_model()
     with pytest.raises(NonFiniteLossError) as error:
@@ -152,14 +152,14 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, ca
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 4
     record = latest_checkpoint(checkpoint_dir)
     assert record["global_step"] == 2
-    assert "Not checkpointing step 3" in capsys.readouterr().out
+    assert "Not checkpointing step 3" in library_messages.read()
 
     restored = _dense_model()
     TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH).restore(restored)
     assert all(np.all(np.isfinite(w)) for w in _state(restored))
 
 
-def test_the_loss_read_every_n_steps_still_stops_within_n_steps(tmp_path, capsys):
+def test_the_loss_read_every_n_steps_still_stops_within_n_steps(tmp_path, library_messages):
     """With the loss read every 3 steps (and at epoch ends and checkpoints),
     a NaN at step 6 stops training before step 7 runs; the checkpoint of
     step 4, whose next steps include the NaN, is not vouched for."""
@@ -241,7 +241,7 @@ class _Diverge(keras.callbacks.Callback):
 
 
 def test_a_loss_that_blows_up_keeps_the_checkpoint_from_before_and_resumes_from_it(
-    tmp_path, capsys
+    tmp_path, library_messages
 ):
     checkpoint_dir = str(tmp_path / "ckpt")
     model = _dense_model()
@@ -268,14 +268,14 @@ def test_a_loss_that_blows_up_keeps_the_checkpoint_from_before_and_resumes_from_
         checkpoint_dir=str(tmp_path / "reference"), verbose=0,
     )
     resumed = _dense_model()
-    capsys.readouterr()
+    library_messages.read()
     _, initial_step = fit_resumable(
         resumed, _constant_batches(), epochs=2, steps_per_epoch=STEPS_PER_EPOCH,
         checkpoint_dir=checkpoint_dir, save_every_steps=1, max_to_keep=1, verbose=0,
         resume_from_step=2,
     )
     assert initial_step == 2
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "Rolled back to the checkpoint of step 2" in out
     for got, want in zip(_state(resumed), _state(reference)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -290,7 +290,7 @@ def test_a_loss_that_blows_up_keeps_the_checkpoint_from_before_and_resumes_from_
         checkpoint_dir=checkpoint_dir, verbose=0, resume_from_step=2,
     )
     assert initial_step == 2 * STEPS_PER_EPOCH
-    assert "already rolled back to step 2" in capsys.readouterr().out
+    assert "already rolled back to step 2" in library_messages.read()
     assert os.listdir(aside) == ["ckpt-00000004.weights.h5"]
 
 
@@ -323,25 +323,6 @@ def test_checkpoint_arguments_are_checked():
         TrainingCheckpoint("x", 0)
     with pytest.raises(ValueError, match="max_to_keep"):
         TrainingCheckpoint("x", 2, max_to_keep=0)
-
-
-def test_tensorboard_scalars_without_the_tensorboard_package(tmp_path):
-    model = _dense_model()
-    model.fit(
-        _constant_batches(), epochs=2, steps_per_epoch=3, verbose=0,
-        callbacks=[TensorBoardScalars(str(tmp_path), update_freq=2)],
-    )
-    (event_file,) = (tmp_path / "train").iterdir()
-    scalars = {}
-    for event in tf.compat.v1.train.summary_iterator(str(event_file)):
-        for value in event.summary.value:
-            assert value.metadata.plugin_data.plugin_name == "scalars"
-            scalars.setdefault(value.tag, []).append(
-                (event.step, float(tf.make_ndarray(value.tensor)))
-            )
-    assert [step for step, _ in scalars["epoch_loss"]] == [0, 1]
-    assert [step for step, _ in scalars["batch_loss"]] == [2, 4, 6]
-    assert all(np.isfinite(v) for _, v in scalars["epoch_loss"])
 
 
 def test_foreground_patches_threshold_is_half_a_patch():
@@ -418,7 +399,7 @@ def _truncate(path):
     (("truncate newest",), 3, "checkpoints.jsonl"),
     (("truncate pointer", "truncate log", "truncate newest"), 3, "the checkpoint files"),
 ])
-def test_restore_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys, damage, step,
+def test_restore_falls_back_to_the_newest_intact_checkpoint(tmp_path, library_messages, damage, step,
                                                             source):
     checkpoint_dir = str(tmp_path / "ckpt")
     _checkpointed_run(checkpoint_dir)
@@ -431,12 +412,12 @@ def test_restore_falls_back_to_the_newest_intact_checkpoint(tmp_path, capsys, da
         verb, name = action.split()
         os.remove(files[name]) if verb == "delete" else _truncate(files[name])
     before = sorted(os.listdir(checkpoint_dir))
-    capsys.readouterr()
+    library_messages.read()
 
     model = _dense_model()
     checkpoint = TrainingCheckpoint(checkpoint_dir, STEPS_PER_EPOCH)
     assert checkpoint.restore(model) == step
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert f"Restored checkpoint {checkpoint_dir}/ckpt-{step:08d}.weights.h5" in out
     assert f"found through {source}" in out
     if "truncate newest" in damage:

@@ -111,7 +111,7 @@ def reference(tmp_path_factory):
 
 
 def test_a_run_killed_three_times_ends_where_the_uninterrupted_run_ends(
-    reference, tiny_run, capsys
+    reference, tiny_run, library_messages, capsys
 ):
     values = tiny_run(**RUN)
     workdir = values["workdir"]
@@ -127,7 +127,7 @@ def test_a_run_killed_three_times_ends_where_the_uninterrupted_run_ends(
     #    checkpoint of step 8, so only a truncated file of step 8 exists.
     with pytest.raises(Killed):
         pretrain(values, callbacks=[KillWhileSaving(8)])
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "at step 4 (epoch 2, batch 0 of 4)" in out
     figures["after an epoch boundary (resumed at 4, checkpoint 6)"] = _max_difference(
         _checkpoint(workdir, 6), _checkpoint(reference, 6))
@@ -137,14 +137,14 @@ def test_a_run_killed_three_times_ends_where_the_uninterrupted_run_ends(
     #    truncated file; killed mid-epoch after step 10.
     with pytest.raises(Killed):
         pretrain(values, callbacks=[KillAfterStep(10)])
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "at step 6 (epoch 2, batch 2 of 4)" in out
     figures["during a checkpoint write (resumed at 6, checkpoint 9)"] = _max_difference(
         _checkpoint(workdir, 9), _checkpoint(reference, 9))
 
     # 4. Resumed mid-epoch at step 9, runs to the end.
     results = pretrain(values)
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "at step 9 (epoch 3, batch 1 of 4)" in out
     assert results.global_step == 12
     figures["in the middle of an epoch (resumed at 9, checkpoint 12)"] = _max_difference(

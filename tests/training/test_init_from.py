@@ -74,12 +74,12 @@ def test_another_architecture_is_refused_naming_the_fields(encoder_preset):
         initialise_from(model, "no/such/preset")
 
 
-def test_a_run_from_a_preset_starts_at_its_weights(encoder_preset, tiny_run, capsys):
+def test_a_run_from_a_preset_starts_at_its_weights(encoder_preset, tiny_run, library_messages):
     encoder, preset = encoder_preset
     # One step at a negligible learning rate: the final encoder is the preset's.
     results = pretrain(tiny_run(init_from=preset, epochs=1, steps_per_epoch=1, blr=1e-12,
                                 warmup_epochs=0))
-    assert f"Initialised the encoder from {preset}" in capsys.readouterr().out
+    assert f"Initialised the encoder from {preset}" in library_messages.read()
     trained = ViTEncoder.from_preset(results.paths["encoder"])
     for got, want in zip(_without_position(trained), _without_position(encoder)):
         np.testing.assert_allclose(got, want, atol=1e-6)

@@ -32,7 +32,7 @@ KILLED_AFTER = 5
 _WORKER = r"""
 import json, os, sys, time
 import keras
-from keras_ccmim.training import pretrain
+from keras_ccmim.training import pretrain, run_messages_to_stdout
 from keras_ccmim.training.distribution import process_index
 from keras_ccmim.training.optimizer import training_steps
 
@@ -53,7 +53,8 @@ class Probe(keras.callbacks.Callback):
             print("STALLED", flush=True)
             time.sleep(600)
 
-results = pretrain(json.loads(sys.argv[1]), callbacks=[Probe()])
+with run_messages_to_stdout():  # as the binary shows them
+    results = pretrain(json.loads(sys.argv[1]), callbacks=[Probe()])
 print("DONE", process_index(), results.global_step, flush=True)
 """
 

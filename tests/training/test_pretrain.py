@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from keras_ccmim import training
+from tests.testing_utils import read_events
 from keras_ccmim.training import (
     CheckpointError,
     ConfigError,
@@ -24,7 +25,7 @@ from keras_ccmim.training.config import NAN_ADVICE_BLR
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 
 
-def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys):
+def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, library_messages):
     values = tiny_run(checkpoint_every_steps=2)
     results = pretrain(values)
     workdir = values["workdir"]
@@ -37,7 +38,7 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
         (results.foreground_lift - 1) / (results.foreground_lift_max - 1), rel=1e-5)
     assert set(results.random_masking) == {"foreground_lift", "foreground_lift_max",
                                            "mask_selectivity"}
-    out = capsys.readouterr().out
+    out = library_messages.read()
     last = out.strip().splitlines()[-1]
     assert "foreground lift" in last and "of at most" in last and "selectivity" in last
     assert "random masking on the same images" in last
@@ -55,6 +56,12 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
 
     events = os.listdir(os.path.join(workdir, "tensorboard", "train"))
     assert any(name.startswith("events.out.tfevents") for name in events)
+    # The epoch scalars and the masks picture of each epoch.
+    summaries, plugins = read_events(os.path.join(workdir, "tensorboard", "train"))
+    for tag in ("epoch_loss", "epoch_foreground_lift", "epoch_learning_rate", "masks"):
+        assert [step for step, _ in summaries[tag]] == [0, 1], tag
+    assert plugins["masks"] == "images" and plugins["epoch_loss"] == "scalars"
+    assert summaries["masks"][0][1].shape[-1] == 3
 
     checkpoints = os.path.join(workdir, "checkpoints")
     assert json.load(open(os.path.join(checkpoints, "checkpoint.json")))["global_step"] == 6
@@ -100,7 +107,7 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
     again = pretrain(values)
     assert again.initial_step == again.global_step == 6
     assert again.final_loss == pytest.approx(results.final_loss)
-    assert "training already finished" in capsys.readouterr().out
+    assert "training already finished" in library_messages.read()
     with open(results.paths["results"]) as f:
         rewritten = json.load(f)
     assert rewritten["history"] == saved["history"] == again.history
@@ -115,15 +122,15 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, capsys
     # Moved, with settings that do not change what is trained, it is the same run.
     moved = os.path.join(os.path.dirname(workdir), "moved")
     shutil.copytree(workdir, moved)
-    capsys.readouterr()
+    library_messages.read()
     elsewhere = pretrain(dict(values, workdir=moved, keep_checkpoints=3, jit_compile=False,
                               tensorboard_every_steps=0, distribution="none"))
     assert elsewhere.initial_step == elsewhere.global_step == 6
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "training already finished" in out and "changed configuration" not in out
 
 
-def test_temperature_schedule_position_resumes_with_the_run(tiny_run, capsys):
+def test_temperature_schedule_position_resumes_with_the_run(tiny_run, library_messages):
     values = tiny_run(sampling_temperature_start=1.0, sampling_temperature=0.1,
                       sampling_temperature_steps=6, epochs=1)
     first = pretrain(values)
@@ -143,9 +150,9 @@ def test_temperature_schedule_position_resumes_with_the_run(tiny_run, capsys):
         pretrain(dict(values, blr=1e-4))
     assert PretrainConfig.load(config_path).epochs == 1
     assert sorted(os.listdir(os.path.join(values["workdir"], "checkpoints"))) == checkpoints
-    capsys.readouterr()
+    library_messages.read()
     resumed = pretrain(dict(values, epochs=2, allow_config_change=True))
-    changed = [line for line in capsys.readouterr().out.splitlines() if "changed config" in line]
+    changed = [line for line in library_messages.read().splitlines() if "changed config" in line]
     assert changed == ["Training on with a changed configuration (allow_config_change): "
                        "epochs: 1 -> 2; config.json is updated."]
     assert PretrainConfig.load(config_path).epochs == 2
@@ -168,7 +175,7 @@ def _truncate(path):
         f.truncate(os.path.getsize(path) // 2)
 
 
-def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, capsys):
+def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, library_messages):
     # score_layers as a tuple: config.json reads it back as a list, which is
     # no change.
     values = tiny_run(epochs=1, score_layers=(0, 1))
@@ -181,11 +188,11 @@ def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, caps
     # The config is still checked against the checkpointed run.
     with pytest.raises(ConfigError, match=r"configuration: mask_ratio: 0.75 -> 0.5\. "):
         pretrain(dict(values, mask_ratio=0.5))
-    capsys.readouterr()
+    library_messages.read()
 
     resumed = pretrain(dict(values, epochs=2, allow_config_change=True))  # a longer run
     assert resumed.initial_step == 3 and resumed.global_step == 6
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "ckpt-00000003.weights.h5 (step 3, found through checkpoints.jsonl)" in out
     assert "(allow_config_change): epochs: 1 -> 2; config.json" in out  # not score_layers
     assert [row["epoch"] for row in _rows(workdir)] == ["0", "1"]  # epoch 0 kept
@@ -193,16 +200,16 @@ def test_a_deleted_pointer_resumes_from_the_log_and_keeps_the_run(tiny_run, caps
     assert len(resumed.history["loss"]) == 2  # the first call's epoch, then this one's
 
 
-def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tiny_run, capsys):
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tiny_run, library_messages):
     values = tiny_run(epochs=1, checkpoint_every_steps=1)
     pretrain(values)
     checkpoints = os.path.join(values["workdir"], "checkpoints")
     _truncate(os.path.join(checkpoints, "ckpt-00000003.weights.h5"))
-    capsys.readouterr()
+    library_messages.read()
 
     resumed = pretrain(values)
     assert resumed.initial_step == 2 and resumed.global_step == 3
-    out = capsys.readouterr().out
+    out = library_messages.read()
     assert "ckpt-00000003.weights.h5 cannot be loaded" in out
     assert "ckpt-00000002.weights.h5 (step 2, found through checkpoints.jsonl)" in out
 
@@ -216,7 +223,7 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tiny_run, cap
     assert sorted(os.listdir(checkpoints)) == before
 
 
-def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, capsys):
+def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, library_messages):
     values = tiny_run(epochs=1)
     pretrain(values)
     workdir = values["workdir"]
@@ -234,10 +241,10 @@ def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, capsys):
     with open(os.path.join(workdir, "metrics.csv")) as f:
         assert f.read() == old_metrics
 
-    capsys.readouterr()
+    library_messages.read()
     fresh = pretrain(values, fresh=True)
     assert fresh.initial_step == 0 and fresh.global_step == 3
-    assert "previous-1" in capsys.readouterr().out
+    assert "previous-1" in library_messages.read()
     with open(os.path.join(workdir, "previous-1", "metrics.csv")) as f:
         assert f.read() == old_metrics
     assert os.path.exists(os.path.join(workdir, "previous-1", "results.json"))
@@ -254,7 +261,7 @@ def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, capsys):
         pretrain(values, fresh="yes")
 
 
-def test_following_the_nan_advice_trains_on(tiny_run, capsys):
+def test_following_the_nan_advice_trains_on(tiny_run, library_messages):
     # blr=1e6 diverges within a few steps: the weights are finite but huge
     # before the loss is NaN, so "resume from the last finite checkpoint
     # with a lower blr" would NaN again. The advice names a checkpoint from
@@ -278,12 +285,12 @@ def test_following_the_nan_advice_trains_on(tiny_run, capsys):
                             "ckpt-%08d.weights.h5" % flags["resume_from_step"])
         assert os.path.exists(kept), message
 
-    capsys.readouterr()
+    library_messages.read()
     results = pretrain(dict(values, **flags))
     assert results.global_step == 10
     if "resume_from_step" in flags:  # a deliberate restart may change blr
         assert (f"Training on from step {flags['resume_from_step']} with blr: 1000000.0 -> "
-                "0.0015; config.json is updated.") in capsys.readouterr().out
+                "0.0015; config.json is updated.") in library_messages.read()
     assert np.isfinite(results.final_loss)
     weights = [keras.ops.convert_to_numpy(w) for w in load_encoder(results.workdir).weights]
     assert all(np.all(np.isfinite(w)) for w in weights)

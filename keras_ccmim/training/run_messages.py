@@ -1,0 +1,51 @@
+"""Where the library's messages go when a program runs it.
+
+The library logs through `logging` (loggers under `keras_ccmim`): what it
+restored, resumed, rolled back, why it stopped. A library leaves handlers
+to its caller; the binaries use `run_messages_to_stdout` so that a user
+sees these lines on the console as plain text, as before they were logged.
+"""
+
+import contextlib
+import logging
+import sys
+
+LOGGER_NAME = "keras_ccmim"
+
+
+class _Stdout(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stdout` is at each message
+    (pytest and notebooks replace it)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+@contextlib.contextmanager
+def run_messages_to_stdout(level=logging.INFO):
+    """Within the block, the `keras_ccmim` messages of `level` and above are
+    written to stdout, one plain line each, and not passed on to the root
+    logger's handlers (absl's, under `app.run`, would repeat them on stderr
+    with a prefix, and only from WARNING on). On leaving, the logger is put
+    back as it was."""
+    logger = logging.getLogger(LOGGER_NAME)
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]

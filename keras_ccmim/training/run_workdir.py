@@ -1,0 +1,155 @@
+"""The workdir of a pretraining run: checked and prepared before a run
+(resume the same run, refuse a different one, or start afresh with the
+earlier outputs moved aside), and the history its earlier calls left."""
+
+import json
+import logging
+import os
+
+from keras_ccmim.models.preset_files import ENCODER_PRESET
+from keras_ccmim.run_files import move_aside
+from keras_ccmim.training.checkpoint_files import holds_checkpoints
+from keras_ccmim.training.config import (
+    FOLDER_MANIFEST_FILE,
+    RESTART_CHANGES,
+    ConfigError,
+    PretrainConfig,
+    all_config_changes,
+    config_changes,
+    describe_changes,
+)
+from keras_ccmim.training.distribution import barrier, is_primary
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+
+# What a run writes in its workdir (besides config.json); `fresh=True` moves
+# those of an earlier run aside, nothing else.
+RUN_OUTPUTS = (
+    "checkpoints", "metrics.csv", "tensorboard", ENCODER_PRESET,
+    # The encoder files of earlier versions.
+    "encoder.weights.h5", "encoder_config.json",
+    "pretrainer.keras", "masks.png", RESULTS_FILE, CONFIG_FILE,
+    FOLDER_MANIFEST_FILE,
+)
+
+
+def _holds_metrics(workdir):
+    return os.path.exists(os.path.join(workdir, "metrics.csv"))
+
+
+def _check_changes(saved, config, workdir):
+    """Refuses a rerun whose config changes what the checkpointed run in
+    `workdir` trains (see `config_changes`) unless `allow_config_change`;
+    logs one line for each kind of change that is let through."""
+    changes = config_changes(saved, config)
+    if changes and not config.allow_config_change:
+        restart = [name for name, _, _ in changes if name in RESTART_CHANGES]
+        note = ""
+        if restart:
+            note = (
+                f" ({', '.join(restart)} may change without --allow_config_change when "
+                "--resume_from_step trains on from an earlier checkpoint, as the NaN advice "
+                "says.)"
+            )
+        raise ConfigError(
+            f"workdir {workdir!r} holds a checkpointed run with a different configuration: "
+            f"{describe_changes(changes)}. Rerun with the same settings to resume it, pass "
+            "--allow_config_change to train on with the new values (config.json is "
+            "updated), --fresh to start over (the earlier outputs are moved to "
+            f"previous-<n>/), or a new --workdir.{note}"
+        )
+    if changes:
+        logger.info(
+            f"Training on with a changed configuration (allow_config_change): "
+            f"{describe_changes(changes)}; config.json is updated."
+        )
+    if config.resume_from_step is None:
+        return
+    restarted = [
+        change for change in all_config_changes(saved, config) if change[0] in RESTART_CHANGES
+    ]
+    if restarted:
+        logger.info(
+            f"Training on from step {config.resume_from_step} with "
+            f"{describe_changes(restarted)}; config.json is updated."
+        )
+
+
+def prepare_workdir(config, fresh=False):
+    """Creates the workdir. One that holds checkpoints (intact or not) must
+    hold the same run (see `_check_changes`), which then resumes; one that
+    holds metrics but no checkpoint is refused, as starting over would mix
+    two runs. With `fresh`, an earlier run's outputs are moved to
+    `previous-<n>/` first (nothing is deleted) and the run starts from step
+    0."""
+    workdir = os.fspath(config.workdir)
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    config_path = os.path.join(workdir, CONFIG_FILE)
+    if not is_primary():
+        # Every process checks the workdir; process 0 alone writes it.
+        if not fresh:
+            _check_workdir(config, workdir, checkpoint_dir, config_path)
+        barrier("ccmim_workdir_checked")
+        barrier("ccmim_workdir_written")
+        return workdir, checkpoint_dir
+    if fresh:
+        barrier("ccmim_workdir_checked")
+        aside = move_aside(workdir, RUN_OUTPUTS)
+        if aside is not None:
+            logger.info(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
+    else:
+        _check_workdir(config, workdir, checkpoint_dir, config_path)
+        barrier("ccmim_workdir_checked")
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    config.save(config_path)
+    barrier("ccmim_workdir_written")
+    return workdir, checkpoint_dir
+
+
+def _check_workdir(config, workdir, checkpoint_dir, config_path):
+    """Raises a `ConfigError` for a workdir `prepare_workdir` must refuse."""
+    if holds_checkpoints(checkpoint_dir):
+        if os.path.exists(config_path):
+            try:
+                saved = PretrainConfig.load(config_path)
+            except (ValueError, TypeError) as error:
+                raise ConfigError(
+                    f"{config_path} cannot be read ({error}), so the checkpointed run in "
+                    f"{workdir!r} cannot be checked against this configuration. Restore the "
+                    "file, pass a new --workdir, or pass --fresh to start over (the old "
+                    "files are kept aside)."
+                ) from error
+            _check_changes(saved, config, workdir)
+    elif _holds_metrics(workdir):
+        raise ConfigError(
+            f"workdir {workdir!r} holds metrics.csv of an earlier run but no checkpoint to "
+            "resume it from; starting over would mix the two runs. Pass a new --workdir, "
+            "or pass --fresh to start over (the old files are kept aside)."
+        )
+
+
+def earlier_results(path):
+    """The `results.json` of an earlier call on this run, or {}."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def merged_history(earlier, history, initial_step):
+    """The earlier calls' per-epoch history (when it ends at or before the
+    step this call started from) followed by this call's."""
+    old = earlier.get("history")
+    if not isinstance(old, dict) or not isinstance(earlier.get("global_step"), int):
+        old = {}
+    elif earlier["global_step"] > initial_step:
+        old = {}
+    merged = {k: [float(v) for v in vs] for k, vs in old.items() if isinstance(vs, list)}
+    for key, values in history.items():
+        merged.setdefault(key, []).extend(float(v) for v in values)
+    return merged

@@ -1,0 +1,135 @@
+"""The run's loggers: TensorBoard scalars (Keras's callback) and mask pictures."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_ccmim.training import (
+    TensorBoardMaskPictures,
+    TensorBoardScalars,
+    fit_resumable,
+    warmup_cosine,
+)
+from tests.testing_utils import read_events
+
+
+def _dense_model():
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.AdamW(warmup_cosine(0.05, 2, 8)), loss="mse")
+    return model
+
+
+def _constant_batches():
+    rng = np.random.RandomState(0)
+    x = rng.randn(8, 3).astype("float32")
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32")).astype("float32")
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+def test_tensorboard_scalars_are_keras_tensorboard_events(tmp_path):
+    callback = TensorBoardScalars(str(tmp_path), update_freq=2)
+    assert isinstance(callback, keras.callbacks.TensorBoard)
+    _dense_model().fit(
+        _constant_batches(), epochs=2, steps_per_epoch=3, verbose=0, callbacks=[callback],
+    )
+    scalars, plugins = read_events(tmp_path / "train")
+    assert {plugins[tag] for tag in scalars} == {"scalars"}
+    assert [step for step, _ in scalars["epoch_loss"]] == [0, 1]
+    assert [step for step, _ in scalars["batch_loss"]] == [2, 4, 6]
+    assert [step for step, _ in scalars["epoch_learning_rate"]] == [0, 1]
+    assert all(np.isfinite(v) for _, v in scalars["epoch_loss"])
+    # The batch scalar of step 6 is the epoch's running mean there: the
+    # epoch's loss.
+    assert scalars["batch_loss"][-1][1] == pytest.approx(scalars["epoch_loss"][-1][1])
+
+
+class _Crash(keras.callbacks.Callback):
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.step = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step == self.at_step:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_resumed_run_neither_loses_nor_repeats_a_logged_step(tmp_path):
+    log_dir, checkpoint_dir = str(tmp_path / "tensorboard"), str(tmp_path / "ckpt")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_resumable(
+            _dense_model(), _constant_batches(), epochs=2, steps_per_epoch=4,
+            checkpoint_dir=checkpoint_dir, save_every_steps=1, verbose=0,
+            callbacks=[_Crash(at_step=6), TensorBoardScalars(log_dir, update_freq=1)],
+        )
+    # Killed after step 6 trained but before its checkpoint (of step 5
+    # lasts): its scalars, written before step 7, were not written either.
+    scalars, _ = read_events(os.path.join(log_dir, "train"))
+    assert [step for step, _ in scalars["batch_loss"]] == [1, 2, 3, 4, 5]
+    _, initial_step = fit_resumable(
+        _dense_model(), _constant_batches(), epochs=2, steps_per_epoch=4,
+        checkpoint_dir=checkpoint_dir, save_every_steps=1, verbose=0,
+        callbacks=[TensorBoardScalars(log_dir, update_freq=1)],
+    )
+    assert initial_step == 5
+    scalars, _ = read_events(os.path.join(log_dir, "train"))
+    assert [step for step, _ in scalars["batch_loss"]] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [step for step, _ in scalars["epoch_loss"]] == [0, 1]
+
+
+class MaskOnlyModel(keras.Model):
+    def call(self, images, training=None):
+        mask = keras.ops.convert_to_tensor(np.array([[1, 0, 0, 1], [0, 1, 1, 0]], "float32"))
+        return {"mask": mask}
+
+
+def test_mask_pictures_are_an_image_of_each_epoch(tmp_path):
+    images = np.zeros((2, 4, 4, 3), "float32")
+    pictures = TensorBoardMaskPictures(str(tmp_path), images, patch_size=2, max_images=2)
+    pictures.set_model(MaskOnlyModel())
+    pictures.on_train_begin()
+    for epoch in (3, 4):
+        pictures.on_epoch_end(epoch)
+    pictures.on_train_end()
+    values, plugins = read_events(tmp_path / "train")
+    assert plugins["masks"] == "images"
+    assert [step for step, _ in values["masks"]] == [3, 4]
+    picture = values["masks"][0][1]
+    # Two rows (image, masked) of two 4 px columns with 2 px gaps, scaled 4x.
+    assert picture.shape == (4 * (2 * 6 + 2), 4 * (2 * 6 + 2), 3)
+    # Image 0's patch 0 is masked (grey in the second row), its patch 1 is
+    # not (as in the first row).
+    masked_row, image_row = picture[4 * 8 : 4 * 10], picture[4 * 2 : 4 * 4]
+    assert (masked_row[:, 4 * 2 : 4 * 4] == 128).all()
+    np.testing.assert_array_equal(masked_row[:, 4 * 4 : 4 * 6], image_row[:, 4 * 4 : 4 * 6])
+    assert not (image_row[:, 4 * 2 : 4 * 4] == 128).all()
+
+
+class PerfectReconstructionModel(MaskOnlyModel):
+    norm_pix_loss = False
+
+    def call(self, images, training=None):
+        from keras_ccmim.layers.patching import patchify
+
+        outputs = super().call(images)
+        outputs["pred"] = patchify(images, 2)  # the masked patches, exactly
+        return outputs
+
+
+def test_mask_pictures_show_the_reconstruction(tmp_path):
+    images = np.random.RandomState(0).randn(2, 4, 4, 3).astype("float32")
+    pictures = TensorBoardMaskPictures(str(tmp_path), images, patch_size=2, max_images=2)
+    pictures.set_model(PerfectReconstructionModel())
+    pictures.on_train_begin()
+    pictures.on_epoch_end(0)
+    pictures.on_train_end()
+    values, _ = read_events(tmp_path / "train")
+    picture = values["masks"][0][1]
+    # Three rows: image, masked, reconstruction (here the image itself).
+    assert picture.shape[0] == 4 * (3 * 6 + 2)
+    image_row, reconstruction_row = picture[4 * 2 : 4 * 6], picture[4 * 14 : 4 * 18]
+    np.testing.assert_array_equal(reconstruction_row, image_row)
