@@ -154,3 +154,17 @@ def test_program_folders_other_programs_import_are_installed():
         if imported:
             assert (root / folder / "__init__.py").is_file(), folder
             assert folder in installed, f"{folder}/ is imported as a package; add it to {installed}"
+
+
+MAX_LINES = 400  # ARCHITECTURE.md: no source file there exceeds 400 lines
+
+
+def test_no_source_file_exceeds_the_line_limit():
+    root = PACKAGE.parent
+    long = {
+        str(path.relative_to(root)): count
+        for folder in ("keras_ccmim", "train", "evaluate", "benchmarks")
+        for path in sorted((root / folder).rglob("*.py"))
+        if (count := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these by concern (ARCHITECTURE.md): {long}"
