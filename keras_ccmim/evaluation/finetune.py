@@ -37,7 +37,7 @@ from keras_ccmim.evaluation.epoch_validation import (
     evaluate_classifier,
     history_lists,
 )
-from keras_ccmim.evaluation.features import whole_batch_size
+from keras_ccmim.evaluation.train_eval_features import evaluation_batches
 from keras_ccmim.evaluation.finetune_result import FinetuneResult, finetune_summary
 from keras_ccmim.evaluation.finetune_run_folder import (
     CLASSIFIER_FILE,
@@ -158,7 +158,7 @@ def finetune(
             (or one whose config cannot be read), without `fresh`.
         NonFiniteLossError: the loss became NaN or infinite.
     """
-    from keras_ccmim.data import describe_dataset, make_dataset
+    from keras_ccmim.data import describe_dataset
     from keras_ccmim.evaluation.finetune_data import check_augmentation, make_finetune_dataset
 
     image_size = int(image_size or encoder.image_size[0])
@@ -245,22 +245,9 @@ def finetune(
     def dataset_at(step):
         return train(start_batch=step)
 
-    eval_info = describe_dataset(
-        dataset,
-        split=eval_split,
-        data_dir=data_dir,
-        num_images=eval_num_images,
-        image_size=image_size,
-    )
-    evaluation = make_dataset(
-        dataset,
-        split=eval_split,
-        batch_size=whole_batch_size(eval_info.num_images, batch_size),
-        image_size=image_size,
-        data_dir=data_dir,
-        training=False,
-        num_images=eval_num_images,
-    )
+    evaluation, eval_info = evaluation_batches(
+        dataset, split=eval_split, batch_size=batch_size, image_size=image_size,
+        data_dir=data_dir, num_images=eval_num_images)
 
     model = ViTClassifier(finetune_encoder(encoder, drop_path_rate), int(num_classes))
     model.build()

@@ -12,6 +12,18 @@ from keras_ccmim.evaluation.features import (
 from keras_ccmim.evaluation.saved_model_input import saved_model_image_size
 
 
+def evaluation_batches(dataset, *, split, batch_size, image_size, data_dir=None,
+                       num_images=None):
+    """`(batches, info)`: `split` of `dataset` unaugmented, in batches of
+    `whole_batch_size` (every image once), and its `describe_dataset`."""
+    info = describe_dataset(dataset, split=split, data_dir=data_dir, num_images=num_images,
+                            image_size=image_size)
+    batches = make_dataset(
+        dataset, split=split, batch_size=whole_batch_size(info.num_images, batch_size),
+        image_size=image_size, data_dir=data_dir, training=False, num_images=num_images)
+    return batches, info
+
+
 def train_and_eval_features(
     dataset,
     *,
@@ -57,22 +69,9 @@ def train_and_eval_features(
 
     arrays = []
     for split, num_images in ((train_split, train_num_images), (eval_split, eval_num_images)):
-        info = describe_dataset(
-            dataset,
-            split=split,
-            data_dir=data_dir,
-            num_images=num_images,
-            image_size=image_size,
-        )
-        batches = make_dataset(
-            dataset,
-            split=split,
-            batch_size=whole_batch_size(info.num_images, batch_size),
-            image_size=image_size,
-            data_dir=data_dir,
-            training=False,
-            num_images=num_images,
-        )
+        batches, info = evaluation_batches(dataset, split=split, batch_size=batch_size,
+                                           image_size=image_size, data_dir=data_dir,
+                                           num_images=num_images)
         arrays.extend(extract(batches))
     train_x, train_y, eval_x, eval_y = arrays
     return types.SimpleNamespace(
