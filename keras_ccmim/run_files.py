@@ -1,6 +1,6 @@
-"""Writing a run's own files without losing any: atomic JSON, and moving an
-earlier run's outputs aside (never deleting them). Shared by pretraining,
-its checkpoints, fine-tuning and presets."""
+"""Writing a run's own files without losing any: atomic JSON, durable JSON
+lines, and moving an earlier run's outputs aside (never deleting them).
+Shared by pretraining, its checkpoints, fine-tuning and presets."""
 
 import json
 import os
@@ -15,6 +15,15 @@ def write_json_atomically(path, data):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def append_json_line(path, record):
+    """Appends `record` as one JSON line to `path`, flushed to disk before it
+    returns (a history a killed run resumes from)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def move_aside(folder, names):

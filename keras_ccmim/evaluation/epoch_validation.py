@@ -1,14 +1,13 @@
 """Scoring a classifier on the evaluation split, at each epoch end of a
 fine-tuning run, and the per-epoch history those scores make."""
 
-import json
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_ccmim.evaluation.metrics import accuracies
+from keras_ccmim.run_files import append_json_line
 
 
 def evaluate_classifier(model, dataset, max_batches=None):
@@ -74,10 +73,7 @@ class EpochValidation(keras.callbacks.Callback):
             logs.update(val_top1=record["val_top1"], val_top5=record["val_top5"])
         self.records.append(record)
         if self.history_path:
-            with open(self.history_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_json_line(self.history_path, record)
 
 
 

@@ -43,7 +43,7 @@ from keras_ccmim.evaluation.finetune_run_folder import (
 from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
 from keras_ccmim.evaluation.visualize import grid_picture
 from keras_ccmim.models.segmenter import ViTSegmenter, resized_encoder
-from keras_ccmim.run_files import write_json_atomically
+from keras_ccmim.run_files import append_json_line, write_json_atomically
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
 from keras_ccmim.training.periodic import DEFAULT_CHECK_EVERY_STEPS
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
@@ -152,10 +152,7 @@ class SegmentationValidation(keras.callbacks.Callback):
             logs.update({f"val_{name}": scores[name] for name in SCORE_NAMES})
         self.records.append(record)
         if self.history_path:
-            with open(self.history_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_json_line(self.history_path, record)
 
 
 def build_segmenter(encoder, num_classes, image_size=None, drop_path_rate=0.1, head_dim=64):
