@@ -187,3 +187,17 @@ def read_events(log_dir):
                     data = float(tensor)
                 values.setdefault(value.tag, []).append((event.step, data))
     return values, plugins
+
+
+class CrashAtStep(keras.callbacks.Callback):
+    """Raises `RuntimeError("simulated crash")` at the end of training step
+    `at_step` (counted from 1 within this fit): a run killed mid-epoch."""
+
+    def __init__(self, at_step):
+        super().__init__()
+        self.at_step, self.step = at_step, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step == self.at_step:
+            raise RuntimeError("simulated crash")

@@ -21,6 +21,7 @@ from keras_ccmim.training import (
     roll_back_to_step,
     seeded_predict_outputs,
 )
+from tests.testing_utils import CrashAtStep
 
 STEPS_PER_EPOCH = 4
 
@@ -43,17 +44,6 @@ def _constant_batches():
     x = rng.randn(8, 3).astype("float32")
     y = (x @ np.array([[1.0], [-2.0], [0.5]], "float32")).astype("float32")
     return tf.data.Dataset.from_tensors((x, y)).repeat()
-
-
-class _Crash(keras.callbacks.Callback):
-    def __init__(self, at_step):
-        super().__init__()
-        self.at_step, self.step = at_step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step == self.at_step:
-            raise RuntimeError("simulated crash")
 
 
 class _InjectNaN(keras.callbacks.Callback):
@@ -91,7 +81,7 @@ def test_resume_mid_epoch_reproduces_an_uninterrupted_run(tmp_path):
             epochs=2,
             steps_per_epoch=STEPS_PER_EPOCH,
             checkpoint_dir=checkpoint_dir,
-            callbacks=[_Crash(at_step=6)],
+            callbacks=[CrashAtStep(at_step=6)],
             save_every_steps=1,
             verbose=0,
         )

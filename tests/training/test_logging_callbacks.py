@@ -13,7 +13,7 @@ from keras_ccmim.training import (
     fit_resumable,
     warmup_cosine,
 )
-from tests.testing_utils import read_events
+from tests.testing_utils import CrashAtStep, read_events
 
 
 def _dense_model():
@@ -47,24 +47,13 @@ def test_tensorboard_scalars_are_keras_tensorboard_events(tmp_path):
     assert scalars["batch_loss"][-1][1] == pytest.approx(scalars["epoch_loss"][-1][1])
 
 
-class _Crash(keras.callbacks.Callback):
-    def __init__(self, at_step):
-        super().__init__()
-        self.at_step, self.step = at_step, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.step += 1
-        if self.step == self.at_step:
-            raise RuntimeError("simulated crash")
-
-
 def test_a_resumed_run_neither_loses_nor_repeats_a_logged_step(tmp_path):
     log_dir, checkpoint_dir = str(tmp_path / "tensorboard"), str(tmp_path / "ckpt")
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit_resumable(
             _dense_model(), _constant_batches(), epochs=2, steps_per_epoch=4,
             checkpoint_dir=checkpoint_dir, save_every_steps=1, verbose=0,
-            callbacks=[_Crash(at_step=6), TensorBoardScalars(log_dir, update_freq=1)],
+            callbacks=[CrashAtStep(at_step=6), TensorBoardScalars(log_dir, update_freq=1)],
         )
     # Killed after step 6 trained but before its checkpoint (of step 5
     # lasts): its scalars, written before step 7, were not written either.
