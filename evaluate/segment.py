@@ -21,6 +21,13 @@ the changed ones (--fresh starts over, moving the earlier files to
 <output_dir>/previous-<n>/). The folder also gets segmenter.keras,
 predictions.png (image | ground truth | prediction), history.jsonl,
 segment_config.json and results.json. --output gets the metrics JSON.
+
+The linear probe of dense transfer (the encoder frozen, a linear map from
+each patch's features to its pixels' logits; a convex problem, so it scores
+the features rather than the run):
+
+    python evaluate/segment.py --workdir=runs/demo --head=linear --freeze_encoder \
+        --blr=1e-2 --weight_decay=0 --batch_size=64 --epochs=2
 """
 
 import os
@@ -49,6 +56,10 @@ flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay.")
 flags.DEFINE_float("layer_decay", 0.65, "Layer-wise learning-rate decay.")
 flags.DEFINE_float("drop_path", 0.1, "Stochastic depth rate.")
 flags.DEFINE_integer("head_dim", 64, "Channels of the FPN head.")
+flags.DEFINE_enum("head", "fpn", ["fpn", "linear"], "fpn: simple feature pyramid + FPN head; "
+                  "linear: a linear map from each patch's features to its pixels' logits.")
+flags.DEFINE_boolean("freeze_encoder", False, "Train the head alone over the fixed encoder "
+                     "(with --head=linear: the linear probe of dense transfer).")
 flags.DEFINE_integer("num_pictures", 4, "Images in predictions.png (0: none).")
 flags.DEFINE_enum("verbose", "1", ["0", "1", "2"], "Keras fit verbosity (1: progress bar).")
 flags.DEFINE_string("output_dir", None, "Folder of the run: checkpoints, segmenter.keras, "
@@ -92,11 +103,14 @@ def main(argv):
                 image_size=FLAGS.segment_image_size,
                 num_classes=FLAGS.num_classes,
                 head_dim=FLAGS.head_dim,
+                head=FLAGS.head,
+                freeze_encoder=FLAGS.freeze_encoder,
                 num_pictures=FLAGS.num_pictures,
                 **common.fine_tuning_arguments(),
             )
         results = result.to_dict()
-        results.update(protocol="segment", dataset=FLAGS.dataset,
+        results.update(protocol="segment", head=FLAGS.head, freeze_encoder=FLAGS.freeze_encoder,
+                       dataset=FLAGS.dataset,
                        train_split=FLAGS.train_split, eval_split=FLAGS.eval_split,
                        **common.describe_source())
         common.write_results(results)

@@ -19,6 +19,12 @@ The recipe follows MAE / ccMIM's ADE20K fine-tuning, scaled for small runs:
 AdamW, `lr = base_learning_rate * batch_size / 16`, linear warmup then
 cosine to 0, layer-wise lr decay 0.65, drop path 0.1, weight decay 0.05,
 per-pixel cross-entropy that skips the ignore label (255).
+
+`head="linear", freeze_encoder=True` is the linear probe of dense transfer
+instead: the encoder stays fixed (inference mode, no drop path) and only a
+linear map from each patch's features to its pixels' logits is trained
+(`ViTSegmenter`'s linear head), a convex problem whose result depends on the
+features and hardly on the initialisation or the run.
 """
 
 import dataclasses
@@ -155,10 +161,14 @@ class SegmentationValidation(keras.callbacks.Callback):
             append_json_line(self.history_path, record)
 
 
-def build_segmenter(encoder, num_classes, image_size=None, drop_path_rate=0.1, head_dim=64):
-    """A built `ViTSegmenter` over a copy of `encoder` at `image_size`."""
-    copy = resized_encoder(encoder, image_size=image_size, drop_path_rate=drop_path_rate)
-    model = ViTSegmenter(copy, int(num_classes), head_dim=head_dim)
+def build_segmenter(encoder, num_classes, image_size=None, drop_path_rate=0.1, head_dim=64,
+                    head="fpn", freeze_encoder=False):
+    """A built `ViTSegmenter` over a copy of `encoder` at `image_size`; a
+    frozen copy (`freeze_encoder`) gets no drop path."""
+    copy = resized_encoder(encoder, image_size=image_size,
+                           drop_path_rate=0.0 if freeze_encoder else drop_path_rate)
+    copy.trainable = not freeze_encoder
+    model = ViTSegmenter(copy, int(num_classes), head_dim=head_dim, head=head)
     model.build()
     return model
 
@@ -183,6 +193,8 @@ def segment(
     layer_decay=0.65,
     drop_path_rate=0.1,
     head_dim=64,
+    head="fpn",
+    freeze_encoder=False,
     seed=0,
     verbose=0,
     output_dir=None,
@@ -196,7 +208,9 @@ def segment(
     """Fine-tunes a `ViTSegmenter` over a copy of `encoder` (see the module
     docstring). `image_size` defaults to the encoder's; any multiple of its
     patch size works (the position table is recomputed). `num_classes`
-    defaults to the source's; a folder source needs it. Returns a
+    defaults to the source's; a folder source needs it. `head` is
+    `ViTSegmenter`'s (`"fpn"` or `"linear"`); `freeze_encoder` trains the
+    head alone over a fixed encoder. Returns a
     `SegmentResult`; raises `FinetuneConfigError` for a folder holding
     another run (without `fresh`) and `NonFiniteLossError` for a NaN loss.
     """
@@ -236,7 +250,8 @@ def segment(
     recipe = dict(warmup_epochs=float(warmup_epochs),
                   base_learning_rate=float(base_learning_rate),
                   weight_decay=float(weight_decay), layer_decay=float(layer_decay),
-                  drop_path_rate=float(drop_path_rate), head_dim=int(head_dim))
+                  drop_path_rate=float(drop_path_rate), head_dim=int(head_dim),
+                  head=str(head), freeze_encoder=bool(freeze_encoder))
     config = None
     if output_dir is not None:
         encoder_config = {k: v for k, v in encoder.get_config().items()
@@ -251,7 +266,8 @@ def segment(
             keep_checkpoints=int(keep_checkpoints), check_every_steps=int(check_every_steps),
         )))
     keras.utils.set_random_seed(int(seed))
-    model = build_segmenter(encoder, num_classes, image_size, drop_path_rate, head_dim)
+    model = build_segmenter(encoder, num_classes, image_size, drop_path_rate, head_dim, head,
+                            freeze_encoder)
     total_steps = epochs * steps_per_epoch
     warmup_steps = min(int(round(recipe["warmup_epochs"] * steps_per_epoch)), total_steps - 1)
     learning_rate = recipe["base_learning_rate"] * batch_size / 16.0

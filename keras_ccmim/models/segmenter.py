@@ -16,6 +16,16 @@ The design is ViTDet's simple feature pyramid with a light FPN head:
   branch, light), a 3x3 convolution + LayerNorm + GELU and a 1x1 classifier;
 * the logits are resized (bilinear) to the input size.
 
+`head="linear"` is the dense analogue of a linear probe instead: the
+feature blocks' outputs (each once), normalised without learned scale or
+shift and concatenated, and one linear map from a patch's features to the
+logits of each of its `p x p` pixels (a 1x1 convolution to `p * p *
+num_classes` channels, laid out on the pixels). Its only weights are that
+map's, so over a frozen encoder (`encoder.trainable = False`) training it is
+a convex problem (multinomial logistic regression per pixel position), whose
+optimum does not depend on the initialisation: the sturdy way to compare two
+encoders' features in a short run.
+
 Every shape is static (a function of the encoder's `image_size`), and one
 code path of `keras.ops` serves all backends. The encoder's `image_size` is
 the segmenter's input size; `resized_encoder` makes a copy of a pretrained
@@ -68,12 +78,17 @@ class ViTSegmenter(keras.Model):
         num_classes: int >= 2, classes of the logits (background included).
         feature_layers: 4 block indices; default `feature_blocks`.
         head_dim: channels of the FPN head.
+        head: `"fpn"` (the pyramid and FPN head) or `"linear"` (a linear
+            map per pixel position from its patch's features).
 
     Call: `images [B, H, W, C]` (normalised) -> float32 logits
     `[B, H, W, num_classes]`.
     """
 
-    def __init__(self, encoder, num_classes, feature_layers=None, head_dim=64, **kwargs):
+    HEADS = ("fpn", "linear")
+
+    def __init__(self, encoder, num_classes, feature_layers=None, head_dim=64, head="fpn",
+                 **kwargs):
         super().__init__(**kwargs)
         if not isinstance(encoder, ViTEncoder):
             raise TypeError(
@@ -92,12 +107,26 @@ class ViTSegmenter(keras.Model):
             )
         if int(head_dim) < 1:
             raise ValueError(f"head_dim must be >= 1, got {head_dim}.")
+        if head not in self.HEADS:
+            raise ValueError(f"head must be one of {self.HEADS}, got {head!r}.")
         self.encoder = encoder
         self.num_classes = int(num_classes)
         self.feature_layers = layers
         self.head_dim = int(head_dim)
-        dim = encoder.hidden_dim
+        self.head = head
         policy = self.dtype_policy
+        if head == "linear":
+            self.linear_layers = sorted(set(layers))
+            self.feature_norms = [
+                keras.layers.LayerNormalization(epsilon=1e-6, center=False, scale=False,
+                                                dtype=policy, name=f"feature_norm_{i}")
+                for i in range(len(self.linear_layers))
+            ]
+            pixels = encoder.patch_size * encoder.patch_size
+            self.classifier = keras.layers.Conv2D(pixels * self.num_classes, 1, dtype=policy,
+                                                  name="classifier")
+            return
+        dim = encoder.hidden_dim
 
         def norm(name):
             return keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy, name=name)
@@ -139,6 +168,12 @@ class ViTSegmenter(keras.Model):
             if not layer.built:  # a layer already called keeps its weights
                 layer.build((None, *shape))
 
+        if self.head == "linear":
+            for layer in self.feature_norms:
+                build(layer, rows, cols, dim)
+            build(self.classifier, rows, cols, dim * len(self.linear_layers))
+            self.built = True
+            return
         for layer in self.feature_norms:
             build(layer, rows, cols, dim)
         build(self.up4_first, rows, cols, dim)
@@ -162,17 +197,40 @@ class ViTSegmenter(keras.Model):
             return x
         return ops.image.resize(x, size, interpolation="bilinear")
 
+    def _block_features(self, images, layers, training):
+        """The blocks' patch-token maps, each through its own norm; when the
+        last index is the last block, that map first gets the encoder's final
+        norm (it is then the encoder's output). A frozen encoder runs in
+        inference mode (no drop path)."""
+        training = training and self.encoder.trainable
+        features = self.encoder.block_features(images, layers, training=training)
+        if layers[-1] == self.encoder.num_layers - 1:
+            features[-1] = self.encoder.norm(features[-1])
+        return [norm(f) for norm, f in zip(self.feature_norms, features)]
+
     def pyramid(self, images, training=None):
         """The 4 pyramid levels, finest first (see `level_sizes`)."""
-        features = self.encoder.block_features(images, self.feature_layers, training=training)
-        if self.feature_layers[3] == self.encoder.num_layers - 1:
-            # The last block's output is the encoder's: its own final norm first.
-            features[3] = self.encoder.norm(features[3])
-        features = [norm(f) for norm, f in zip(self.feature_norms, features)]
+        if self.head != "fpn":
+            raise ValueError(f"pyramid() belongs to the fpn head; this segmenter's is "
+                             f"{self.head!r}.")
+        features = self._block_features(images, self.feature_layers, training)
         finest = self.up4_second(ops.gelu(self.up4_norm(self.up4_first(features[0]))))
         return [finest, self.up2(features[1]), features[2], self.down2(features[3])]
 
+    def _linear_logits(self, images, training):
+        """Per-pixel logits of the linear head: `[B, g, g, p*p*C]` laid out
+        on the pixels, `[B, g*p, g*p, C]`."""
+        features = ops.concatenate(self._block_features(images, self.linear_layers, training),
+                                   axis=-1)
+        rows, cols = self.encoder.grid_size
+        p, c = self.encoder.patch_size, self.num_classes
+        x = ops.reshape(self.classifier(features), (-1, rows, cols, p, p, c))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return ops.cast(ops.reshape(x, (-1, rows * p, cols * p, c)), "float32")
+
     def call(self, images, training=None):
+        if self.head == "linear":
+            return self._linear_logits(images, training)
         levels = [lateral(x) for lateral, x in zip(self.laterals, self.pyramid(images, training))]
         for i in (2, 1, 0):
             levels[i] = levels[i] + self._resize(levels[i + 1], levels[i].shape[1:3])
@@ -196,6 +254,7 @@ class ViTSegmenter(keras.Model):
                 "num_classes": self.num_classes,
                 "feature_layers": list(self.feature_layers),
                 "head_dim": self.head_dim,
+                "head": self.head,
             }
         )
         return config

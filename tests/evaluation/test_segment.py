@@ -49,3 +49,29 @@ def test_bad_image_size_and_warmup(tiny_encoder):
         segment(tiny_encoder, **dict(TINY_RUN, image_size=18))
     with pytest.raises(ValueError, match="warmup_epochs"):
         segment(tiny_encoder, **dict(TINY_RUN, warmup_epochs=2))
+
+
+def test_linear_probe_trains_the_head_alone(tiny_encoder):
+    """`head="linear", freeze_encoder=True`: the encoder's weights stay as
+    they were, the head's change."""
+    import keras
+
+    from keras_ccmim.evaluation.segment import build_segmenter
+    from tests.testing_utils import to_numpy
+
+    before = [to_numpy(w).copy() for w in tiny_encoder.weights]
+    result = segment(tiny_encoder, head="linear", freeze_encoder=True, **TINY_RUN)
+    model = result.model
+    assert model.head == "linear" and not model.encoder.trainable
+    assert model.encoder.drop_path_rate == 0.0
+    trained = [v.path for v in model.trainable_variables]
+    assert trained == [model.classifier.kernel.path, model.classifier.bias.path]
+    # The probe's copy of the encoder is the one given, unchanged by training.
+    for source, copy in zip(before, model.encoder.weights):
+        if "position_embedding" not in copy.path:
+            np.testing.assert_array_equal(source, to_numpy(copy))
+    # The head starts where segment() built it (seeded) and has moved.
+    keras.utils.set_random_seed(0)
+    start = build_segmenter(tiny_encoder, 11, 16, head="linear", freeze_encoder=True)
+    moved = np.abs(to_numpy(start.classifier.kernel) - to_numpy(model.classifier.kernel))
+    assert moved.max() > 1e-3

@@ -1,5 +1,5 @@
-"""evaluate/segment.py end to end (subprocesses): from --random_init, from
-a pretraining workdir at another image size, and bad input."""
+"""evaluate/segment.py end to end (subprocesses): from --random_init, the
+linear probe of a pretraining workdir at another image size, and bad input."""
 
 import json
 
@@ -36,13 +36,15 @@ def test_random_init_run_writes_metrics_and_pictures(tmp_path):
     # Resuming and refusing a changed rerun: test_segment.py, in process.
 
 
-def test_workdir_encoder_at_another_image_size(pretrained_workdir, tmp_path):
+def test_workdir_encoder_probed_at_another_image_size(pretrained_workdir, tmp_path):
     output = tmp_path / "segment.json"
     run_ok(["evaluate/segment.py", f"--workdir={pretrained_workdir}", *RUN_FLAGS,
-            "--segment_image_size=48", f"--output={output}", "--verbose=0"])
+            "--segment_image_size=48", "--head=linear", "--freeze_encoder",
+            f"--output={output}", "--verbose=0"])
     results = json.loads(output.read_text())
     assert results["image_size"] == 48 and results["num_pixels"] == 8 * 48 * 48
     assert results["workdir"] == pretrained_workdir
+    assert results["head"] == "linear" and results["freeze_encoder"] is True
 
 
 def test_bad_input_is_named(tmp_path):

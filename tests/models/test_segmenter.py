@@ -1,5 +1,5 @@
 """`ViTSegmenter`: shapes of the pyramid, block features, serialisation,
-another image size, layer ids."""
+another image size, layer ids, the linear head."""
 
 import numpy as np
 import pytest
@@ -88,3 +88,42 @@ def test_bad_arguments():
         ViTSegmenter(encoder, num_classes=2, feature_layers=[0, 1])
     with pytest.raises(TypeError, match="ViTEncoder"):
         ViTSegmenter("encoder", num_classes=2)
+    with pytest.raises(ValueError, match=r"head must be one of \('fpn', 'linear'\)"):
+        ViTSegmenter(encoder, num_classes=2, head="upernet")
+
+
+def test_linear_head_matches_a_numpy_reference():
+    """The linear head: each block used once, normalised without learned
+    scale or shift (the last block after the encoder's final norm),
+    concatenated, and one linear map per patch laid out on its p x p pixels."""
+    encoder = ViTEncoder(**tiny_encoder_config())  # 16 px, patch 4, 32 wide, 2 blocks
+    model = ViTSegmenter(encoder, num_classes=3, head="linear")
+    model.build()
+    assert model.linear_layers == [0, 1]
+    assert [v.path for v in model.trainable_variables if "encoder" not in v.path] == [
+        model.classifier.kernel.path, model.classifier.bias.path]
+    rng = np.random.RandomState(2)
+    model.classifier.kernel.assign(rng.randn(1, 1, 64, 4 * 4 * 3).astype("float32"))
+    model.classifier.bias.assign(rng.randn(48).astype("float32"))
+    images = rng.randn(2, 16, 16, 3).astype("float32")
+
+    def layer_norm(x):
+        return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
+
+    first, last = (to_numpy(f) for f in encoder.block_features(images, [0, 1]))
+    last = to_numpy(encoder.norm(last))
+    features = np.concatenate([layer_norm(first), layer_norm(last)], -1)  # [2, 4, 4, 64]
+    kernel, bias = to_numpy(model.classifier.kernel)[0, 0], to_numpy(model.classifier.bias)
+    patch_logits = features @ kernel + bias  # [2, 4, 4, 48]: pixel (i, j) of the patch, class c
+    expected = np.zeros((2, 16, 16, 3), "float32")
+    for row in range(4):
+        for col in range(4):
+            block = patch_logits[:, row, col].reshape(2, 4, 4, 3)
+            expected[:, 4 * row:4 * row + 4, 4 * col:4 * col + 4] = block
+    logits = to_numpy(model(images))
+    np.testing.assert_allclose(logits, expected, atol=2e-4, rtol=1e-4)
+    loaded = save_and_load_keras(model)
+    assert loaded.head == "linear"
+    np.testing.assert_allclose(to_numpy(loaded(images)), logits, atol=1e-5)
+    with pytest.raises(ValueError, match="fpn head"):
+        model.pyramid(images)
