@@ -228,3 +228,16 @@ def test_selectivity_study_writes_its_table_and_curves(tmp_path):
     # Finished runs are kept: a second call trains nothing and gives the same table.
     _run("selectivity_study.py", args)
     assert (out / "results.md").read_text() == table
+
+
+@only_on_plumbing_backend
+def test_plain_torch_mae_has_the_library_shapes(tmp_path):
+    """benchmarks/plain_torch_mae.py: the plain-PyTorch MAE has exactly the
+    library's MAE parameters and both steps are timed."""
+    output = tmp_path / "plain.json"
+    stdout = _run("plain_torch_mae.py", ["--batch_size=4", "--repeats=1", "--steps=1",
+                                          "--warmup_steps=1", f"--output={output}"])
+    summary = json.loads(output.read_text())
+    assert summary["parameters"]["plain"] == summary["parameters"]["library"] == 5_776_176
+    assert all(rate > 0 for rate in summary["images_per_second"].values())
+    assert "library / plain PyTorch step time" in stdout
