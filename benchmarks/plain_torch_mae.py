@@ -1,8 +1,9 @@
 r"""The library's MAE step on the torch backend against a plain-PyTorch MAE
 of the same shapes, timed in interleaved rounds of one process.
 
-The plain-PyTorch model is written here, independent of Keras and of the
-library: `nn.Linear`, `nn.LayerNorm`, `F.scaled_dot_product_attention`,
+The plain-PyTorch model is written here, independent of Keras' layers and
+of the library (its position table is the NumPy function of the plain-Keras
+yardstick, `benchmarks/reference_mae.py`): `nn.Linear`, `nn.LayerNorm`, `F.scaled_dot_product_attention`,
 GELU, pre-norm blocks with an MLP ratio of 4, random masking by argsort of
 uniform noise, a narrower decoder with mask tokens, the normalised-pixel MSE
 on the masked patches, and `torch.optim.AdamW` (its default multi-tensor
@@ -40,25 +41,18 @@ flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
 def plain_mae(image_size, patch_size, hidden_dim, num_layers, num_heads, decoder_hidden_dim,
               decoder_num_layers, decoder_num_heads, mask_ratio=0.75):
     """A plain-PyTorch MAE `nn.Module`: `model(images NHWC) -> loss`."""
-    import numpy as np
     import torch
     import torch.nn.functional as F
     from torch import nn
+
+    from benchmarks.reference_mae import sincos_table
 
     grid = image_size // patch_size
     num_patches = grid * grid
     num_visible = int(num_patches * (1 - mask_ratio))
 
-    def sincos(dim):
-        def axis(positions, d):
-            omega = 1.0 / 10000 ** (np.arange(d // 2) / (d / 2))
-            angles = positions.reshape(-1)[:, None] * omega[None]
-            return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
-
-        ys, xs = np.meshgrid(np.arange(grid, dtype="float64"), np.arange(grid, dtype="float64"),
-                             indexing="ij")
-        table = np.concatenate([axis(ys, dim // 2), axis(xs, dim // 2)], axis=1)
-        return torch.tensor(table[None], dtype=torch.float32)
+    def sincos(dim):  # the yardstick's table (plain NumPy)
+        return torch.tensor(sincos_table(grid, dim), dtype=torch.float32)
 
     class Block(nn.Module):
         def __init__(self, dim, heads):

@@ -16,7 +16,7 @@ import keras
 from keras import layers, ops
 
 
-def _sincos(grid, dim):
+def sincos_table(grid, dim):
     """Fixed 2-D sin-cos position embedding of a grid x grid patch layout."""
     import numpy as np
 
@@ -59,8 +59,8 @@ class ReferenceMAE(keras.Model):
         self.num_visible = int(self.num_patches * (1 - mask_ratio))
         self.embed = layers.Conv2D(hidden_dim, patch_size, strides=patch_size)
         self.cls = self.add_weight(shape=(1, 1, hidden_dim), initializer="zeros", name="cls")
-        self.pos = _sincos(self.grid, hidden_dim)
-        self.dec_pos = _sincos(self.grid, decoder_hidden_dim)
+        self.pos = sincos_table(self.grid, hidden_dim)
+        self.dec_pos = sincos_table(self.grid, decoder_hidden_dim)
         self.blocks = [Block(hidden_dim, num_heads) for _ in range(num_layers)]
         self.norm = layers.LayerNormalization(epsilon=1e-6)
         self.to_decoder = layers.Dense(decoder_hidden_dim)
