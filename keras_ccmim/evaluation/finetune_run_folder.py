@@ -103,12 +103,15 @@ _FRESH_FIX = (
 
 
 def prepare_output_dir(output_dir, config, fresh, config_file=CONFIG_FILE,
-                        outputs=RUN_OUTPUTS, what="fine-tuning"):
+                        outputs=RUN_OUTPUTS, what="fine-tuning", added_fields=None):
     """Creates the run's folder and writes its config. A folder that holds
     an earlier run's outputs must hold the same run (the same `config` but
     for `RESUMABLE_CHANGES`), which then resumes; with `fresh` those outputs
     are moved aside first. `config_file`, `outputs` and `what` name the
-    files of another kind of run (segmentation) and the run in messages."""
+    files of another kind of run (segmentation) and the run in messages.
+    `added_fields` maps fields added to the config after earlier versions
+    wrote theirs to the value those runs had: a saved config without one
+    is read as having that value."""
     output_dir = os.fspath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise FinetuneConfigError(
@@ -141,7 +144,7 @@ def prepare_output_dir(output_dir, config, fresh, config_file=CONFIG_FILE,
                     f"cannot be checked against this configuration. Restore the file, or "
                     f"{_FRESH_FIX}."
                 ) from error
-            changes = flat_changes(saved, config)
+            changes = flat_changes(dict(added_fields or {}, **saved), config)
             if changes:
                 raise FinetuneConfigError(
                     f"output_dir {output_dir!r} holds a {what} run with a different "

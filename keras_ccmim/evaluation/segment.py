@@ -67,6 +67,9 @@ RUN_OUTPUTS = (CHECKPOINT_DIR, CONFIG_FILE, HISTORY_FILE, MODEL_FILE, PICTURE_FI
                RESULTS_FILE)
 SCORE_NAMES = ("miou", "aacc", "macc")
 HISTORY_KEYS = ("epoch", "loss", "val_miou", "val_aacc", "val_macc")
+# Fields this version added to segment_config.json, with the value of the
+# runs written before them (FPN head, encoder fine-tuned), which still resume.
+ADDED_FIELDS = {"head": "fpn", "freeze_encoder": False}
 # An evaluation split up to this size (images and labels) is kept in memory.
 EVAL_IN_MEMORY_BYTES = 1 << 28
 
@@ -293,7 +296,7 @@ def segment(
     if output_dir is not None:
         output_dir, checkpoint_dir = prepare_output_dir(
             output_dir, config, fresh, config_file=CONFIG_FILE, outputs=RUN_OUTPUTS,
-            what="segmentation")
+            what="segmentation", added_fields=ADDED_FIELDS)
         history_path = os.path.join(output_dir, HISTORY_FILE)
     validation = SegmentationValidation(evaluation, num_classes, history_path)
     if output_dir is None:

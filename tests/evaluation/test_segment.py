@@ -42,6 +42,18 @@ def test_tiny_run_writes_its_outputs_and_resumes(tiny_encoder, tmp_path, caplog)
             f"{output_dir / 'segmenter.keras'}.") in caplog.text
     with pytest.raises(FinetuneConfigError, match=r"segmentation run.*epochs"):
         segment(tiny_encoder, output_dir=str(output_dir), **dict(TINY_RUN, epochs=3))
+    # A folder written before `head` and `freeze_encoder` existed holds an FPN
+    # fine-tuning: it still resumes, and is still refused to the linear probe.
+    config_path = output_dir / "segment_config.json"
+    saved = json.loads(config_path.read_text())
+    assert (saved["head"], saved["freeze_encoder"]) == ("fpn", False)
+    del saved["head"], saved["freeze_encoder"]
+    config_path.write_text(json.dumps(saved))
+    older = segment(tiny_encoder, output_dir=str(output_dir), **TINY_RUN)
+    assert older.initial_step == 4
+    config_path.write_text(json.dumps(saved))
+    with pytest.raises(FinetuneConfigError, match=r"head: 'fpn' -> 'linear'"):
+        segment(tiny_encoder, output_dir=str(output_dir), head="linear", **TINY_RUN)
 
 
 def test_bad_image_size_and_warmup(tiny_encoder):
