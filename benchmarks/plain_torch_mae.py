@@ -15,7 +15,9 @@ PyTorch itself on this machine, whatever the matmul library costs both.
 
 Prints the machine, each step's median img/s over --repeats rounds (each
 round runs --steps steps of each model, the order alternating) and the
-median of the per-round time ratios.
+median of the per-round time ratios. `--profile_steps=3` also prints each
+step's wall time under `torch.profiler`, its ops' total self time and the
+ops that take the most, side by side (milliseconds per step).
 """
 
 import json
@@ -36,6 +38,8 @@ flags.DEFINE_integer("steps", 4, "Steps per model per round.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps of each model first.")
 flags.DEFINE_integer("repeats", 5, "Rounds; medians are reported.")
 flags.DEFINE_string("output", None, "Optional JSON file for the figures.")
+flags.DEFINE_integer("profile_steps", 0, "Also profile this many steps of each model with "
+                     "torch.profiler and print the op self times side by side.")
 
 
 def plain_mae(image_size, patch_size, hidden_dim, num_layers, num_heads, decoder_hidden_dim,
@@ -117,6 +121,36 @@ def plain_mae(image_size, patch_size, hidden_dim, num_layers, num_heads, decoder
     return MAE()
 
 
+def op_profile(step, count):
+    """`{"wall_ms", "op_ms", "ops": {aten op: self ms}}` per step of `step`
+    over `count` steps under `torch.profiler`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(count):
+            step()
+        wall = (time.perf_counter() - start) / count
+    ops = {e.key: e.self_cpu_time_total / 1e3 / count for e in prof.key_averages()
+           if e.key.startswith("aten::")}
+    return {"wall_ms": 1e3 * wall, "op_ms": sum(ops.values()), "ops": ops}
+
+
+def print_profiles(profiles, top=12):
+    names = list(profiles)
+    print("| ms per step | " + " | ".join(names) + " |")
+    print("| --- |" + " --- |" * len(names))
+    for row in ("wall_ms", "op_ms"):
+        print(f"| {row} | " + " | ".join(f"{profiles[n][row]:.1f}" for n in names) + " |")
+    totals = {}
+    for profile in profiles.values():
+        for op, ms in profile["ops"].items():
+            totals[op] = totals.get(op, 0.0) + ms
+    for op in sorted(totals, key=totals.get, reverse=True)[:top]:
+        print(f"| {op} | " + " | ".join(f"{profiles[n]['ops'].get(op, 0.0):.1f}"
+                                       for n in names) + " |")
+
+
 def main(argv):
     del argv
     import keras
@@ -163,6 +197,8 @@ def main(argv):
                 steps[name]()
             seconds[name].append((time.perf_counter() - start) / FLAGS.steps)
     ratio = statistics.median(a / b for a, b in zip(seconds["library"], seconds["plain"]))
+    profiles = {name: op_profile(step, FLAGS.profile_steps) for name, step in steps.items()
+                if FLAGS.profile_steps > 0}
     summary = {
         "hardware": hardware_label(), "torch": torch.__version__, "keras": keras.__version__,
         "threads": torch.get_num_threads(), "preset": FLAGS.preset,
@@ -173,11 +209,14 @@ def main(argv):
         "images_per_second": {k: FLAGS.batch_size / statistics.median(v)
                               for k, v in seconds.items()},
         "library_time_over_plain": ratio,
+        "profiles": profiles,
     }
     print(f"machine: {summary['hardware']}; torch {torch.__version__}, {summary['threads']} threads")
     for name, rate in summary["images_per_second"].items():
         print(f"{name} MAE step: {rate:.1f} img/s ({summary['parameters'][name]:,} parameters)")
     print(f"library / plain PyTorch step time: {ratio:.3f} (median of {FLAGS.repeats} rounds)")
+    if profiles:
+        print_profiles(profiles)
     if FLAGS.output:
         with open(FLAGS.output, "w") as f:
             json.dump(summary, f, indent=1)

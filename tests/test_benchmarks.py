@@ -236,8 +236,12 @@ def test_plain_torch_mae_has_the_library_shapes(tmp_path):
     library's MAE parameters and both steps are timed."""
     output = tmp_path / "plain.json"
     stdout = _run("plain_torch_mae.py", ["--batch_size=4", "--repeats=1", "--steps=1",
-                                          "--warmup_steps=1", f"--output={output}"])
+                                          "--warmup_steps=1", "--profile_steps=1",
+                                          f"--output={output}"])
     summary = json.loads(output.read_text())
     assert summary["parameters"]["plain"] == summary["parameters"]["library"] == 5_776_176
     assert all(rate > 0 for rate in summary["images_per_second"].values())
     assert "library / plain PyTorch step time" in stdout
+    profiles = summary["profiles"]
+    assert set(profiles) == {"library", "plain"}
+    assert profiles["plain"]["ops"]["aten::addmm"] > 0 and "| aten::mm |" in stdout
