@@ -14,6 +14,22 @@ per step and as a share of the total:
 `--model=reference` profiles the plain-Keras MAE of
 `benchmarks/reference_mae.py` instead, to compare our layers with Keras'.
 
+On JAX and TensorFlow the traced steps are `fit` steps, the steady state of
+training: `train_on_batch` on JAX passes the whole training state into the
+compiled step on every call (`shard_args` and `DevicePutWithSharding`, about
+70 ms per tiny32 step), which `fit` does once per epoch.
+
+`--hlo_breakdown` (JAX and TensorFlow) also dumps the compiled step's
+optimised HLO and joins it with the trace: every dot by operand shapes and
+contracting dimensions (count, GFLOP, ms, GFLOP/s), the dots' FLOPs per
+image against `keras_ccmim.flops` (an independent count: the two should
+agree within a few percent), and the other ops grouped by the source op that
+XLA records (`block_N/fc1/erf`, ...). With it, two backends' compiled
+programs can be compared op for op. XLA:CPU may run independent ops
+concurrently and attribute one op's wait to the next, so a single op's
+milliseconds can mislead (weight-gradient dots at several TFLOP/s are such
+cases); the totals and the grouped rows are what to compare.
+
     KERAS_BACKEND=jax python benchmarks/profile_step.py --variant=mae
     KERAS_BACKEND=torch python benchmarks/profile_step.py --variant=mae
 
@@ -28,6 +44,7 @@ import os
 import re
 import tempfile
 
+import numpy as np
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,10 +58,20 @@ flags.DEFINE_integer("steps", 3, "Traced steps.")
 flags.DEFINE_integer("top", 25, "Op kinds to print.")
 flags.DEFINE_enum("model", "library", ["library", "reference"],
                   "The library's step, or the plain-Keras reference MAE (--variant=mae only).")
+flags.DEFINE_boolean("hlo_breakdown", False,
+                     "JAX and TensorFlow: join the trace with the optimised HLO (module docstring).")
+
+# The compiled training step's module in an XLA dump, per backend.
+STEP_MODULE = {"jax": "jit_train_step", "tensorflow": "one_step_on_data"}
 
 
-def op_kind_seconds(xspace_path, skip_lines=("python",)):
-    """{(thread line, op kind): seconds} summed over a trace's events."""
+_ENCLOSING = ("BlockUntilReady", "KernelAndDeviceFunc", "one_step_on_data", "multi_step_on_iterator")
+
+
+def op_seconds(xspace_path, skip_lines=("python",)):
+    """{event name: seconds} summed over a trace's op events. Left out: the
+    spans that enclose the ops (executors, TensorFlow's function call and its
+    wait, `BlockUntilReady`) and Python frames ("$...")."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     space = xplane_pb2.XSpace()
@@ -57,9 +84,117 @@ def op_kind_seconds(xspace_path, skip_lines=("python",)):
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                kind = re.sub(r"[.\d]+$", "", name)
-                totals[kind] += event.duration_ps * 1e-12
+                if ("Execut" in name or name in _ENCLOSING
+                        or name.startswith(("end:", "$", "__inference", *_ENCLOSING))):
+                    continue
+                totals[name] += event.duration_ps * 1e-12
     return totals
+
+
+def op_kind(name):
+    """The HLO op kind of an event name: `ynn_fusion.280` -> `ynn_fusion`."""
+    return re.sub(r"[.\d]+$", "", name)
+
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \w+\[([\d,]*)\]\S* ([\w\-]+)\((.*)$")
+_COMPUTATION = re.compile(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$")
+
+
+def parse_hlo(path):
+    """The instructions of an optimised HLO text dump: {name: dict(dims,
+    op, operands, attributes, computation, source)} and {called computation:
+    the instruction that calls it} (a fusion and its body)."""
+    instructions, callers, computation = {}, {}, None
+    with open(path) as f:
+        for line in f:
+            match = _COMPUTATION.match(line)
+            if match and " = " not in line.split("(")[0]:
+                computation = match.group(1)
+                continue
+            match = _INSTRUCTION.match(line)
+            if not match:
+                continue
+            name, dims, op, rest = match.groups()
+            source = re.search(r'op_name="([^"]*)"', rest)
+            instructions[name] = {
+                "dims": [int(d) for d in dims.split(",") if d],
+                "op": op,
+                "operands": re.findall(r"%([\w.\-]+)", rest.split(")")[0]),
+                "attributes": rest,
+                "computation": computation,
+                "source": source.group(1) if source else "",
+            }
+            called = re.search(r"calls=%([\w.\-]+)", rest)
+            if called:
+                callers[called.group(1)] = name
+    return instructions, callers
+
+
+def _dims_attribute(attributes, key):
+    match = re.search(key + r"=\{([\d,]*)\}", attributes)
+    return [int(d) for d in match.group(1).split(",") if d] if match else []
+
+
+def hlo_breakdown(hlo_path, seconds, steps, batch_size):
+    """`(dot_rows, other_rows, dot_flops)` of one step: the dots grouped by
+    (lhs, rhs, contracting dims, batched) as [count, flops, seconds], the
+    other ops grouped by (kind, source op with block numbers folded) as
+    seconds, and the dots' FLOPs per step. `seconds` maps the trace's event
+    names (the executed top-level instructions) to their time over `steps`."""
+    instructions, callers = parse_hlo(hlo_path)
+    dots = collections.defaultdict(lambda: [0, 0, 0.0])
+    executed_dots = set()
+    total_flops = 0
+    for name, inst in instructions.items():
+        if inst["op"] != "dot":
+            continue
+        lhs, rhs = (instructions[o]["dims"] for o in inst["operands"][:2])
+        contracting = _dims_attribute(inst["attributes"], "lhs_contracting_dims")
+        flops = 2 * int(np.prod(inst["dims"])) * int(np.prod([lhs[d] for d in contracting]))
+        executed = callers.get(inst["computation"], name)
+        executed_dots.add(executed)
+        key = (tuple(lhs), tuple(rhs), tuple(contracting),
+               tuple(_dims_attribute(inst["attributes"], "rhs_contracting_dims")),
+               "lhs_batch_dims" in inst["attributes"])
+        row = dots[key]
+        row[0] += 1
+        row[1] += flops
+        row[2] += seconds.get(executed, 0.0) / steps
+        total_flops += flops
+    others = collections.Counter()
+    for name, value in seconds.items():
+        if name in executed_dots or name not in instructions:
+            continue
+        source = re.sub(r"block_\d+", "block_N", instructions[name]["source"])
+        source = re.sub(r"^jit\(train_step\)/", "", source)
+        others[(op_kind(name), source or "?")] += value / steps
+    return dots, others, total_flops
+
+
+def print_hlo_breakdown(hlo_path, seconds, model):
+    """Prints `hlo_breakdown`'s tables (see the module docstring)."""
+    from keras_ccmim import flops as flop_model
+
+    dots, others, dot_flops = hlo_breakdown(hlo_path, seconds, FLAGS.steps, FLAGS.batch_size)
+    dot_seconds = sum(row[2] for row in dots.values())
+    per_image = dot_flops / FLAGS.batch_size
+    expected = flop_model.model_step_flops(model).step
+    print(f"\ndots: {sum(r[0] for r in dots.values())} per step, {dot_flops / 1e9:.2f} GFLOP, "
+          f"{1e3 * dot_seconds:.1f} ms, {dot_flops / max(dot_seconds, 1e-12) / 1e9:.0f} GFLOP/s; "
+          f"{per_image / 1e6:.1f} MFLOP per image against keras_ccmim.flops' "
+          f"{expected / 1e6:.1f} (ratio {per_image / expected:.3f})")
+    print("| lhs | rhs | contracting (lhs; rhs) | batched | count | GFLOP | ms | GFLOP/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for key, (count, flops, secs) in sorted(dots.items(), key=lambda kv: -kv[1][2])[:FLAGS.top]:
+        lhs, rhs, lc, rc, batched = key
+        rate = f"{flops / secs / 1e9:.0f}" if secs else "-"
+        print(f"| {list(lhs)} | {list(rhs)} | {list(lc)}; {list(rc)} | {'yes' if batched else 'no'} "
+              f"| {count} | {flops / 1e9:.2f} | {1e3 * secs:.1f} | {rate} |")
+    print(f"\nother ops: {1e3 * sum(others.values()):.1f} ms per step")
+    print("| op kind | source op | ms per step |")
+    print("| --- | --- | --- |")
+    for (kind, source), secs in others.most_common(FLAGS.top):
+        print(f"| {kind} | {source[:100]} | {1e3 * secs:.1f} |")
 
 
 def profile_torch(model, images):
@@ -106,18 +241,30 @@ def main(argv):
         os.environ["XLA_FLAGS"] = (
             os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
         ).strip()
+    with tempfile.TemporaryDirectory() as dump_dir:
+        if FLAGS.hlo_breakdown:
+            if os.environ.get("KERAS_BACKEND") == "torch":
+                raise app.UsageError("--hlo_breakdown needs an XLA backend: KERAS_BACKEND=jax or tensorflow.")
+            modules = "|".join(STEP_MODULE.values())
+            os.environ["XLA_FLAGS"] += (f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
+                                        f" --xla_dump_hlo_module_re=.*({modules}).*")
+        return _profile(dump_dir)
+
+
+def _profile(dump_dir):
     import keras
-    import numpy as np
 
     from keras_ccmim import CCMIMPretrainer
 
     backend = keras.backend.backend()
     kwargs = dict(masking="random", contrastive="none") if FLAGS.variant == "mae" else {}
-    model = CCMIMPretrainer.from_preset(FLAGS.preset, **kwargs)
+    model = library = CCMIMPretrainer.from_preset(FLAGS.preset, **kwargs)
     height, width = model.encoder.image_size
     if FLAGS.model == "reference":
         if FLAGS.variant != "mae":
             raise app.UsageError("--model=reference is an MAE step: use --variant=mae.")
+        if FLAGS.hlo_breakdown:
+            raise app.UsageError("--hlo_breakdown profiles the library's step: leave out --model=reference.")
         from benchmarks.reference_mae import ReferenceMAE
 
         enc = model.encoder
@@ -126,11 +273,29 @@ def main(argv):
                              model.decoder_num_heads, mask_ratio=model.mask_ratio)
     model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=backend != "torch")
     images = np.random.RandomState(0).rand(FLAGS.batch_size, height, width, 3).astype("float32")
-    for _ in range(FLAGS.warmup_steps):
-        model.train_on_batch(images)
-
     if backend == "torch":
+        for _ in range(FLAGS.warmup_steps):
+            model.train_on_batch(images)
         return profile_torch(model, images)
+
+    def fit(steps):
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            source = tf.data.Dataset.from_tensors(images).repeat()
+        else:
+            import jax
+
+            batch = jax.device_put(images)
+
+            def forever():
+                while True:
+                    yield (batch,)
+
+            source = forever()
+        model.fit(source, steps_per_epoch=steps, epochs=1, verbose=0)
+
+    fit(FLAGS.warmup_steps)
     with tempfile.TemporaryDirectory() as logdir:
         if backend == "jax":
             import jax
@@ -140,8 +305,7 @@ def main(argv):
             import tensorflow as tf
 
             tf.profiler.experimental.start(logdir)
-        for _ in range(FLAGS.steps):
-            model.train_on_batch(images)
+        fit(FLAGS.steps)
         if backend == "jax":
             jax.profiler.stop_trace()
         else:
@@ -149,17 +313,20 @@ def main(argv):
         paths = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
         if not paths:
             raise RuntimeError(f"The profiler wrote no trace under {logdir}.")
-        totals = op_kind_seconds(paths[0])
+        seconds = op_seconds(paths[0])
 
-    # Executor spans enclose the ops and "$..." events are Python frames;
-    # leave both out of the shares.
-    ops = {k: v for k, v in totals.items()
-           if "Execute" not in k and not k.startswith(("end:", "$"))}
-    total = sum(ops.values())
+    kinds = collections.Counter()
+    for name, value in seconds.items():
+        kinds[op_kind(name)] += value / FLAGS.steps
     print(f"{backend} {FLAGS.variant} step, batch {FLAGS.batch_size}: traced op time "
-          f"{1e3 * total / FLAGS.steps:.0f} ms per step")
-    print_shares("| op kind | ms per step | share |",
-                 {kind: seconds / FLAGS.steps for kind, seconds in ops.items()})
+          f"{1e3 * sum(kinds.values()):.0f} ms per step")
+    print_shares("| op kind | ms per step | share |", kinds)
+    if FLAGS.hlo_breakdown:
+        modules = sorted(glob.glob(os.path.join(dump_dir, f"*{STEP_MODULE[backend]}*after_optimizations.txt")),
+                         key=os.path.getsize)
+        if not modules:
+            raise RuntimeError(f"XLA dumped no optimised {STEP_MODULE[backend]} module to {dump_dir}.")
+        print_hlo_breakdown(modules[-1], seconds, library)
     return 0
 
 

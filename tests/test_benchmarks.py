@@ -6,6 +6,7 @@ the speed itself is never asserted (that is what the scripts are for).
 """
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -184,6 +185,62 @@ def test_profile_step_groups_op_time_by_kind():
     assert rows, stdout
     shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in rows]
     assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
+
+
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="joins an XLA trace with XLA's HLO dump")
+def test_profile_step_hlo_breakdown_counts_the_steps_matmul_flops():
+    # The dots XLA compiled must add up to the FLOPs keras_ccmim.flops counts
+    # for the same MAE step (an independent formula); a dot missed or counted
+    # twice moves the ratio by a block's share.
+    stdout = _run("profile_step.py", ["--batch_size=4", "--warmup_steps=1", "--steps=1", "--top=5",
+                                      "--hlo_breakdown"])
+    match = re.search(r"dots: (\d+) per step, .* ([\d.]+) MFLOP per image against "
+                      r"keras_ccmim.flops' ([\d.]+) \(ratio ([\d.]+)\)", stdout)
+    assert match, stdout
+    assert int(match.group(1)) > 12 * 6  # six dots per block and direction at least
+    assert 0.97 < float(match.group(4)) < 1.03, stdout
+    assert "| lhs | rhs | contracting (lhs; rhs) |" in stdout and "| op kind | source op |" in stdout
+    assert "block_N" in stdout  # the other ops grouped by their source op, blocks folded
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="needs an XLA backend")
+def test_profile_step_hlo_breakdown_refuses_torch():
+    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "profile_step.py"),
+                           "--hlo_breakdown"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "needs an XLA backend" in proc.stderr + proc.stdout
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="A/B of the JAX step's compiled variants")
+def test_jax_cpu_ab_times_path_and_option_variants_side_by_side(tmp_path):
+    out = tmp_path / "ab.json"
+    stdout = _run("jax_cpu_ab.py", [
+        "--batch_size=4", "--num_layers=1", "--rounds=2", "--steps=1",
+        "--paths=library,stock_layer_norm",
+        "--xla_options=serial:xla_cpu_enable_concurrency_optimized_scheduler=false",
+        f"--output={out}"])
+    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["library", "serial", "stock_layer_norm"], stdout
+    result = json.loads(out.read_text())
+    assert [r["variant"] for r in result["rows"]] == ["library", "serial", "stock_layer_norm"]
+    assert result["rows"][0]["time_ratio"] == 1.0
+    assert result["rows"][1]["options"] == {"xla_cpu_enable_concurrency_optimized_scheduler": False}
+    assert all(len(r["step_seconds"]) == 2 and r["median_step_seconds"] > 0 for r in result["rows"])
+    assert "cores" in result["machine"]
+
+
+@only_on_plumbing_backend
+@pytest.mark.parametrize("args, message", [
+    (["--paths=library,stock_softmax"], "unknown 'stock_softmax'"),
+    (["--xla_options=serial"], "is not name:key=value"),
+    (["--xla_options=library:xla_cpu_ftz=true"], "used twice"),
+])
+def test_jax_cpu_ab_refuses_bad_variants(args, message):
+    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "jax_cpu_ab.py"), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr[-2000:]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the eager torch step")
