@@ -243,6 +243,33 @@ def test_jax_cpu_ab_refuses_bad_variants(args, message):
     assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr[-2000:]
 
 
+@pytest.mark.skipif(keras.backend.backend() == "torch", reason="times XLA-compiled kernels")
+def test_kernel_alone_reports_rates_that_match_its_times():
+    stdout = _run("kernel_alone.py", ["--matmul_shapes=256x64x128,64x256x32", "--gelu_shape=64x32",
+                                      "--repeats=3"])
+    matmuls = re.findall(r"matmul \[(\d+),(\d+)\] x \[\d+,(\d+)\]: ([\d.]+) ms, (\d+) GFLOP/s", stdout)
+    assert [m[:3] for m in matmuls] == [("256", "64", "128"), ("64", "256", "32")], stdout
+    for m, k, n, ms, rate in matmuls:
+        expected = 2 * int(m) * int(k) * int(n) / (float(ms) / 1e3) / 1e9
+        assert abs(float(rate) - expected) <= 0.02 * expected + 1, stdout
+    gelu = re.search(r"erf GELU \[64,32\]: ([\d.]+) ms, ([\d.]+) ns per element", stdout)
+    assert gelu and abs(float(gelu.group(2)) - 1e6 * float(gelu.group(1)) / (64 * 32)) < 0.01 * float(
+        gelu.group(2)) + 0.002, stdout
+    assert "machine: " in stdout
+
+
+@only_on_plumbing_backend
+@pytest.mark.parametrize("backend, args, message", [
+    ("torch", [], "KERAS_BACKEND=jax or tensorflow"),
+    ("jax", ["--matmul_shapes=4x4"], "is not 3 positive integers"),
+])
+def test_kernel_alone_refuses_bad_input(backend, args, message):
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "kernel_alone.py"), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+
+
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the eager torch step")
 @pytest.mark.parametrize("model", ["library", "reference"])
 def test_profile_step_splits_the_torch_step_into_aten_ops(model):
