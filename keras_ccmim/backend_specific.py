@@ -24,7 +24,7 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   most of its time in the softmax and its gradient (the row reductions
   again); there heads-first batched matmuls and a softmax with a
   hand-written gradient took 40% less time (under JAX 0.10.2 on an AMD EPYC
-  Keras' path took 1-8% longer, `benchmarks/jax_cpu_ab.py`; the LayerNorm
+  Keras' path took 1-6% longer, `benchmarks/jax_cpu_ab.py`; the LayerNorm
   and GELU paths still save 35% and 5% of the step there).
 
   These three JAX paths were measured faster on CPU only, so each is chosen
