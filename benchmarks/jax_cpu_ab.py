@@ -86,7 +86,9 @@ def _stock_patches(path):
 
 
 def _build(path, images):
-    """(compiled step, state) of the library's step with `path`'s patches."""
+    """(lowered step, state, images) of the library's step with `path`'s
+    patches; `images=None` makes the batch (seeded) from the model's input
+    shape."""
     import jax
     import keras
 
@@ -100,6 +102,10 @@ def _build(path, images):
         kwargs = dict(masking="random", contrastive="none") if FLAGS.variant == "mae" else {}
         overrides = {"num_layers": FLAGS.num_layers} if FLAGS.num_layers else {}
         model = CCMIMPretrainer.from_preset(FLAGS.preset, encoder_overrides=overrides, seed=0, **kwargs)
+        if images is None:
+            enc = model.encoder
+            shape = (FLAGS.batch_size, *enc.image_size, enc.num_channels)
+            images = jax.device_put(np.random.RandomState(0).randn(*shape).astype("float32"))
         model.compile(optimizer=keras.optimizers.AdamW(1.5e-4 * FLAGS.batch_size / 256, beta_1=0.9,
                                                        beta_2=0.95, weight_decay=0.05),
                       jit_compile=True)
@@ -115,7 +121,7 @@ def _build(path, images):
     finally:
         for name, fn in saved.items():
             setattr(backend_specific, name, fn)
-    return lowered, state
+    return lowered, state, images
 
 
 def main(argv):
@@ -136,17 +142,10 @@ def main(argv):
         raise app.UsageError(f"Variant names used twice: {sorted(clash)}.")
     for path in FLAGS.paths:
         _stock_patches(path)  # an unknown name fails before anything compiles
-    image_shape = None
     compiled, states, compile_seconds = {}, {}, {}
     images = None
     for path in FLAGS.paths:
-        if images is None:
-            from keras_ccmim import CCMIMPretrainer
-
-            enc = CCMIMPretrainer.from_preset(FLAGS.preset).encoder
-            image_shape = (FLAGS.batch_size, *enc.image_size, enc.num_channels)
-            images = jax.device_put(np.random.RandomState(0).randn(*image_shape).astype("float32"))
-        lowered, state = _build(path, images)
+        lowered, state, images = _build(path, images)
         start = time.perf_counter()
         compiled[path] = lowered.compile()
         compile_seconds[path] = time.perf_counter() - start
