@@ -135,35 +135,36 @@ def _dims_attribute(attributes, key):
     return [int(d) for d in match.group(1).split(",") if d] if match else []
 
 
-def hlo_breakdown(hlo_path, seconds, steps, batch_size):
+def hlo_breakdown(hlo_path, seconds, steps):
     """`(dot_rows, other_rows, dot_flops)` of one step: the dots grouped by
     (lhs, rhs, contracting dims, batched) as [count, flops, seconds], the
     other ops grouped by (kind, source op with block numbers folded) as
     seconds, and the dots' FLOPs per step. `seconds` maps the trace's event
-    names (the executed top-level instructions) to their time over `steps`."""
+    names (the executed top-level instructions) to their time over `steps`;
+    a fusion that holds several dots shares its time among them."""
     instructions, callers = parse_hlo(hlo_path)
+    dot_names = [name for name, inst in instructions.items() if inst["op"] == "dot"]
+    executed_of = {name: callers.get(instructions[name]["computation"], name) for name in dot_names}
+    dots_per_executed = collections.Counter(executed_of.values())
     dots = collections.defaultdict(lambda: [0, 0, 0.0])
-    executed_dots = set()
     total_flops = 0
-    for name, inst in instructions.items():
-        if inst["op"] != "dot":
-            continue
+    for name in dot_names:
+        inst = instructions[name]
         lhs, rhs = (instructions[o]["dims"] for o in inst["operands"][:2])
         contracting = _dims_attribute(inst["attributes"], "lhs_contracting_dims")
         flops = 2 * int(np.prod(inst["dims"])) * int(np.prod([lhs[d] for d in contracting]))
-        executed = callers.get(inst["computation"], name)
-        executed_dots.add(executed)
+        executed = executed_of[name]
         key = (tuple(lhs), tuple(rhs), tuple(contracting),
                tuple(_dims_attribute(inst["attributes"], "rhs_contracting_dims")),
                "lhs_batch_dims" in inst["attributes"])
         row = dots[key]
         row[0] += 1
         row[1] += flops
-        row[2] += seconds.get(executed, 0.0) / steps
+        row[2] += seconds.get(executed, 0.0) / steps / dots_per_executed[executed]
         total_flops += flops
     others = collections.Counter()
     for name, value in seconds.items():
-        if name in executed_dots or name not in instructions:
+        if name in dots_per_executed or name not in instructions:
             continue
         source = re.sub(r"block_\d+", "block_N", instructions[name]["source"])
         source = re.sub(r"^jit\(train_step\)/", "", source)
@@ -175,7 +176,7 @@ def print_hlo_breakdown(hlo_path, seconds, model):
     """Prints `hlo_breakdown`'s tables (see the module docstring)."""
     from keras_ccmim import flops as flop_model
 
-    dots, others, dot_flops = hlo_breakdown(hlo_path, seconds, FLAGS.steps, FLAGS.batch_size)
+    dots, others, dot_flops = hlo_breakdown(hlo_path, seconds, FLAGS.steps)
     dot_seconds = sum(row[2] for row in dots.values())
     per_image = dot_flops / FLAGS.batch_size
     expected = flop_model.model_step_flops(model).step
