@@ -92,6 +92,7 @@ def _build(path, images):
     import jax
     import keras
 
+    from benchmarks.step_backend import Backend
     from keras_ccmim import CCMIMPretrainer, backend_specific
 
     patches = _stock_patches(path)
@@ -110,11 +111,7 @@ def _build(path, images):
                                                        beta_2=0.95, weight_decay=0.05),
                       jit_compile=True)
 
-        def forever():
-            while True:
-                yield (images,)
-
-        model.fit(forever(), steps_per_epoch=1, epochs=1, verbose=0)  # builds and traces
+        model.fit(Backend("jax").batches(images), steps_per_epoch=1, epochs=1, verbose=0)  # builds, traces
         state = model._get_jax_state(trainable_variables=True, non_trainable_variables=True,
                                      optimizer_variables=True, metrics_variables=True)
         lowered = jax.jit(model.train_step, donate_argnums=0).lower(state, (images,))

@@ -279,22 +279,13 @@ def _profile(dump_dir):
             model.train_on_batch(images)
         return profile_torch(model, images)
 
+    from benchmarks.step_backend import Backend
+
+    feed = Backend(backend)  # the step benchmark's batch source, for `fit`
+    batch = feed.constant(images)
+
     def fit(steps):
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            source = tf.data.Dataset.from_tensors(images).repeat()
-        else:
-            import jax
-
-            batch = jax.device_put(images)
-
-            def forever():
-                while True:
-                    yield (batch,)
-
-            source = forever()
-        model.fit(source, steps_per_epoch=steps, epochs=1, verbose=0)
+        model.fit(feed.batches(batch), steps_per_epoch=steps, epochs=1, verbose=0)
 
     fit(FLAGS.warmup_steps)
     with tempfile.TemporaryDirectory() as logdir:

@@ -38,6 +38,15 @@ def _run(script, args, timeout=600):
     return proc.stdout
 
 
+def _run_refused(script, args, backend):
+    """`(returncode, stdout + stderr)` of a run of `script` on `backend` that
+    is meant to be refused."""
+    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def _block_flops(tokens, width):
     # 24 n D^2 + 4 n^2 D (MLP ratio 4), the spec's per-block forward count.
     return 24 * tokens * width**2 + 4 * tokens**2 * width
@@ -205,11 +214,8 @@ def test_profile_step_hlo_breakdown_counts_the_steps_matmul_flops():
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="needs an XLA backend")
 def test_profile_step_hlo_breakdown_refuses_torch():
-    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "profile_step.py"),
-                           "--hlo_breakdown"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode != 0 and "needs an XLA backend" in proc.stderr + proc.stdout
+    returncode, output = _run_refused("profile_step.py", ["--hlo_breakdown"], "torch")
+    assert returncode != 0 and "needs an XLA backend" in output
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="A/B of the JAX step's compiled variants")
@@ -237,10 +243,8 @@ def test_jax_cpu_ab_times_path_and_option_variants_side_by_side(tmp_path):
     (["--xla_options=library:xla_cpu_ftz=true"], "used twice"),
 ])
 def test_jax_cpu_ab_refuses_bad_variants(args, message):
-    env = dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "jax_cpu_ab.py"), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    returncode, output = _run_refused("jax_cpu_ab.py", args, "jax")
+    assert returncode != 0 and message in output, output[-2000:]
 
 
 @pytest.mark.skipif(keras.backend.backend() == "torch", reason="times XLA-compiled kernels")
@@ -264,10 +268,8 @@ def test_kernel_alone_reports_rates_that_match_its_times():
     ("jax", ["--matmul_shapes=4x4"], "is not 3 positive integers"),
 ])
 def test_kernel_alone_refuses_bad_input(backend, args, message):
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "kernel_alone.py"), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and message in proc.stderr + proc.stdout, proc.stderr[-2000:]
+    returncode, output = _run_refused("kernel_alone.py", args, backend)
+    assert returncode != 0 and message in output, output[-2000:]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the eager torch step")
