@@ -14,7 +14,7 @@ The study's ablations are overrides, e.g. `--config.masking=random
 --config.contrastive=none` (MAE) or `--config.score_from=logits`.
 """
 
-from keras_ccmim.training.recipes import recipe
+from keras_ccmim.training.config import recipe
 
 IMAGES = 45000
 BATCH_SIZE = 128

@@ -12,7 +12,7 @@ The demo trains at blr 1.5e-3 with a half-epoch warmup: at batch 64 and for
 96 steps, the paper's 1.5e-4 barely moves the weights.
 """
 
-from keras_ccmim.training.recipes import recipe
+from keras_ccmim.training.config import recipe
 
 
 def get_config(arg=None):

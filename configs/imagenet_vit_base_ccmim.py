@@ -19,7 +19,7 @@ few `synthetic_objects` images, 4 steps), seconds on a CPU:
     python train/pretrain.py --config=configs/imagenet_vit_base_ccmim.py:runlocal
 """
 
-from keras_ccmim.training.recipes import recipe
+from keras_ccmim.training.config import recipe
 
 
 def get_config(arg=None):

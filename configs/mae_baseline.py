@@ -13,7 +13,7 @@ reconstruction loss alone; `contrastive_weight` is then unused). The same
 
 import os
 
-from keras_ccmim.training.recipes import load_recipe
+from keras_ccmim.training.config import load_recipe
 
 CCMIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_vit_base_ccmim.py")
 

@@ -132,7 +132,7 @@ def check_output_path(path, what="--output"):
         return
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a folder; pass a file path.")
-    from keras_ccmim.file_errors import nearest_existing
+    from keras_ccmim.file_io import nearest_existing
 
     existing = nearest_existing(os.path.dirname(os.path.abspath(path)))
     if not os.path.isdir(existing):
@@ -242,7 +242,7 @@ def fail(error):
     """Prints `error` as one line (an `OSError` with its path and the fix)
     and returns the exit status."""
     if isinstance(error, OSError):
-        from keras_ccmim.file_errors import describe_os_error
+        from keras_ccmim.file_io import describe_os_error
 
         text = describe_os_error(error)
     else:

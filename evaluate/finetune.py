@@ -132,7 +132,7 @@ def main(argv):
             )
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim import evaluation
-        from keras_ccmim.training import run_messages_to_stdout
+        from keras_ccmim.cli.console import run_messages_to_stdout
 
         encoder = common.load_encoder()
         with run_messages_to_stdout():  # the library logs resumes and restores

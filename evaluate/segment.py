@@ -94,7 +94,7 @@ def main(argv):
                              "(created if missing).")
         common.encoder_source()  # checked before the slow imports
         from keras_ccmim.evaluation.segment import segment
-        from keras_ccmim.training import run_messages_to_stdout
+        from keras_ccmim.cli.console import run_messages_to_stdout
 
         with run_messages_to_stdout():  # the library logs resumes and restores
             result = segment(

@@ -44,6 +44,6 @@ class _LibraryMessages:
 def library_messages(caplog):
     """What the library logged (loggers under `keras_ccmim`, INFO and up):
     `library_messages.read()`, the lines since the last read. The binaries
-    show the same lines on stdout (`training.run_messages_to_stdout`)."""
+    show the same lines on stdout (`keras_ccmim.cli.console.run_messages_to_stdout`)."""
     caplog.set_level(logging.INFO, logger="keras_ccmim")
     return _LibraryMessages(caplog)

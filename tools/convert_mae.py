@@ -53,7 +53,7 @@ def main(argv):
         print(json.dumps({"model": type(model).__name__, **paths}))
     except (ValueError, OSError, ImportError) as error:
         if isinstance(error, OSError):
-            from keras_ccmim.file_errors import describe_os_error
+            from keras_ccmim.file_io import describe_os_error
 
             text = describe_os_error(error)
         else:

@@ -41,7 +41,8 @@ from ml_collections import config_flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ccmim import training  # noqa: E402
-from keras_ccmim.file_errors import describe_os_error  # noqa: E402
+from keras_ccmim.cli.console import run_messages_to_stdout  # noqa: E402
+from keras_ccmim.file_io import describe_os_error  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -230,15 +231,15 @@ def _given_flags():
     for name in ("jit_compile", "verbose"):
         if FLAGS[name].value is not None:
             values[name] = FLAGS[name].value
-    return training.recipes.recipe_values(values)
+    return training.config.recipe_values(values)
 
 
 def config_from_flags():
     """The run's `PretrainConfig`: the --config recipe with its
     --config.<field> overrides, then the fields given as flags (--epochs=3).
     A field given both ways with different values is a usage error."""
-    values = training.recipes.recipe_values(FLAGS.config)
-    overrides = training.recipes.recipe_values(
+    values = training.config.recipe_values(FLAGS.config)
+    overrides = training.config.recipe_values(
         config_flags.get_override_values(FLAGS["config"])
     )
     for name, value in _given_flags().items():
@@ -256,7 +257,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
-        with training.run_messages_to_stdout():  # the library logs; show it as before
+        with run_messages_to_stdout():  # the library logs; show it as before
             training.pretrain(config_from_flags())
     except (training.ConfigError, training.CheckpointError) as error:
         print(f"Error: {error}", file=sys.stderr)

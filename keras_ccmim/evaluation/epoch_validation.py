@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from keras_ccmim.evaluation.metrics import accuracies
-from keras_ccmim.run_files import append_json_line
+from keras_ccmim.file_io import append_json_line
 
 
 def evaluate_classifier(model, dataset, max_batches=None):

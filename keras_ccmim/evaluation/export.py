@@ -54,7 +54,7 @@ import keras
 import numpy as np
 
 from keras_ccmim.evaluation.features import EncoderFeatures
-from keras_ccmim.file_errors import nearest_existing
+from keras_ccmim.file_io import nearest_existing
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 ENDPOINTS = {"serve": "float32", "serve_uint8": "uint8"}

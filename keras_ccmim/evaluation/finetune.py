@@ -51,11 +51,11 @@ from keras_ccmim.evaluation.finetune_run_folder import (
 )
 from keras_ccmim.models.vit_classifier import ViTClassifier
 from keras_ccmim.models.vit_encoder import ViTEncoder
-from keras_ccmim.run_files import write_json_atomically
+from keras_ccmim.file_io import write_json_atomically
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
-from keras_ccmim.training.periodic import DEFAULT_CHECK_EVERY_STEPS
+from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
-from keras_ccmim.training.resume import fit_resumable
+from keras_ccmim.training.checkpoints import fit_resumable
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import os
 
 import numpy as np
 
-from keras_ccmim.run_files import move_aside, write_json_atomically
-from keras_ccmim.training.config import describe_changes
+from keras_ccmim.file_io import move_aside, write_json_atomically
+from keras_ccmim.training.workdir import describe_changes
 
 logger = logging.getLogger(__name__)
 

@@ -49,11 +49,11 @@ from keras_ccmim.evaluation.finetune_run_folder import (
 from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
 from keras_ccmim.evaluation.visualize import grid_picture
 from keras_ccmim.models.segmenter import ViTSegmenter, resized_encoder
-from keras_ccmim.run_files import append_json_line, write_json_atomically
+from keras_ccmim.file_io import append_json_line, write_json_atomically
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
-from keras_ccmim.training.periodic import DEFAULT_CHECK_EVERY_STEPS
+from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
-from keras_ccmim.training.resume import fit_resumable
+from keras_ccmim.training.checkpoints import fit_resumable
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import os
 
 import keras
 
-from keras_ccmim.run_files import write_json_atomically
+from keras_ccmim.file_io import write_json_atomically
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"

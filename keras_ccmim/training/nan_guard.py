@@ -1,11 +1,12 @@
-"""`StopOnNonFiniteLoss`: stops a run whose loss became NaN or infinite and
-names the checkpoint to train on from."""
+"""The NaN guard: `StopOnNonFiniteLoss` stops a run whose loss became NaN or
+infinite and names the checkpoint to train on from; `nan_advice` is the fix
+a pretraining run reports (the flags of a rerun with a lower learning
+rate)."""
 
 import logging
 import math
 
-from keras_ccmim.training.checkpoint_files import latest_checkpoint
-from keras_ccmim.training.periodic import DEFAULT_CHECK_EVERY_STEPS, PeriodicCallback
+from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS, PeriodicCallback
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +42,20 @@ class StopOnNonFiniteLoss(PeriodicCallback):
     itself never saves a non-finite state.
 
     Args:
-        checkpoint_dir: optional folder of the run's `TrainingCheckpoint`,
-            named in the message.
-        checkpoint: optional `TrainingCheckpoint` of the run; without it the
-            newest checkpoint is named.
+        checkpoint: optional `TrainingCheckpoint` of the run, whose healthy
+            and newest checkpoints the message names.
         advice: optional `advice(step) -> str`, the fix to report, given the
             step of the checkpoint to train on from (None when there is
             none); default `default_nan_advice`.
         check_every_steps: int >= 1, steps between two reads of the loss.
     """
 
-    def __init__(self, checkpoint_dir=None, checkpoint=None, advice=None,
+    def __init__(self, checkpoint=None, advice=None,
                  check_every_steps=DEFAULT_CHECK_EVERY_STEPS):
         if isinstance(check_every_steps, bool) or int(check_every_steps) < 1:
             raise ValueError(
                 f"check_every_steps must be a positive integer, got {check_every_steps!r}.")
         super().__init__(check_every_steps)
-        self.checkpoint_dir = checkpoint_dir
         self.checkpoint = checkpoint
         self.advice = advice or default_nan_advice
         self.failure = None
@@ -74,8 +72,9 @@ class StopOnNonFiniteLoss(PeriodicCallback):
         last_checked, self._checked = self._checked, step
         if loss is None or math.isfinite(loss):
             return
-        newest = latest_checkpoint(self.checkpoint_dir) if self.checkpoint_dir else None
-        good = self.checkpoint.good if self.checkpoint is not None else newest
+        newest = good = None
+        if self.checkpoint is not None:
+            newest, good = self.checkpoint.newest(), self.checkpoint.good
         history = ""
         if self.checkpoint is not None and self.checkpoint.lowest_loss is not None:
             history = f" The loss had been as low as {self.checkpoint.lowest_loss:.4g}"
@@ -103,3 +102,26 @@ class StopOnNonFiniteLoss(PeriodicCallback):
         )
         logger.error("\n%s", self.failure)
         raise NonFiniteLossError(self.failure)
+
+
+# The blr the NaN advice falls back to for a run whose blr is over ten times
+# larger: the demo recipe's (`configs/demo.py`), which small runs train at
+# (the paper's 1.5e-4 is for batches of thousands).
+NAN_ADVICE_BLR = 1.5e-3
+
+
+def nan_advice(config, step):
+    """The fix a pretraining run reports when its loss became NaN: the flags
+    of a rerun that trains on from checkpoint `step` (None: from scratch)
+    with a lower learning rate, and the other knobs that help."""
+    default = NAN_ADVICE_BLR
+    lower = default if config.blr > 10 * default else config.blr / 10
+    restart = f"--resume_from_step={step}" if step is not None else "--fresh"
+    others = [f"a longer --warmup_epochs (now {config.warmup_epochs:g})"]
+    if config.mixed_precision != "float32":
+        others.append("float32 (--nobfloat16)")
+    return (
+        f"To train on, rerun the same command with {restart} --blr={lower:g} (blr is "
+        f"{config.blr:g}; the demo recipe's is {default:g}); {' or '.join(others)} also helps. "
+        "In Python the config fields have the same names."
+    )

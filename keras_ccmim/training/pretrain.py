@@ -42,11 +42,28 @@ import os
 import keras
 
 from keras_ccmim.masking_metrics import MASKING_METRICS, random_masking_metrics
-from keras_ccmim.models.preset_files import ENCODER_PRESET, save_to_preset
-from keras_ccmim.training.checkpoint_files import holds_checkpoints, latest_checkpoint
+from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.preset_files import (
+    CONFIG_FILE as PRESET_CONFIG_FILE,
+    ENCODER_PRESET,
+    is_preset_dir,
+    load_from_preset,
+    resolve_preset,
+    save_to_preset,
+)
+from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS
+from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.training.callbacks import (
+    ForegroundLift,
+    LogLearningRate,
+    MetricsCSV,
+    TensorBoardMaskPictures,
+    TensorBoardScalars,
+    seeded_predict_outputs,
+)
+from keras_ccmim.training.checkpoints import fit_resumable, holds_checkpoints, latest_checkpoint
 from keras_ccmim.training.config import (
     FOLDER_MANIFEST_FILE,
-    NAN_ADVICE_BLR,
     ConfigError,
     PretrainConfig,
     resolve_config,
@@ -58,19 +75,11 @@ from keras_ccmim.training.distribution import (
     process_count,
     setup_distribution,
 )
+from keras_ccmim.training.exact_resume import training_batches
 from keras_ccmim.training.export import save_mask_picture
-from keras_ccmim.training.foreground_lift import ForegroundLift, seeded_predict_outputs
-from keras_ccmim.training.logging_callbacks import (
-    LogLearningRate,
-    MetricsCSV,
-    TensorBoardMaskPictures,
-    TensorBoardScalars,
-)
+from keras_ccmim.training.nan_guard import nan_advice
 from keras_ccmim.training.optimizer import make_optimizer, training_steps
-from keras_ccmim.training.pretrainer_setup import build_pretrainer, initialise_from
-from keras_ccmim.training.resume import fit_resumable
-from keras_ccmim.training.run_data import fixed_batch, training_batches
-from keras_ccmim.training.run_workdir import (
+from keras_ccmim.training.workdir import (
     CONFIG_FILE,
     RESULTS_FILE,
     earlier_results,
@@ -78,11 +87,6 @@ from keras_ccmim.training.run_workdir import (
     prepare_workdir,
 )
 from keras_ccmim.training.schedules import warmup_cosine
-
-__all__ = [
-    "PretrainResults", "build_pretrainer", "initialise_from", "masking_summary",
-    "nan_advice", "pretrain",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -316,23 +320,6 @@ def pretrain(config=None, callbacks=(), fresh=None):
     return results
 
 
-def nan_advice(config, step):
-    """The fix reported when the loss became NaN: the flags of a rerun that
-    trains on from checkpoint `step` (None: from scratch) with a lower
-    learning rate, and the other knobs that help."""
-    default = NAN_ADVICE_BLR
-    lower = default if config.blr > 10 * default else config.blr / 10
-    restart = f"--resume_from_step={step}" if step is not None else "--fresh"
-    others = [f"a longer --warmup_epochs (now {config.warmup_epochs:g})"]
-    if config.mixed_precision != "float32":
-        others.append("float32 (--nobfloat16)")
-    return (
-        f"To train on, rerun the same command with {restart} --blr={lower:g} (blr is "
-        f"{config.blr:g}; the demo recipe's is {default:g}); {' or '.join(others)} also helps. "
-        "In Python the config fields have the same names."
-    )
-
-
 def masking_summary(results):
     """The main job's last line: the masks' lift, its ceiling and selectivity,
     beside what random masking gets on the same images."""
@@ -347,3 +334,130 @@ def masking_summary(results):
         f"+- {rand['foreground_lift']['std']:.3f}, selectivity "
         f"{rand['mask_selectivity']['mean']:.3f} +- {rand['mask_selectivity']['std']:.3f}."
     )
+
+
+def build_pretrainer(config):
+    """The `CCMIMPretrainer` of a resolved `PretrainConfig`, built."""
+    encoder_overrides = {field: getattr(config, field) for field in ENCODER_SIZE_FIELDS}
+    encoder_overrides["seed"] = config.seed
+    model = CCMIMPretrainer.from_preset(
+        config.preset,
+        encoder_overrides=encoder_overrides,
+        decoder_hidden_dim=config.decoder_hidden_dim,
+        decoder_num_layers=config.decoder_num_layers,
+        decoder_num_heads=config.decoder_num_heads,
+        mask_ratio=config.mask_ratio,
+        masking=config.masking,
+        sampler=config.sampler,
+        sampling_temperature=config.sampling_temperature,
+        sampling_temperature_start=config.sampling_temperature_start,
+        sampling_temperature_steps=config.temperature_schedule_steps,
+        score_layers=config.score_layers,
+        score_from=config.score_from,
+        contrastive=config.contrastive,
+        contrastive_weight=config.contrastive_weight,
+        temperature=config.temperature,
+        projection_dim=config.projection_dim,
+        norm_pix_loss=config.norm_pix_loss,
+        seed=config.seed,
+    )
+    model.build()
+    return model
+
+
+def initialise_from(model, source):
+    """Sets the weights of `model` (a built `CCMIMPretrainer`) from a
+    preset or a pretraining workdir: a `ViTEncoder` preset gives the
+    encoder; a `CCMIMPretrainer` preset (a converted `mae_visualize_*` or
+    ccMIM checkpoint, `tools/convert_mae.py`) gives every layer whose
+    weights have the run's shapes (encoder and decoder, the ccMIM heads
+    when the run has them), the rest keeping their initial values. A
+    checkpointed run resumes from its checkpoint, which overrides this.
+
+    Raises:
+        ConfigError: the source's encoder has another architecture (the
+            image size may differ: the position table is recomputed).
+    """
+    try:
+        folder = resolve_preset(source)
+        if not is_preset_dir(folder) and is_preset_dir(os.path.join(folder, ENCODER_PRESET)):
+            folder = os.path.join(folder, ENCODER_PRESET)  # a pretraining workdir
+        with open(os.path.join(folder, PRESET_CONFIG_FILE)) as f:
+            class_name = json.load(f).get("class_name")
+        if class_name == "CCMIMPretrainer":
+            pretrainer = load_from_preset(folder, CCMIMPretrainer)
+            loaded = pretrainer.encoder
+        else:
+            pretrainer, loaded = None, load_from_preset(folder, ViTEncoder)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(
+            f"init_from={source!r} cannot be read: {error} Pass a preset folder (config.json, "
+            "model.weights.h5, metadata.json), a kaggle:// or hf:// handle, or a pretraining "
+            "workdir."
+        ) from error
+    encoder = model.encoder
+    mismatched = [
+        f"{field}: {getattr(loaded, field)!r} -> {getattr(encoder, field)!r}"
+        for field in ("patch_size", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
+                      "num_channels", "qkv_bias")
+        if getattr(loaded, field) != getattr(encoder, field)
+    ]
+    if mismatched:
+        raise ConfigError(
+            f"init_from={source!r} holds an encoder of another architecture than the run's "
+            f"({'; '.join(mismatched)}). Pass the matching --preset and size flags (e.g. "
+            "--preset=vit_base_patch16_224 for a converted MAE ViT-B), or another init_from."
+        )
+    if not _copy_matching(encoder, loaded, skip_position=True):
+        raise ConfigError(
+            f"init_from={source!r}: its encoder's weights do not have the run's shapes although "
+            "its architecture fields match; it was written by another version."
+        )
+    copied = ["encoder"]
+    if pretrainer is not None:
+        for name in ("decoder", "projector", "predictor"):
+            target, origin = getattr(model, name, None), getattr(pretrainer, name, None)
+            if target is not None and origin is not None and _copy_matching(
+                target, origin, skip_position=True
+            ):
+                copied.append(name)
+    logger.info(f"Initialised the {', '.join(copied)} from {source}.")
+
+
+def _copy_matching(target, origin, skip_position=False):
+    """Copies `origin`'s weights into `target` when both have the same
+    weights in the same shapes (the position tables, recomputed per grid,
+    excepted with `skip_position`); returns whether it copied."""
+    pairs = list(zip(target.weights, origin.weights))
+    if len(target.weights) != len(origin.weights) or any(
+        tuple(a.shape) != tuple(b.shape) for a, b in pairs
+        if not (skip_position and "position_embedding" in a.path)
+    ):
+        return False
+    for a, b in pairs:
+        if skip_position and "position_embedding" in a.path:
+            continue
+        a.assign(b.value)
+    return True
+
+
+def fixed_batch(config, info, num_replicas):
+    """The first evaluation batch of the training split (at most
+    `lift_images`, a multiple of `num_replicas`): images and, when the data
+    have them, foreground masks (numpy)."""
+    from keras_ccmim import data
+
+    size = min(config.lift_images, info.num_images or config.lift_images)
+    dataset = data.make_dataset(
+        config.dataset,
+        split=config.split,
+        batch_size=max(size // num_replicas, 1) * num_replicas,
+        image_size=config.image_size,
+        data_dir=config.data_dir,
+        training=False,
+        seed=config.seed,
+        num_images=config.num_images,
+    )
+    images, extras = next(iter(dataset.take(1)))
+    foreground = extras.get("foreground")
+    return images.numpy(), None if foreground is None else foreground.numpy()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from keras_ccmim.training import PretrainConfig, resolve_config
-from keras_ccmim.training.config import RESUMABLE_CHANGES
+from keras_ccmim.training.workdir import RESUMABLE_CHANGES
 from keras_ccmim.training.optimizer import make_optimizer, training_steps
 from keras_ccmim.training.schedules import warmup_cosine
 from tests.testing_utils import to_numpy

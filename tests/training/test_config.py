@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from keras_ccmim.training import ConfigError, PretrainConfig, resolve_config
-from keras_ccmim.training import config as config_module
+from keras_ccmim.training import workdir
 
 
 def test_demo_defaults_resolve(tiny_run):
@@ -243,17 +243,17 @@ RUN_FIELDS = (
 
 def test_every_field_is_classified_for_reruns():
     fields = [field.name for field in dataclasses.fields(PretrainConfig)]
-    assert sorted(set(fields) - set(config_module.RESUMABLE_CHANGES)) == sorted(RUN_FIELDS)
-    assert set(config_module.RESUMABLE_CHANGES) <= set(fields)
-    assert set(config_module.RESTART_CHANGES) <= set(RUN_FIELDS)
+    assert sorted(set(fields) - set(workdir.RESUMABLE_CHANGES)) == sorted(RUN_FIELDS)
+    assert set(workdir.RESUMABLE_CHANGES) <= set(fields)
+    assert set(workdir.RESTART_CHANGES) <= set(RUN_FIELDS)
 
 
 def test_config_changes_name_old_and_new_values(tiny_run):
     saved = resolve_config(tiny_run(epochs=2))[0]
     current = dataclasses.replace(saved, epochs=3, seed=1, masking="random", blr=1e-4)
-    changes = config_module.config_changes(saved, current)
+    changes = workdir.config_changes(saved, current)
     assert [name for name, _, _ in changes] == ["masking", "epochs", "blr", "seed"]
-    assert config_module.describe_changes(changes) == (
+    assert workdir.describe_changes(changes) == (
         "masking: 'importance_sampling' -> 'random', epochs: 2 -> 3, blr: 0.0015 -> 0.0001, "
         "seed: 0 -> 1"
     )
@@ -267,20 +267,20 @@ def test_harmless_changes_are_not_config_changes(tiny_run, tmp_path):
         distribution="none", jit_compile=False, fresh=True, resume_from_step=3,
         allow_config_change=True,
     )
-    assert config_module.config_changes(saved, current) == []
-    assert len(config_module.all_config_changes(saved, current)) == 11
+    assert workdir.config_changes(saved, current) == []
+    assert len(workdir.all_config_changes(saved, current)) == 11
 
 
 def test_resume_from_step_may_change_the_optimisation_knobs(tiny_run):
     saved = resolve_config(tiny_run(blr=1e6))[0]
     knobs = dict(blr=1.5e-3, warmup_epochs=1.0, weight_decay=0.0, mixed_precision="bfloat16")
     current = dataclasses.replace(saved, **knobs)
-    assert [name for name, _, _ in config_module.config_changes(saved, current)] == list(knobs)
+    assert [name for name, _, _ in workdir.config_changes(saved, current)] == list(knobs)
     restart = dataclasses.replace(current, resume_from_step=2)
-    assert config_module.config_changes(saved, restart) == []
+    assert workdir.config_changes(saved, restart) == []
     # Not the schedule length nor the rest of the run.
     longer = dataclasses.replace(restart, epochs=3, seed=1)
-    assert config_module.describe_changes(config_module.config_changes(saved, longer)) == (
+    assert workdir.describe_changes(workdir.config_changes(saved, longer)) == (
         "epochs: 2 -> 3, seed: 0 -> 1"
     )
 
@@ -291,16 +291,16 @@ def test_a_list_read_back_from_json_equals_a_tuple(tiny_run, tmp_path):
     current.save(tmp_path / "config.json")
     saved = PretrainConfig.load(tmp_path / "config.json")
     assert saved.score_layers == [0, 1]
-    assert config_module.all_config_changes(saved, current) == []
+    assert workdir.all_config_changes(saved, current) == []
     changed = dataclasses.replace(current, score_layers=(1,))
-    assert config_module.describe_changes(config_module.config_changes(saved, changed)) == (
+    assert workdir.describe_changes(workdir.config_changes(saved, changed)) == (
         "score_layers: [0, 1] -> [1]"
     )
 
 
 def test_a_preset_alias_is_the_preset_it_names(tiny_run):
     saved = resolve_config(tiny_run())[0]
-    assert config_module.config_changes(saved, dataclasses.replace(saved, preset="T/4")) == []
+    assert workdir.config_changes(saved, dataclasses.replace(saved, preset="T/4")) == []
 
 
 def test_allow_config_change_must_be_a_bool(tiny_run):

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ccmim.training import load_encoder, pretrain
+from keras_ccmim.models import load_encoder
+from keras_ccmim.training import pretrain
 from tests.training.conftest import TINY_RUN
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml

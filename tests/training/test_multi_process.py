@@ -32,7 +32,8 @@ KILLED_AFTER = 5
 _WORKER = r"""
 import json, os, sys, time
 import keras
-from keras_ccmim.training import pretrain, run_messages_to_stdout
+from keras_ccmim.cli.console import run_messages_to_stdout
+from keras_ccmim.training import pretrain
 from keras_ccmim.training.distribution import process_index
 from keras_ccmim.training.optimizer import training_steps
 

@@ -17,10 +17,10 @@ from keras_ccmim.training import (
     CheckpointError,
     ConfigError,
     PretrainConfig,
-    load_encoder,
     pretrain,
 )
-from keras_ccmim.training.config import NAN_ADVICE_BLR
+from keras_ccmim.models import load_encoder
+from keras_ccmim.training.nan_guard import NAN_ADVICE_BLR
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
 

@@ -265,7 +265,8 @@ def test_sigkill_then_the_same_command_resumes(tmp_path, start_python, run_pytho
     import keras
     import numpy as np
 
-    from keras_ccmim.training import load_encoder, pretrain
+    from keras_ccmim.models import load_encoder
+    from keras_ccmim.training import pretrain
 
     pretrain(dict(_KILLED_RUN, workdir=str(tmp_path / "uninterrupted")))
     got = load_encoder(str(tmp_path / "run")).weights

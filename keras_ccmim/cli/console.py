@@ -1,4 +1,4 @@
-"""Where the library's messages go when a program runs it.
+"""The console of a program: where the library's messages go when a program runs it.
 
 The library logs through `logging` (loggers under `keras_ccmim`): what it
 restored, resumed, rolled back, why it stopped. A library leaves handlers
@@ -49,3 +49,31 @@ def run_messages_to_stdout(level=logging.INFO):
         logger.removeHandler(handler)
         logger.setLevel(previous[0])
         logger.propagate = previous[1]
+
+
+def fail(error, code=2):
+    """Prints `Error: <error>` on stderr, one line, and returns `code` (the
+    exit status: 2 for bad input, as absl's usage errors)."""
+    print(f"Error: {' '.join(str(error).split())}", file=sys.stderr)
+    return code
+
+
+def parse_flags(argv):
+    """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), except
+    that a bad flag value, an unknown flag, or a `--config` recipe that
+    cannot be loaded ends the program with one `Error:` line and exit status
+    2 instead of a traceback or the help text."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except Exception as error:  # noqa: BLE001 (a recipe's own code can raise anything)
+        sys.exit(fail(_flag_error(error)))
+
+
+def _flag_error(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    cause = error.__cause__ or error.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({type(cause).__name__}: {' '.join(str(cause).split())})"
+    return text

@@ -1,0 +1,80 @@
+"""Files: writing the project's own without losing any (atomic JSON, durable
+JSON lines, moving an earlier run's outputs aside, never deleting them), and
+file-system errors as one line that names the path and the fix.
+
+Shared by pretraining, its checkpoints, fine-tuning, presets and the data
+manifests; the binaries print `describe_os_error(error)` for an `OSError`
+instead of a traceback.
+"""
+
+import errno
+import json
+import os
+
+_FIXES = {
+    errno.EACCES: "change its permissions or choose a location this user can write",
+    errno.EPERM: "change its permissions or choose a location this user can write",
+    errno.EROFS: "the file system is read-only: choose a location on a writable one",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EEXIST: "a file stands where a folder is needed: choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: pass the file's path",
+    errno.ENOENT: "check the path (it does not exist)",
+    errno.ENOSPC: "free disk space or choose a location on another disk",
+    errno.EDQUOT: "free disk space or choose a location on another disk",
+}
+
+
+def describe_os_error(error):
+    """`error` (an `OSError`) as one line: what failed, on which path, and
+    what to do."""
+    reason = error.strerror or str(error) or type(error).__name__
+    paths = [p for p in (error.filename, error.filename2) if p is not None]
+    where = " -> ".join(repr(str(p)) for p in paths)
+    fix = _FIXES.get(error.errno, "check that the path exists and is accessible")
+    text = f"{reason}: {where}. Fix: {fix}." if where else f"{reason}. Fix: {fix}."
+    return " ".join(text.split())
+
+
+def nearest_existing(path):
+    """`path` itself, or its nearest ancestor that exists: where a folder
+    that is still to be created would go, to check it is a writable folder."""
+    while not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def write_json_atomically(path, data):
+    """Writes `data` as JSON to `path` through a synced temporary file, so a
+    kill leaves the old file or the new one, never half of one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def append_json_line(path, record):
+    """Appends `record` as one JSON line to `path`, flushed to disk before it
+    returns (a history a killed run resumes from)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def move_aside(folder, names):
+    """Moves those of `names` present in `folder` into `folder/previous-<n>/`
+    (the first free n) and returns that folder, or None when none was
+    there. Nothing is deleted, and files not named are left alone."""
+    present = [name for name in names if os.path.lexists(os.path.join(folder, name))]
+    if not present:
+        return None
+    index = 1
+    while os.path.lexists(os.path.join(folder, f"previous-{index}")):
+        index += 1
+    aside = os.path.join(folder, f"previous-{index}")
+    os.makedirs(aside)
+    for name in present:
+        os.replace(os.path.join(folder, name), os.path.join(aside, name))
+    return aside
