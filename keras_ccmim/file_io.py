@@ -7,9 +7,13 @@ manifests; the binaries print `describe_os_error(error)` for an `OSError`
 instead of a traceback.
 """
 
+import contextlib
 import errno
+import gc
 import json
 import os
+import shutil
+import sys
 
 _FIXES = {
     errno.EACCES: "change its permissions or choose a location this user can write",
@@ -78,3 +82,44 @@ def move_aside(folder, names):
     for name in present:
         os.replace(os.path.join(folder, name), os.path.join(aside, name))
     return aside
+
+
+def _mib(size):
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _no_space(path, needed=None):
+    folder = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(folder).free
+    need = f", about {_mib(needed)} needed" if needed else ""
+    return OSError(
+        errno.ENOSPC, f"No space left on device ({_mib(free)} free in {folder}{need})", path
+    )
+
+
+@contextlib.contextmanager
+def large_write(path, needed_bytes=0):
+    """Guards the writing of a large file of ours (a checkpoint, a saved
+    model) at `path`: refuses before writing when the disk has less than
+    `needed_bytes` free, and turns a failed write into one `OSError` naming
+    the path, the free space and the fix (see `describe_os_error`), after
+    removing the partial file. HDF5's object finalisers repeat a failed
+    write's error as "Exception ignored" tracebacks; within the block they
+    are collected and dropped."""
+    if needed_bytes and shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free < (
+            needed_bytes):
+        raise _no_space(path, needed_bytes)
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    except (OSError, RuntimeError) as error:
+        gc.collect()  # closes what the writer left open, silently
+        if os.path.lexists(path):
+            os.remove(path)
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error):
+            raise _no_space(path, needed_bytes) from None
+        raise
+    finally:
+        gc.collect()
+        sys.unraisablehook = hook

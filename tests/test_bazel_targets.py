@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-ROOTS = ("keras_ccmim", "train", "evaluate", "tools", "configs", "tests")
+ROOTS = ("keras_ccmim", "train", "evaluate", "tools", "tests")
 # Folders whose BUILD the generator does not write (its STATIC_BUILDS).
 HAND_WRITTEN = ("tools/bazel",)
 

@@ -73,6 +73,9 @@ def parse_flags(argv):
 
 def _flag_error(error):
     text = " ".join(str(error).split()) or type(error).__name__
+    if "has no attribute 'get_config'" in text:
+        return ("The --config file defines no get_config(): a recipe is a .py file whose "
+                "get_config(arg=None) returns the run's fields (see keras_ccmim/recipes/).")
     cause = error.__cause__ or error.__context__
     if cause is not None and str(cause) and str(cause) not in text:
         text += f" ({type(cause).__name__}: {' '.join(str(cause).split())})"

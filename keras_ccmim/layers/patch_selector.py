@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_ccmim import checks
+
 MASKING_STRATEGIES = ("importance_sampling", "importance", "random", "block")
 SAMPLERS = ("gumbel", "uniform_noise")
 _EPS = 1e-12
@@ -36,17 +38,18 @@ class PatchSelector(keras.layers.Layer):
         mask_ratio: fraction of patches masked, in (0, 1).
         masking: one of `MASKING_STRATEGIES`.
         sampler: one of `SAMPLERS` (importance sampling only).
-        temperature: sampling temperature `T > 0`; with `temperature_start`,
-            the temperature the schedule ends at.
-        temperature_start: optional `T` of the first training step. When set,
-            `T` falls from it to `temperature` along a half cosine over
-            `temperature_steps` training calls and then stays there:
+        sampling_temperature: `T > 0` (`T_s` of the paper); with
+            `sampling_temperature_start`, the temperature the schedule ends at.
+        sampling_temperature_start: optional `T` of the first training step.
+            When set, `T` falls from it to `sampling_temperature` along a half
+            cosine over `sampling_temperature_steps` training calls and then
+            stays there:
             `T(t) = T_end + (T_start - T_end) * (1 + cos(pi * min(t / S, 1))) / 2`.
             The position `t` is a non-trainable variable of the layer
             (`temperature_step`, counted in `call(..., training=True)`), so it
             is saved with the weights and resumes with them.
-        temperature_steps: `S`, training steps of the schedule (> 0 when
-            `temperature_start` is set).
+        sampling_temperature_steps: `S`, training steps of the schedule (> 0
+            when `sampling_temperature_start` is set).
         seed: optional int seed of the layer's `SeedGenerator`.
 
     Call:
@@ -66,9 +69,9 @@ class PatchSelector(keras.layers.Layer):
         mask_ratio=0.75,
         masking="importance_sampling",
         sampler="gumbel",
-        temperature=1.0,
-        temperature_start=None,
-        temperature_steps=0,
+        sampling_temperature=1.0,
+        sampling_temperature_start=None,
+        sampling_temperature_steps=0,
         seed=None,
         **kwargs,
     ):
@@ -78,35 +81,32 @@ class PatchSelector(keras.layers.Layer):
             if isinstance(grid_size, int)
             else tuple(int(g) for g in grid_size)
         )
-        if not 0.0 < float(mask_ratio) < 1.0:
-            raise ValueError(
-                f"mask_ratio must be strictly between 0 and 1, got {mask_ratio}."
-            )
-        if masking not in MASKING_STRATEGIES:
-            raise ValueError(
-                f"Unknown masking {masking!r}; choose one of {', '.join(MASKING_STRATEGIES)}."
-            )
-        if sampler not in SAMPLERS:
-            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        if not float(temperature) > 0.0:
-            raise ValueError(f"Sampling temperature must be positive, got {temperature}.")
+        checks.check_fraction("mask_ratio", mask_ratio, " (ccMIM and MAE use 0.75.)")
+        checks.check_choice("masking", masking, MASKING_STRATEGIES)
+        checks.check_choice("sampler", sampler, SAMPLERS)
+        checks.check_positive("sampling_temperature", sampling_temperature)
+        checks.check_int("sampling_temperature_steps", sampling_temperature_steps, 0)
+        if sampling_temperature_start is not None:
+            checks.check_positive("sampling_temperature_start", sampling_temperature_start)
+            if masking != "importance_sampling":
+                raise ValueError(
+                    f"sampling_temperature_start anneals importance sampling, but masking is "
+                    f"{masking!r}. Use masking='importance_sampling' or leave "
+                    "sampling_temperature_start unset."
+                )
+            if sampling_temperature_steps <= 0:
+                raise ValueError(
+                    "A sampling temperature schedule needs sampling_temperature_steps > 0 "
+                    f"(the training steps it spans), got {sampling_temperature_steps}."
+                )
         self.mask_ratio = float(mask_ratio)
         self.masking = masking
         self.sampler = sampler
-        self.temperature = float(temperature)
-        self.temperature_start = None
-        self.temperature_steps = int(temperature_steps)
-        if temperature_start is not None:
-            if not float(temperature_start) > 0.0:
-                raise ValueError(
-                    f"temperature_start must be positive, got {temperature_start}."
-                )
-            if self.temperature_steps <= 0:
-                raise ValueError(
-                    "A sampling temperature schedule needs temperature_steps > 0 (the "
-                    f"training steps it spans), got {temperature_steps}."
-                )
-            self.temperature_start = float(temperature_start)
+        self.temperature = float(sampling_temperature)
+        self.temperature_start = (
+            None if sampling_temperature_start is None else float(sampling_temperature_start)
+        )
+        self.temperature_steps = int(sampling_temperature_steps)
         self.temperature_step = None
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -237,9 +237,9 @@ class PatchSelector(keras.layers.Layer):
                 "mask_ratio": self.mask_ratio,
                 "masking": self.masking,
                 "sampler": self.sampler,
-                "temperature": self.temperature,
-                "temperature_start": self.temperature_start,
-                "temperature_steps": self.temperature_steps,
+                "sampling_temperature": self.temperature,
+                "sampling_temperature_start": self.temperature_start,
+                "sampling_temperature_steps": self.temperature_steps,
                 "seed": self.seed,
             }
         )

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_ccmim import backend_specific
+from keras_ccmim import backend_specific, checks
 from keras_ccmim import losses as ccmim_losses
 from keras_ccmim.layers.contrastive_heads import PredictionHead, ProjectionHead
 from keras_ccmim.layers.importance_scorer import ImportanceScorer
@@ -84,27 +84,45 @@ class CCMIMPretrainer(keras.Model):
             raise TypeError(
                 f"encoder must be a keras_ccmim ViTEncoder, got {type(encoder).__name__}."
             )
-        if contrastive not in ccmim_losses.CONTRASTIVE_LOSSES:
+        checks.check_choice("contrastive", contrastive, ccmim_losses.CONTRASTIVE_LOSSES)
+        checks.check_non_negative(
+            "contrastive_weight", contrastive_weight,
+            " (ccMIM uses 0.2; 0 trains the reconstruction alone.)",
+        )
+        checks.check_positive("temperature", temperature, " (ccMIM uses 0.5.)")
+        checks.check_int("projection_dim", projection_dim, 1)
+        for name, value in (("decoder_hidden_dim", decoder_hidden_dim),
+                            ("decoder_num_layers", decoder_num_layers),
+                            ("decoder_num_heads", decoder_num_heads)):
+            checks.check_int(name, value, 1)
+        if decoder_hidden_dim % decoder_num_heads or decoder_hidden_dim % 4:
             raise ValueError(
-                f"Unknown contrastive loss {contrastive!r}; choose one of "
-                f"{', '.join(ccmim_losses.CONTRASTIVE_LOSSES)}."
+                f"decoder_hidden_dim {decoder_hidden_dim} must be divisible by "
+                f"decoder_num_heads ({decoder_num_heads}) and by 4 (sin-cos position "
+                "embedding)."
             )
-        if float(contrastive_weight) < 0:
-            raise ValueError(f"contrastive_weight must be >= 0, got {contrastive_weight}.")
-        if not float(temperature) > 0:
-            raise ValueError(f"temperature must be positive, got {temperature}.")
+        # The selector checks the masking arguments.
+        self.selector = PatchSelector(
+            encoder.grid_size,
+            mask_ratio=mask_ratio,
+            masking=masking,
+            sampler=sampler,
+            sampling_temperature=sampling_temperature,
+            sampling_temperature_start=sampling_temperature_start,
+            sampling_temperature_steps=sampling_temperature_steps,
+            seed=seed,
+            name="selector",
+        )
         self.encoder = encoder
         self.decoder_hidden_dim = int(decoder_hidden_dim)
         self.decoder_num_layers = int(decoder_num_layers)
         self.decoder_num_heads = int(decoder_num_heads)
-        self.mask_ratio = float(mask_ratio)
+        self.mask_ratio = self.selector.mask_ratio
         self.masking = masking
         self.sampler = sampler
-        self.sampling_temperature = float(sampling_temperature)
-        self.sampling_temperature_start = (
-            None if sampling_temperature_start is None else float(sampling_temperature_start)
-        )
-        self.sampling_temperature_steps = int(sampling_temperature_steps)
+        self.sampling_temperature = self.selector.temperature
+        self.sampling_temperature_start = self.selector.temperature_start
+        self.sampling_temperature_steps = self.selector.temperature_steps
         self.score_from = score_from
         self.score_layers = score_layers if isinstance(score_layers, str) else [
             int(i) for i in score_layers
@@ -117,17 +135,6 @@ class CCMIMPretrainer(keras.Model):
         self.seed = seed
 
         policy = self.dtype_policy
-        self.selector = PatchSelector(
-            encoder.grid_size,
-            mask_ratio=self.mask_ratio,
-            masking=masking,
-            sampler=sampler,
-            temperature=self.sampling_temperature,
-            temperature_start=self.sampling_temperature_start,
-            temperature_steps=self.sampling_temperature_steps,
-            seed=seed,
-            name="selector",
-        )
         self.scorer = None
         self.score_layer_indices = ()
         if self.selector.needs_scores:

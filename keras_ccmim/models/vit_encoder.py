@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_ccmim import checks
+
 from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.patching import PatchEmbedding
 from keras_ccmim.layers.position_embedding import SinCosPositionEmbedding
@@ -62,25 +64,27 @@ class ViTEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        image_size = (
-            (int(image_size), int(image_size))
-            if isinstance(image_size, int)
-            else tuple(int(s) for s in image_size)
-        )
-        patch_size = int(patch_size)
-        if patch_size <= 0 or image_size[0] % patch_size or image_size[1] % patch_size:
+        sizes = [image_size] if checks.is_int(image_size) else list(image_size)
+        for size in sizes:
+            checks.check_int("image_size", size, 1)
+        image_size = (sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes)
+        for name, value in (("patch_size", patch_size), ("hidden_dim", hidden_dim),
+                            ("num_layers", num_layers), ("num_heads", num_heads)):
+            checks.check_int(name, value, 1)
+        if image_size[0] % patch_size or image_size[1] % patch_size:
+            shown = image_size[0] if image_size[0] == image_size[1] else "x".join(
+                str(s) for s in image_size)
+            multiple = max(image_size[0] // patch_size, 1) * patch_size
             raise ValueError(
-                f"image_size {image_size[0]}x{image_size[1]} is not divisible by "
-                f"patch_size {patch_size}. Choose an image size that is a multiple of "
-                f"the patch size (e.g. {patch_size * max(1, image_size[0] // max(patch_size, 1))})."
+                f"image_size {shown} is not divisible by patch_size {patch_size}. Use an "
+                f"image size that is a multiple of the patch size (e.g. {multiple}) or "
+                "another patch size."
             )
-        if int(hidden_dim) % 4:
+        if hidden_dim % num_heads or hidden_dim % 4:
             raise ValueError(
-                f"hidden_dim must be divisible by 4 for the 2-D sin-cos position "
-                f"embedding, got {hidden_dim}."
+                f"hidden_dim {hidden_dim} must be divisible by num_heads ({num_heads}) and by "
+                "4 (sin-cos position embedding)."
             )
-        if int(num_layers) < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}.")
         self.image_size = image_size
         self.patch_size = patch_size
         self.hidden_dim = int(hidden_dim)

@@ -18,7 +18,7 @@ import time
 import numpy as np
 from keras import ops
 
-from keras_ccmim.file_io import write_json_atomically
+from keras_ccmim.file_io import large_write, write_json_atomically
 from keras_ccmim.training.callbacks import (
     DEFAULT_CHECK_EVERY_STEPS,
     PeriodicCallback,
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_POINTER = "checkpoint.json"
 CHECKPOINT_LOG = "checkpoints.jsonl"
 CHECKPOINT_PATTERN = "ckpt-{:08d}.weights.h5"
+# A checkpoint being written (renamed to its `ckpt-*` name when complete).
+PARTIAL_PREFIX = ".partial-"
 
 class CheckpointError(ValueError):
     """A checkpoint folder from which no intact checkpoint can be restored
@@ -439,12 +441,31 @@ class TrainingCheckpoint(PeriodicCallback):
             # writes it, every process resumes from it.
             return
         os.makedirs(self.directory, exist_ok=True)
-        with outside_distribution():
-            model.save_weights(os.path.join(self.directory, name), overwrite=True)
+        # Written under a temporary name and renamed when complete, so a kill
+        # during a save never leaves a partial `ckpt-*` file; a killed save's
+        # leftover goes with the next save.
+        for leftover in os.listdir(self.directory):
+            if leftover.startswith(PARTIAL_PREFIX + "ckpt-"):
+                os.remove(os.path.join(self.directory, leftover))
+        partial = os.path.join(self.directory, PARTIAL_PREFIX + name)
+        with large_write(partial, self._expected_size()), outside_distribution():
+            model.save_weights(partial, overwrite=True)
+            with open(partial, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(partial, os.path.join(self.directory, name))
         with open(os.path.join(self.directory, CHECKPOINT_LOG), "a") as f:
             f.write(json.dumps(record) + "\n")
         write_json_atomically(os.path.join(self.directory, CHECKPOINT_POINTER), record)
         self._remove_old(name)
+
+    def _expected_size(self):
+        """Bytes the next checkpoint needs: the newest one's size, else the
+        variables' (weights and optimizer state)."""
+        names = checkpoint_names(self.directory)
+        if names:
+            return os.path.getsize(os.path.join(self.directory, names[0]))
+        variables = self.model.weights + self.model.optimizer.variables
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
     def _remove_old(self, newest):
         keep = {newest, self.good and self.good["weights"]}

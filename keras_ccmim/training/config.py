@@ -1,137 +1,253 @@
-"""The configuration of a pretraining run, and its validation.
+"""The configuration of a pretraining run: every field written once.
 
-`PretrainConfig`'s defaults are the paper's ImageNet-1K recipe (ccMIM and
-MAE: ViT-B/16, 800 epochs at batch 4096, blr 1.5e-4 with 40 warmup epochs);
-`workdir` has no default. The recipes in `configs/` (the README demo, the
-CIFAR-10 study, ImageNet, MAE) set the fields they need. `resolve_config`
-checks every field before any work starts (`config_checks`) and fills the
-ones left to the preset or the data; `config_changes` says which fields a
-rerun on a checkpointed workdir may change.
+Each field of `PretrainConfig` is declared in one place with `_field`: its
+name, default, one line of documentation, its own check (fields that are
+arguments of the model's constructors are checked there, when
+`resolve_config` constructs the model), and what a rerun on a checkpointed
+workdir may do with it (`rerun`). The recipes' `--config.<field>` flags,
+the JSON a run saves, the resume comparison (`keras_ccmim.training.workdir`)
+and the reference table of the docs (`describe_fields`) all derive from
+these declarations. Rules between fields live in `_check_across_fields`.
+
+The defaults are the paper's ImageNet-1K recipe (ccMIM and MAE: ViT-B/16,
+800 epochs at batch 4096, blr 1.5e-4 with 40 warmup epochs); `workdir` has
+no default. Recipes (`keras_ccmim/recipes/`, big_vision style) set the
+fields a run needs.
 """
 
 import dataclasses
 import importlib.util
+import inspect
 import json
-import math
-import numbers
 import os
 
 from ml_collections import config_dict
 
+from keras_ccmim import checks
 from keras_ccmim.file_io import nearest_existing
-from keras_ccmim.layers.importance_scorer import SCORE_SOURCES, resolve_score_layers
-from keras_ccmim.layers.patch_selector import MASKING_STRATEGIES, SAMPLERS
-from keras_ccmim.losses import CONTRASTIVE_LOSSES
-from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS as ENCODER_FIELDS
-from keras_ccmim.models.presets import get_preset
-from keras_ccmim.training.distribution import plan_distribution, process_count
+from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS, get_preset
+from keras_ccmim.training.distribution import DISTRIBUTIONS, plan_distribution, process_count
+
+# What a rerun on a workdir that holds a checkpointed run may do with a
+# field (`keras_ccmim.training.workdir.config_changes`):
+REFUSE = "refuse"  # it changes what is trained: refused unless allow_config_change
+FREE = "free"  # where files and data are, how the run is driven and logged
+RESTART = "restart"  # the NaN advice's knobs: free with resume_from_step
+
+# Images of `synthetic_objects` generated when num_images is None: the demo's
+# size (the data package's own default is 10,000).
+DEMO_SYNTHETIC_IMAGES = 3072
+# The workdir file with the scan of a `folder:` dataset (see
+# `keras_ccmim.data.write_dataset_manifest`); a resumed run reuses it.
+FOLDER_MANIFEST_FILE = "image_folder_manifest.json"
+
+
+def _field(default, doc, check=None, rerun=REFUSE, flag=False):
+    """A `PretrainConfig` field. `check(name, value)` raises a `ValueError`
+    for a bad value (None: the model's constructor checks it); `flag`: a
+    run-level field, set by its own command-line flag (`--workdir`) rather
+    than by the recipe (`--config.<field>`)."""
+    return dataclasses.field(
+        default=default, metadata={"doc": doc, "check": check, "rerun": rerun, "flag": flag}
+    )
+
+
+def _int(minimum, optional=False):
+    return lambda name, value: checks.check_int(name, value, minimum, optional=optional)
+
+
+def _positive(hint=""):
+    return lambda name, value: checks.check_positive(name, value, hint)
+
+
+def _non_negative(hint=""):
+    return lambda name, value: checks.check_non_negative(name, value, hint)
+
+
+def _choice(*choices):
+    return lambda name, value: checks.check_choice(name, value, choices)
+
+
+def _optional_text(what):
+    def check(name, value):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return check
+
+
+def _optional(check):
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def _jit_compile(name, value):
+    if value not in ("auto", True, False):
+        raise ValueError(f"{name} must be 'auto', True or False, got {value!r}.")
+
+
+def _verbose(name, value):
+    if value not in ("auto", 0, 1, 2):
+        raise ValueError(f"{name} must be 'auto', 0, 1 or 2, got {value!r}.")
+
+
+def _coordinator(name, value):
+    if value is not None and (not isinstance(value, str) or ":" not in value):
+        raise ValueError(f"{name} must be 'host:port' of process 0, got {value!r}.")
+
+
+def _workdir(name, value):
+    if value is None:
+        raise ValueError(
+            "workdir is not set: pass --workdir=<folder of the run> (workdir=... in Python)."
+        )
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise ValueError(f"{name} must be a folder path, got {value!r}.")
+    workdir = os.fspath(value)
+    if os.path.lexists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(
+            f"workdir {workdir!r} is a file, not a folder. Pass a folder path (a new one "
+            "starts a new run)."
+        )
+    existing = nearest_existing(os.path.abspath(workdir))
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"workdir {workdir!r} cannot be created: {existing!r} is a file, not a folder. "
+            "Pass a workdir whose parents are folders."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"workdir {workdir!r} is not writable: {existing!r} is read-only (its "
+            "permissions or a read-only file system). Pass a workdir in a writable "
+            "location."
+        )
+
+
+_MODEL = "checked by the model's constructors"
+
 
 @dataclasses.dataclass
 class PretrainConfig:
     """Everything a pretraining run needs; `None` means "from the preset" or
-    "from the data" (`workdir` must be given). The defaults are the paper's
-    ImageNet recipe; `configs/demo.py` holds the README demo's values.
+    "from the data". The defaults are the paper's ImageNet recipe; each
+    field's documentation is in its declaration (`describe_fields()` lists
+    them all) and `keras_ccmim/recipes/demo.py` holds the README demo's
+    values."""
 
-    Model (`preset` plus overrides; see `keras_ccmim.models.presets`):
-        preset, image_size, patch_size, hidden_dim, num_layers, num_heads,
-        decoder_hidden_dim, decoder_num_layers, decoder_num_heads;
-        init_from (None: random init; else the preset or workdir whose
-        weights a fresh run starts from, see `pretrain.initialise_from`).
-    ccMIM (see `CCMIMPretrainer`): mask_ratio, masking, sampler,
-        sampling_temperature, sampling_temperature_start (None: a constant
-        `T_s`; else `T_s` anneals along a half cosine from this value to
-        `sampling_temperature`), sampling_temperature_steps (the schedule's
-        length; None: the whole run), score_layers (`"all"`, `"last"` or a
-        list of block indices), score_from (`"probabilities"` or
-        `"logits"`), contrastive, contrastive_weight (lambda), temperature
-        (tau), projection_dim, norm_pix_loss.
-    Data (see `keras_ccmim.data.make_dataset`): dataset, data_dir, split,
-        num_images (None: `DEMO_SYNTHETIC_IMAGES` for `synthetic_objects`,
-        every image of other data).
-    Optimisation: batch_size (global, per step), accum_steps (steps whose
-        gradients are averaged into one optimizer update, Keras'
-        `gradient_accumulation_steps`: the effective batch is
-        `batch_size * accum_steps`), epochs, steps_per_epoch (None: one
-        pass over the split; a multiple of accum_steps), blr (`lr = blr *
-        batch_size * accum_steps / 256`),
-        warmup_epochs, weight_decay, seed, mixed_precision (`"bfloat16"`
-        for Keras' `mixed_bfloat16` policy, else `"float32"`), distribution
-        (see `keras_ccmim.training.distribution`), jit_compile;
-        coordinator_address, num_processes, process_id (a multi-process
-        JAX run, `keras.distribution.initialize`; None: the
-        `KERAS_DISTRIBUTION_*` variables, or one process).
-    Output: workdir (required), checkpoint_every_steps (0: epoch ends only),
-        keep_checkpoints, tensorboard_every_steps (0: epochs only),
-        check_every_steps (steps between two reads of the loss by the host:
-        the NaN guard stops within this many steps; between reads the host
-        does not wait for the device),
-        lift_images (images of the fixed foreground-lift batch), verbose
-        (Keras `fit` verbosity), fresh (start over in a workdir that holds
-        an earlier run, whose outputs are moved to `previous-<n>/`; without
-        it such a workdir resumes or is refused), resume_from_step (train
-        on from the checkpoint of this step rather than the newest, e.g.
-        from before a NaN; later checkpoints are moved aside),
-        allow_config_change (train on in a workdir whose checkpointed run
-        had other values of fields outside `RESUMABLE_CHANGES`; without it
-        such a rerun is refused, see `config_changes`).
-    """
+    # Model: a preset plus overrides (see `keras_ccmim.models.presets`).
+    preset: str = _field(
+        "vit_base_patch16_224", "Encoder and decoder sizes by name (`vit_tiny_patch4_32`, "
+        "`vit_base_patch16_224`, ...) or alias (`T/4`, `B/16`).")
+    image_size: int = _field(None, "Image size in pixels; None: the preset's.")
+    patch_size: int = _field(None, "Patch size; None: the preset's.")
+    hidden_dim: int = _field(None, "Encoder width D; None: the preset's.")
+    num_layers: int = _field(None, "Encoder blocks; None: the preset's.")
+    num_heads: int = _field(None, "Encoder attention heads; None: the preset's.")
+    decoder_hidden_dim: int = _field(None, "Decoder width; None: the preset's.")
+    decoder_num_layers: int = _field(None, "Decoder blocks; None: the preset's.")
+    decoder_num_heads: int = _field(None, "Decoder attention heads; None: the preset's.")
+    init_from: str = _field(
+        None, "None: random initialisation; else the preset (folder, kaggle:// or hf:// "
+        "handle) or pretraining workdir whose weights a fresh run starts from.",
+        _optional_text("a preset (a folder, kaggle:// or hf:// handle) or a pretraining "
+                       "workdir"))
 
-    preset: str = "vit_base_patch16_224"
-    image_size: int = None
-    patch_size: int = None
-    hidden_dim: int = None
-    num_layers: int = None
-    num_heads: int = None
-    decoder_hidden_dim: int = None
-    decoder_num_layers: int = None
-    decoder_num_heads: int = None
+    # ccMIM (the arguments of `CCMIMPretrainer`).
+    mask_ratio: float = _field(0.75, "Fraction of patches masked.")
+    masking: str = _field(
+        "importance_sampling", "importance_sampling, importance (top-K), random (MAE) or block.")
+    sampler: str = _field(
+        "gumbel", "Importance sampling's rule: gumbel (Gumbel-top-K) or uniform_noise.")
+    sampling_temperature: float = _field(
+        1.0, "T_s of importance sampling (with sampling_temperature_start: its final value).")
+    sampling_temperature_start: float = _field(
+        None, "None: a constant T_s; else T_s anneals along a half cosine from this value to "
+        "sampling_temperature.")
+    sampling_temperature_steps: int = _field(
+        None, "Steps of the T_s schedule; None: the whole run.", _int(1, optional=True))
+    score_layers: object = _field(
+        "all", "Blocks whose [CLS] attention scores the patches: all, last, or indices "
+        "('3,5' or a list).")
+    score_from: str = _field(
+        "probabilities", "probabilities (the public code's score) or logits (the paper's).")
+    contrastive: str = _field("infonce", "infonce, infonce_cross, align or none (MAE).")
+    contrastive_weight: float = _field(0.2, "lambda, the contrastive loss's weight.")
+    temperature: float = _field(0.5, "tau of the InfoNCE losses.")
+    projection_dim: int = _field(256, "Width of the contrastive projector's output.")
+    norm_pix_loss: bool = _field(True, "Normalise each target patch (MAE's norm_pix_loss).")
 
-    init_from: str = None
+    # Data (see `keras_ccmim.data.make_dataset`).
+    dataset: str = _field(
+        "synthetic_objects", "synthetic_objects, folder:/path/to/images or a TFDS name.",
+        _optional_text("a dataset name"))
+    data_dir: str = _field(
+        None, "Folder of the prepared TFDS datasets.", _optional_text("a folder path"), FREE)
+    split: str = _field("train", "Split, optionally sliced: train[:45000], train[:90%].")
+    num_images: int = _field(
+        None, "synthetic_objects: images generated (None: 3072); other data: a cap (None: "
+        "all).", _int(1, optional=True))
 
-    mask_ratio: float = 0.75
-    masking: str = "importance_sampling"
-    sampler: str = "gumbel"
-    sampling_temperature: float = 1.0
-    sampling_temperature_start: float = None
-    sampling_temperature_steps: int = None
-    score_layers: object = "all"
-    score_from: str = "probabilities"
-    contrastive: str = "infonce"
-    contrastive_weight: float = 0.2
-    temperature: float = 0.5
-    projection_dim: int = 256
-    norm_pix_loss: bool = True
+    # Optimisation.
+    batch_size: int = _field(4096, "Global batch per step.", _int(1))
+    accum_steps: int = _field(
+        1, "Steps whose gradients are averaged into one update: the effective batch is "
+        "batch_size * accum_steps.", _int(1))
+    epochs: int = _field(800, "Training epochs.", _int(1))
+    steps_per_epoch: int = _field(
+        None, "Steps per epoch (a multiple of accum_steps); None: one pass over the split.",
+        _int(1, optional=True))
+    blr: float = _field(
+        1.5e-4, "Base learning rate: lr = blr * batch_size * accum_steps / 256.",
+        _positive(" (MAE and ccMIM use 1.5e-4.)"), RESTART)
+    warmup_epochs: float = _field(
+        40.0, "Epochs of linear warmup before the cosine decay.", _non_negative(), RESTART)
+    weight_decay: float = _field(
+        0.05, "AdamW weight decay (none on biases, norms and embeddings).",
+        _non_negative(" (MAE and ccMIM use 0.05.)"), RESTART)
+    seed: int = _field(0, "Seed of every random choice (init, data order, masks).", _int(0))
+    mixed_precision: str = _field(
+        "float32", "float32, or bfloat16 for Keras' mixed_bfloat16 policy.",
+        _choice("float32", "bfloat16"), RESTART)
+    jit_compile: object = _field("auto", "XLA compilation: auto, True or False.", _jit_compile,
+                                 FREE)
 
-    dataset: str = "synthetic_objects"
-    data_dir: str = None
-    split: str = "train"
-    num_images: int = None
+    # How the run is driven: run-level flags (`--workdir=...`), free on rerun.
+    workdir: str = _field(None, "Folder of the run (required); reused to resume.", _workdir,
+                          FREE, flag=True)
+    distribution: str = _field(
+        "auto", "auto, none, mirrored or multi_worker (TensorFlow), data_parallel (JAX).",
+        _choice(*DISTRIBUTIONS), FREE, flag=True)
+    coordinator_address: str = _field(
+        None, "Multi-process JAX: host:port of process 0 (None: KERAS_DISTRIBUTION_* "
+        "variables).", _coordinator, FREE, flag=True)
+    num_processes: int = _field(None, "Multi-process JAX: processes in all.",
+                                _int(1, optional=True), FREE, flag=True)
+    process_id: int = _field(None, "Multi-process JAX: this process (0 writes the files).",
+                             _int(0, optional=True), FREE, flag=True)
+    fresh: bool = _field(
+        False, "Start over in a workdir that holds an earlier run; its outputs move to "
+        "previous-<n>/, never deleted.", checks.check_bool, FREE, flag=True)
+    resume_from_step: int = _field(
+        None, "Train on from the checkpoint of this step rather than the newest (after a "
+        "NaN); later checkpoints are moved aside, and blr, warmup_epochs, weight_decay "
+        "and mixed_precision may change.", _int(1, optional=True), FREE, flag=True)
+    allow_config_change: bool = _field(
+        False, "Train on in a workdir whose checkpointed run had other values of fields "
+        "that change what is trained.", checks.check_bool, FREE, flag=True)
 
-    batch_size: int = 4096
-    accum_steps: int = 1
-    epochs: int = 800
-    steps_per_epoch: int = None
-    blr: float = 1.5e-4
-    warmup_epochs: float = 40.0
-    weight_decay: float = 0.05
-    seed: int = 0
-    mixed_precision: str = "float32"
-    distribution: str = "auto"
-    coordinator_address: str = None
-    num_processes: int = None
-    process_id: int = None
-    jit_compile: object = "auto"
-
-    workdir: str = None
-    checkpoint_every_steps: int = 0
-    keep_checkpoints: int = 2
-    tensorboard_every_steps: int = 10
-    check_every_steps: int = 20
-    lift_images: int = 64
-    verbose: object = "auto"
-    fresh: bool = False
-    resume_from_step: int = None
-    allow_config_change: bool = False
+    # Output.
+    checkpoint_every_steps: int = _field(
+        0, "Checkpoint every this many steps as well as at epoch ends (0: epoch ends only).",
+        _int(0), FREE)
+    keep_checkpoints: int = _field(2, "Checkpoints kept (and the newest healthy one).",
+                                   _int(1), FREE)
+    tensorboard_every_steps: int = _field(10, "Steps between TensorBoard scalars (0: epochs).",
+                                          _int(0), FREE)
+    check_every_steps: int = _field(
+        20, "Steps between two reads of the loss by the host: the NaN guard stops within "
+        "this many steps; in between the host does not wait for the device.", _int(1), FREE)
+    lift_images: int = _field(64, "Images of the fixed batch the masking figures use.",
+                              _int(1))
+    verbose: object = _field("auto", "Keras fit verbosity: auto, 0, 1 or 2.", _verbose, FREE)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -182,6 +298,28 @@ class PretrainConfig:
         return int(round(self.warmup_epochs * self.steps_per_epoch))
 
 
+def fields(rerun=None, flag=None):
+    """The names of `PretrainConfig`'s fields, in order; only those whose
+    `rerun` rule (REFUSE, FREE, RESTART) or `flag` is the one given."""
+    return tuple(
+        f.name for f in dataclasses.fields(PretrainConfig)
+        if (rerun is None or f.metadata["rerun"] == rerun)
+        and (flag is None or f.metadata["flag"] == flag)
+    )
+
+
+def describe_fields():
+    """The fields as a Markdown table: name, default, what it does, and
+    whether a rerun of a checkpointed run may change it."""
+    rerun = {REFUSE: "refused", FREE: "free", RESTART: "with resume_from_step"}
+    rows = ["| field | default | what it does | on a rerun |", "| --- | --- | --- | --- |"]
+    for field in dataclasses.fields(PretrainConfig):
+        name = f"`--{field.name}`" if field.metadata["flag"] else f"`{field.name}`"
+        rows.append(f"| {name} | `{field.default!r}` | {field.metadata['doc']} | "
+                    f"{rerun[field.metadata['rerun']]} |")
+    return "\n".join(rows)
+
+
 class ConfigError(ValueError):
     """A `PretrainConfig` that cannot run; the message names the fix."""
 
@@ -189,78 +327,42 @@ class ConfigError(ValueError):
 def resolve_config(config):
     """Validates `config` and fills its `None` fields.
 
-    Checks every field (names, ranges, shapes), the distribution against the
-    backend and the devices, and that the data exist, and raises a
+    Checks every field (its own check, or the model's constructors for the
+    model's arguments), the rules between fields, the distribution against
+    the backend and the devices, and that the data exist, and raises a
     `ConfigError` (a `ValueError`) naming the problem and the fix before any
-    model or pipeline is built.
+    weights or pipeline are built.
 
     Args:
         config: a `PretrainConfig` or a dict of its fields.
 
     Returns:
         `(resolved_config, dataset_info)`: a new `PretrainConfig` with the
-        preset's sizes and `steps_per_epoch` filled in, and the
+        preset's sizes, `num_images` and `steps_per_epoch` filled in, and the
         `keras_ccmim.data.DatasetInfo` of the training split.
     """
     try:
         if isinstance(config, dict):
             config = PretrainConfig.from_dict(config)
         config = dataclasses.replace(config)
-        info = check_and_fill(config)
+        for field in dataclasses.fields(config):
+            if field.metadata["check"] is not None:
+                field.metadata["check"](field.name, getattr(config, field.name))
+        config.score_layers = parse_score_layers(config.score_layers)
+        _fill_from_preset(config)
+        build_pretrainer(config, build=False)  # its constructors check the model's fields
+        _check_across_fields(config)
+        info = _check_data(config)
     except ConfigError:
         raise
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise ConfigError(str(error)) from error
     return config, info
 
 
-DECODER_FIELDS = {
-    "decoder_hidden_dim": "hidden_dim",
-    "decoder_num_layers": "num_layers",
-    "decoder_num_heads": "num_heads",
-}
-# Images of `synthetic_objects` generated when num_images is None: the demo's
-# size (the data package's own default is 10,000).
-DEMO_SYNTHETIC_IMAGES = 3072
-# The workdir file with the scan of a `folder:` dataset (see
-# `keras_ccmim.data.write_dataset_manifest`); a resumed run reuses it.
-FOLDER_MANIFEST_FILE = "image_folder_manifest.json"
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_int(name, value, minimum, allow_none=False):
-    if value is None and allow_none:
-        return
-    if not _is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-
-
-def _is_finite_number(value):
-    return (
-        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    )
-
-
-def _check_positive(name, value, hint=""):
-    if not _is_finite_number(value) or not value > 0:
-        raise ValueError(f"{name} must be a positive number (finite), got {value!r}.{hint}")
-
-
-def _check_non_negative(name, value, hint=""):
-    if not _is_finite_number(value) or not value >= 0:
-        raise ValueError(f"{name} must be >= 0 (a finite number), got {value!r}.{hint}")
-
-
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(choices)}.")
-
-
 def parse_score_layers(value):
-    """`"all"`, `"last"`, a list of ints, or a string of comma-separated ints."""
+    """`"all"`, `"last"`, a list of ints, or a string of comma-separated ints
+    (as `--config.score_layers=3,5` gives it) as the model takes it."""
     if isinstance(value, str) and value not in ("all", "last"):
         try:
             return [int(part) for part in value.split(",") if part.strip()]
@@ -272,78 +374,50 @@ def parse_score_layers(value):
     return value
 
 
-def _check_model(config):
+def _fill_from_preset(config):
     preset = get_preset(config.preset)
-    encoder, decoder = preset["encoder"], preset["decoder"]
-    for field in ENCODER_FIELDS:
-        if getattr(config, field) is None:
-            setattr(config, field, encoder[field])
-        _check_int(field, getattr(config, field), 1)
-    for field, key in DECODER_FIELDS.items():
-        if getattr(config, field) is None:
-            setattr(config, field, decoder[key])
-        _check_int(field, getattr(config, field), 1)
-    if config.image_size % config.patch_size:
-        multiple = max(config.image_size // config.patch_size, 1) * config.patch_size
-        raise ValueError(
-            f"image_size {config.image_size} is not divisible by patch_size "
-            f"{config.patch_size}. Use an image size that is a multiple of the patch "
-            f"size (e.g. {multiple}) or another patch size."
-        )
-    if config.hidden_dim % config.num_heads or config.hidden_dim % 4:
-        raise ValueError(
-            f"hidden_dim {config.hidden_dim} must be divisible by num_heads "
-            f"({config.num_heads}) and by 4 (sin-cos position embedding)."
-        )
-    if config.decoder_hidden_dim % config.decoder_num_heads or config.decoder_hidden_dim % 4:
-        raise ValueError(
-            f"decoder_hidden_dim {config.decoder_hidden_dim} must be divisible by "
-            f"decoder_num_heads ({config.decoder_num_heads}) and by 4."
-        )
+    for name in ENCODER_SIZE_FIELDS:
+        if getattr(config, name) is None:
+            setattr(config, name, preset["encoder"][name])
+    for name, value in preset["decoder"].items():
+        if getattr(config, f"decoder_{name}") is None:
+            setattr(config, f"decoder_{name}", value)
 
 
-def _check_ccmim(config):
-    if not _is_finite_number(config.mask_ratio) or not 0.0 < config.mask_ratio < 1.0:
-        raise ValueError(
-            f"mask_ratio must be strictly between 0 and 1, got {config.mask_ratio!r} "
-            "(ccMIM and MAE use 0.75)."
-        )
-    _check_choice("masking", config.masking, MASKING_STRATEGIES)
-    _check_choice("sampler", config.sampler, SAMPLERS)
-    _check_choice("contrastive", config.contrastive, CONTRASTIVE_LOSSES)
-    _check_positive("sampling_temperature", config.sampling_temperature)
-    if config.sampling_temperature_start is not None:
-        _check_positive("sampling_temperature_start", config.sampling_temperature_start)
-        if config.masking != "importance_sampling":
-            raise ValueError(
-                f"sampling_temperature_start anneals importance sampling, but masking is "
-                f"{config.masking!r}. Use masking='importance_sampling' or leave "
-                "sampling_temperature_start unset."
-            )
-    _check_int("sampling_temperature_steps", config.sampling_temperature_steps, 1, allow_none=True)
-    _check_choice("score_from", config.score_from, SCORE_SOURCES)
-    _check_positive("temperature", config.temperature, " (ccMIM uses 0.5.)")
-    _check_non_negative(
-        "contrastive_weight",
-        config.contrastive_weight,
-        " (ccMIM uses 0.2; 0 trains the reconstruction alone.)",
+def build_pretrainer(config, build=True):
+    """The `CCMIMPretrainer` of a `PretrainConfig` whose sizes are filled in
+    (`resolve_config`), built unless `build=False`: every field that is an
+    argument of its constructor is passed as it is, the encoder's sizes go to
+    the encoder, and the temperature schedule's length is resolved against
+    the run's steps."""
+    arguments = inspect.signature(CCMIMPretrainer.__init__).parameters
+    values = {
+        name: getattr(config, name) for name in fields() if name in arguments
+    }
+    # Before the data fill steps_per_epoch in, a schedule of the whole run
+    # is checked as one step long.
+    if config.steps_per_epoch is not None:
+        values["sampling_temperature_steps"] = config.temperature_schedule_steps
+    elif config.sampling_temperature_start is not None:
+        values["sampling_temperature_steps"] = config.sampling_temperature_steps or 1
+    else:
+        values["sampling_temperature_steps"] = 0
+    encoder_overrides = {name: getattr(config, name) for name in ENCODER_SIZE_FIELDS}
+    encoder_overrides["seed"] = config.seed
+    model = CCMIMPretrainer.from_preset(
+        config.preset, encoder_overrides=encoder_overrides, **values
     )
-    _check_int("projection_dim", config.projection_dim, 1)
-    config.score_layers = parse_score_layers(config.score_layers)
-    resolve_score_layers(config.score_layers, config.num_layers)
+    if build:
+        model.build()
+    return model
 
 
-def _check_training(config):
-    _check_int("batch_size", config.batch_size, 1)
-    _check_int("accum_steps", config.accum_steps, 1)
-    _check_int("num_processes", config.num_processes, 1, allow_none=True)
-    _check_int("process_id", config.process_id, 0, allow_none=True)
-    if config.coordinator_address is not None and (
-        not isinstance(config.coordinator_address, str) or ":" not in config.coordinator_address
-    ):
+def _check_across_fields(config):
+    """The rules between fields (each field's own range is checked with it)."""
+    if config.fresh and config.resume_from_step is not None:
         raise ValueError(
-            f"coordinator_address must be 'host:port' of process 0, got "
-            f"{config.coordinator_address!r}."
+            "fresh and resume_from_step contradict each other: fresh starts the run over, "
+            "resume_from_step trains on from one of its checkpoints. Pass one of them."
         )
     if config.steps_per_epoch is not None and config.steps_per_epoch % config.accum_steps:
         raise ValueError(
@@ -351,39 +425,18 @@ def _check_training(config):
             f"{config.accum_steps}: an epoch would end inside an accumulation. Use a "
             f"multiple of {config.accum_steps}."
         )
-    _check_int("epochs", config.epochs, 1)
-    _check_int("steps_per_epoch", config.steps_per_epoch, 1, allow_none=True)
-    _check_int("num_images", config.num_images, 1, allow_none=True)
-    _check_int("seed", config.seed, 0)
-    _check_int("checkpoint_every_steps", config.checkpoint_every_steps, 0)
-    _check_int("keep_checkpoints", config.keep_checkpoints, 1)
-    _check_int("tensorboard_every_steps", config.tensorboard_every_steps, 0)
-    _check_int("check_every_steps", config.check_every_steps, 1)
-    _check_int("lift_images", config.lift_images, 1)
-    for name in ("fresh", "allow_config_change"):
-        if not isinstance(getattr(config, name), bool):
-            raise ValueError(f"{name} must be True or False, got {getattr(config, name)!r}.")
-    _check_int("resume_from_step", config.resume_from_step, 1, allow_none=True)
-    if config.init_from is not None and (not isinstance(config.init_from, str) or not config.init_from):
-        raise ValueError(
-            f"init_from must be a preset (a folder, kaggle:// or hf:// handle) or a pretraining "
-            f"workdir, got {config.init_from!r}."
-        )
-    if config.fresh and config.resume_from_step is not None:
-        raise ValueError(
-            "fresh and resume_from_step contradict each other: fresh starts the run over, "
-            "resume_from_step trains on from one of its checkpoints. Pass one of them."
-        )
-    _check_positive("blr", config.blr, " (MAE and ccMIM use 1.5e-4.)")
-    _check_non_negative("weight_decay", config.weight_decay, " (MAE and ccMIM use 0.05.)")
-    if not _is_finite_number(config.warmup_epochs) or not (
-        0 <= config.warmup_epochs < config.epochs
-    ):
+    if not config.warmup_epochs < config.epochs:
         raise ValueError(
             f"warmup_epochs must be >= 0 and smaller than epochs ({config.epochs}), "
             f"got {config.warmup_epochs!r}."
         )
-    _check_choice("mixed_precision", config.mixed_precision, ("float32", "bfloat16"))
+    if config.contrastive != "none" and config.batch_size < 2:
+        raise ValueError(
+            f"batch_size {config.batch_size} is too small for contrastive="
+            f"{config.contrastive!r}: InfoNCE needs other images of the batch as negatives "
+            "and the projector's BatchNorm needs two samples. Use batch_size >= 2 (or "
+            "contrastive='none' for MAE)."
+        )
     _, devices = plan_distribution(config.distribution)
     if config.batch_size % max(len(devices), 1):
         raise ValueError(
@@ -396,37 +449,6 @@ def _check_training(config):
         raise ValueError(
             f"batch_size {config.batch_size} (the global batch) is not divisible by the "
             f"{processes} processes, which feed equal shares. Use a multiple of {processes}."
-        )
-    if config.jit_compile not in ("auto", True, False):
-        raise ValueError(f"jit_compile must be 'auto', True or False, got {config.jit_compile!r}.")
-    if config.workdir is None:
-        raise ValueError(
-            "workdir is not set: pass --workdir=<folder of the run> (workdir=... in "
-            "Python), or a recipe that sets it (--config=configs/demo.py)."
-        )
-    if not isinstance(config.workdir, (str, os.PathLike)) or not os.fspath(config.workdir):
-        raise ValueError(f"workdir must be a folder path, got {config.workdir!r}.")
-    _check_workdir_location(os.fspath(config.workdir))
-
-
-def _check_workdir_location(workdir):
-    """The workdir is a folder, or can be created as one, and is writable."""
-    if os.path.lexists(workdir) and not os.path.isdir(workdir):
-        raise ValueError(
-            f"workdir {workdir!r} is a file, not a folder. Pass a folder path (a new one "
-            "starts a new run)."
-        )
-    existing = nearest_existing(os.path.abspath(workdir))
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"workdir {workdir!r} cannot be created: {existing!r} is a file, not a folder. "
-            "Pass a workdir whose parents are folders."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"workdir {workdir!r} is not writable: {existing!r} is read-only (its "
-            "permissions or a read-only file system). Pass a workdir in a writable "
-            "location."
         )
 
 
@@ -441,8 +463,8 @@ def _check_data(config):
     if config.data_dir is not None and not os.path.isdir(config.data_dir):
         raise ValueError(
             f"data_dir {config.data_dir!r} does not exist. Pass "
-            "--data_dir=<folder holding the prepared TFDS datasets> (data_dir=... in "
-            "Python)."
+            "--config.data_dir=<folder holding the prepared TFDS datasets> (data_dir=... "
+            "in Python)."
         )
     if config.num_images is None and config.dataset == "synthetic_objects":
         config.num_images = DEMO_SYNTHETIC_IMAGES
@@ -486,16 +508,11 @@ def _check_data(config):
     return info
 
 
-def check_and_fill(config):
-    """Checks every field of `config` (a `PretrainConfig`, changed in place:
-    the preset's sizes, `score_layers` parsed, `num_images` and
-    `steps_per_epoch` from the data) and returns the training split's
-    `keras_ccmim.data.DatasetInfo`."""
-    _check_model(config)
-    _check_ccmim(config)
-    _check_training(config)
-    return _check_data(config)
+# Recipes: a run's fields as an `ml_collections.ConfigDict`, big_vision style.
 
+# The shipped recipes: `keras_ccmim/recipes/<name>.py`.
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "recipes")
 
 # Fields of type `object` whose command-line override arrives as a string:
 # the value each string stands for (other strings pass through unchanged).
@@ -506,29 +523,39 @@ _FROM_STRING = {
 
 
 def recipe(**values):
-    """A ConfigDict with every `PretrainConfig` field: `values` where given,
-    the library's default (the paper's recipe) elsewhere.
+    """A ConfigDict with every recipe field of `PretrainConfig` (all but the
+    run-level flags such as `workdir`): `values` where given, the library's
+    default (the paper's recipe) elsewhere.
 
     A field whose value is None is a typed placeholder, so that
     `--config.<field>=value` parses as the field's type (int, float, str,
     bool); float fields hold floats (`--config.warmup_epochs=0.5` on a
     recipe that wrote 40).
     """
-    fields = {field.name: field for field in dataclasses.fields(PretrainConfig)}
-    unknown = sorted(set(values) - set(fields))
+    names = fields(flag=False)
+    unknown = sorted(set(values) - set(names))
     if unknown:
+        flags = sorted(set(unknown) & set(fields(flag=True)))
+        if flags:
+            raise ValueError(
+                f"{', '.join(flags)} is set per run, not by a recipe: pass "
+                f"{' '.join(f'--{name}=...' for name in flags)} on the command line "
+                "(the same field of PretrainConfig in Python)."
+            )
         raise ValueError(
-            f"Unknown config field(s) {unknown}. Valid fields: {', '.join(sorted(fields))}."
+            f"Unknown config field(s) {unknown}. Valid fields: {', '.join(sorted(names))}."
         )
     config = config_dict.ConfigDict()
-    for name, field in fields.items():
-        value = values.get(name, field.default)
+    for field in dataclasses.fields(PretrainConfig):
+        if field.name not in names:
+            continue
+        value = values.get(field.name, field.default)
         kind = field.type if field.type in (int, float, str, bool) else str
         if value is None:
             value = config_dict.placeholder(kind)
         elif kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        config[name] = value
+        config[field.name] = value
     return config
 
 
@@ -543,19 +570,43 @@ def recipe_values(config):
     return values
 
 
-def config_from_recipe(config):
-    """The `PretrainConfig` of a recipe's ConfigDict (unknown fields are an
-    error naming the valid ones)."""
-    return PretrainConfig.from_dict(recipe_values(config))
+def config_from_recipe(config, **run_values):
+    """The `PretrainConfig` of a recipe's ConfigDict plus the run-level
+    fields (`workdir=...`); unknown fields are an error naming the valid
+    ones."""
+    return PretrainConfig.from_dict(dict(recipe_values(config), **run_values))
+
+
+def recipe_path(spec):
+    """The file of recipe `spec`: a shipped recipe's name (`"demo"`) or a
+    path (`"path/to/recipe.py"`), without its `:arg`."""
+    path = os.fspath(spec).partition(":")[0]
+    shipped = os.path.join(RECIPES_DIR, f"{path}.py")
+    if os.sep not in path and not path.endswith(".py") and os.path.isfile(shipped):
+        return shipped
+    return path
+
+
+def recipe_names():
+    """The names of the shipped recipes."""
+    return sorted(
+        name[:-3] for name in os.listdir(RECIPES_DIR)
+        if name.endswith(".py") and not name.startswith("_")
+    )
 
 
 def load_recipe(spec):
-    """The ConfigDict of recipe `spec`, `"path/to/recipe.py"` or
-    `"path/to/recipe.py:arg"` (`arg` is passed to its `get_config`), as
-    `--config=spec` loads it."""
-    path, colon, arg = os.fspath(spec).partition(":")
+    """The ConfigDict of recipe `spec`: a shipped recipe's name (`"demo"`,
+    see `recipe_names()`) or a file `"path/to/recipe.py"`, optionally with
+    `":arg"` passed to its `get_config`, as `--config=spec` loads it."""
+    spec = os.fspath(spec)
+    _, colon, arg = spec.partition(":")
+    path = recipe_path(spec)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Recipe {path!r} does not exist: pass a configs/*.py file.")
+        raise FileNotFoundError(
+            f"Recipe {spec!r} does not exist: pass a recipe name "
+            f"({', '.join(recipe_names())}) or a path to a .py file with get_config()."
+        )
     name = "recipe_" + os.path.splitext(os.path.basename(path))[0]
     module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)

@@ -105,7 +105,7 @@ class StopOnNonFiniteLoss(PeriodicCallback):
 
 
 # The blr the NaN advice falls back to for a run whose blr is over ten times
-# larger: the demo recipe's (`configs/demo.py`), which small runs train at
+# larger: the demo recipe's (`keras_ccmim/recipes/demo.py`), which small runs train at
 # (the paper's 1.5e-4 is for batches of thousands).
 NAN_ADVICE_BLR = 1.5e-3
 
@@ -117,11 +117,11 @@ def nan_advice(config, step):
     default = NAN_ADVICE_BLR
     lower = default if config.blr > 10 * default else config.blr / 10
     restart = f"--resume_from_step={step}" if step is not None else "--fresh"
-    others = [f"a longer --warmup_epochs (now {config.warmup_epochs:g})"]
+    others = [f"a longer --config.warmup_epochs (now {config.warmup_epochs:g})"]
     if config.mixed_precision != "float32":
-        others.append("float32 (--nobfloat16)")
+        others.append("float32 (--config.mixed_precision=float32)")
     return (
-        f"To train on, rerun the same command with {restart} --blr={lower:g} (blr is "
+        f"To train on, rerun the same command with {restart} --config.blr={lower:g} (blr is "
         f"{config.blr:g}; the demo recipe's is {default:g}); {' or '.join(others)} also helps. "
         "In Python the config fields have the same names."
     )

@@ -20,16 +20,12 @@ The workdir of a run:
                             (readable files with labels, skipped files); a
                             resumed run reuses it while the folder is
                             unchanged
+    run.lock                held by the run while it runs (`WorkdirLock`)
 
 Running `pretrain` again with the same config and workdir resumes from the
-newest intact checkpoint (found through checkpoints/checkpoint.json, else
-checkpoints.jsonl, else the ckpt-*.weights.h5 files), or, when the run had
-finished, only rewrites the outputs (results.json keeps the history). A
-config that changes what the checkpointed run trains (a field outside
-`config.RESUMABLE_CHANGES`; with `resume_from_step`, the NaN advice's
-optimisation knobs may change too) is refused unless `allow_config_change`.
-A workdir with metrics but no checkpoint is refused unless `fresh=True`,
-which moves the earlier run's outputs to previous-<n>/; nothing is deleted.
+newest intact checkpoint, or, when the run had finished, only rewrites the
+outputs (results.json keeps the history); the rules are in
+`keras_ccmim.training.workdir`.
 """
 
 import contextlib
@@ -41,6 +37,7 @@ import os
 
 import keras
 
+from keras_ccmim.file_io import large_write
 from keras_ccmim.masking_metrics import MASKING_METRICS, random_masking_metrics
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.models.preset_files import (
@@ -51,7 +48,6 @@ from keras_ccmim.models.preset_files import (
     resolve_preset,
     save_to_preset,
 )
-from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS
 from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.training.callbacks import (
     ForegroundLift,
@@ -66,6 +62,7 @@ from keras_ccmim.training.config import (
     FOLDER_MANIFEST_FILE,
     ConfigError,
     PretrainConfig,
+    build_pretrainer,
     resolve_config,
 )
 from keras_ccmim.training.distribution import (
@@ -80,6 +77,7 @@ from keras_ccmim.training.export import save_mask_picture
 from keras_ccmim.training.nan_guard import nan_advice
 from keras_ccmim.training.optimizer import make_optimizer, training_steps
 from keras_ccmim.training.workdir import (
+    WorkdirLock,
     CONFIG_FILE,
     RESULTS_FILE,
     earlier_results,
@@ -151,7 +149,7 @@ def pretrain(config=None, callbacks=(), fresh=None):
 
     Args:
         config: a `PretrainConfig` or dict of its fields (those left out: the
-            paper's recipe; the demo is `configs/demo.py`).
+            paper's recipe; the demo is `load_recipe("demo")`).
         callbacks: extra Keras callbacks, run after the built-in loggers.
         fresh: bool, start over even in a workdir that holds an earlier run
             (its outputs are moved to `previous-<n>/`, never deleted); None
@@ -169,8 +167,6 @@ def pretrain(config=None, callbacks=(), fresh=None):
         NonFiniteLossError: the loss became NaN or infinite; the last good
             checkpoint is kept and no final outputs are written.
     """
-    from keras_ccmim import data
-
     config = config if config is not None else PretrainConfig()
     fields = config if isinstance(config, dict) else config.to_dict()
     try:
@@ -188,6 +184,15 @@ def pretrain(config=None, callbacks=(), fresh=None):
         if not isinstance(fresh, bool):
             raise ConfigError(f"fresh must be True or False, got {fresh!r}.")
         config = dataclasses.replace(config, fresh=fresh)
+    # One run at a time: the lock is taken before anything is written.
+    with WorkdirLock(config.workdir) if is_primary() else contextlib.nullcontext():
+        return _run(config, info, distribution, processes, callbacks)
+
+
+def _run(config, info, distribution, processes, callbacks):
+    """`pretrain` after its checks, with the workdir locked."""
+    from keras_ccmim import data
+
     workdir, checkpoint_dir = prepare_workdir(config, fresh=config.fresh)
     # The scan resolve_config made of an image folder, for a later call.
     if is_primary():
@@ -285,8 +290,9 @@ def pretrain(config=None, callbacks=(), fresh=None):
                     max_images=PICTURE_IMAGES,
                 )
             with outside_distribution():  # process 0 alone
-                paths["encoder"] = save_to_preset(model.encoder, paths["encoder"])
-                model.save(paths["pretrainer"])
+                with large_write(paths["pretrainer"]):
+                    paths["encoder"] = save_to_preset(model.encoder, paths["encoder"])
+                    model.save(paths["pretrainer"])
 
     earlier = earlier_results(paths["results"])
     final_loss = history["loss"][-1] if history.get("loss") else None
@@ -334,35 +340,6 @@ def masking_summary(results):
         f"+- {rand['foreground_lift']['std']:.3f}, selectivity "
         f"{rand['mask_selectivity']['mean']:.3f} +- {rand['mask_selectivity']['std']:.3f}."
     )
-
-
-def build_pretrainer(config):
-    """The `CCMIMPretrainer` of a resolved `PretrainConfig`, built."""
-    encoder_overrides = {field: getattr(config, field) for field in ENCODER_SIZE_FIELDS}
-    encoder_overrides["seed"] = config.seed
-    model = CCMIMPretrainer.from_preset(
-        config.preset,
-        encoder_overrides=encoder_overrides,
-        decoder_hidden_dim=config.decoder_hidden_dim,
-        decoder_num_layers=config.decoder_num_layers,
-        decoder_num_heads=config.decoder_num_heads,
-        mask_ratio=config.mask_ratio,
-        masking=config.masking,
-        sampler=config.sampler,
-        sampling_temperature=config.sampling_temperature,
-        sampling_temperature_start=config.sampling_temperature_start,
-        sampling_temperature_steps=config.temperature_schedule_steps,
-        score_layers=config.score_layers,
-        score_from=config.score_from,
-        contrastive=config.contrastive,
-        contrastive_weight=config.contrastive_weight,
-        temperature=config.temperature,
-        projection_dim=config.projection_dim,
-        norm_pix_loss=config.norm_pix_loss,
-        seed=config.seed,
-    )
-    model.build()
-    return model
 
 
 def initialise_from(model, source):

@@ -1,8 +1,23 @@
-"""The workdir of a pretraining run and its rules: what a rerun may change
-(and the comparison of a saved config with a new one), resuming the same
-run, refusing a different one, starting afresh with the earlier outputs
-moved aside (`fresh`), and the history its earlier calls left."""
+"""The workdir of a pretraining run and its rules: one run at a time holds it
+(`WorkdirLock`), what a rerun may change (the comparison of a saved config
+with a new one; each field's rule is in its declaration in `config.py`),
+resuming the same run, refusing a different one, starting afresh with the
+earlier outputs moved aside (`fresh`), and the history its earlier calls
+left.
 
+How a run resumes: `pretrain` locks the workdir, then `prepare_workdir`
+compares the `config.json` there with the command's. A workdir whose
+checkpoint log records a save holds a checkpointed run: the same run (or
+one that changes only fields a rerun may change) resumes from its newest
+intact checkpoint (`checkpoints.fit_resumable`), a different one is refused
+unless `allow_config_change`. A workdir whose run stopped before its first
+checkpoint (even during the first save) holds no state worth resuming: the
+same run starts from step 0 with the earlier files moved to `previous-<n>/`.
+`fresh` always starts over, moving the earlier outputs aside; nothing is
+ever deleted.
+"""
+
+import fcntl
 import json
 import logging
 import os
@@ -10,6 +25,7 @@ import os
 from keras_ccmim.file_io import move_aside
 from keras_ccmim.models.preset_files import ENCODER_PRESET
 from keras_ccmim.models.presets import ALIASES as PRESET_ALIASES
+from keras_ccmim.training import config as config_lib
 from keras_ccmim.training.checkpoints import holds_checkpoints
 from keras_ccmim.training.config import FOLDER_MANIFEST_FILE, ConfigError, PretrainConfig
 from keras_ccmim.training.distribution import barrier, is_primary
@@ -17,33 +33,76 @@ from keras_ccmim.training.distribution import barrier, is_primary
 logger = logging.getLogger(__name__)
 
 # Fields a rerun on a workdir that holds a checkpointed run may change
-# freely: they do not change what is trained (where the run's files and the
-# prepared data are, how it is distributed and compiled, what it prints and
-# how often it checkpoints or logs). Every other field (model, masking,
-# loss, data, schedule length, batch size, optimisation, seed, and
-# lift_images, the fixed batch the recorded masking metrics are measured
-# on) changes the run: the rerun is refused unless allow_config_change.
-RESUMABLE_CHANGES = (
-    "data_dir",
-    "workdir",
-    "distribution",
-    "coordinator_address",
-    "num_processes",
-    "process_id",
-    "jit_compile",
-    "verbose",
-    "checkpoint_every_steps",
-    "keep_checkpoints",
-    "tensorboard_every_steps",
-    "check_every_steps",
-    "fresh",
-    "resume_from_step",
-    "allow_config_change",
-)
-# The optimisation knobs the NaN advice turns (`pretrain.nan_advice`): a
-# rerun with resume_from_step set, a deliberate restart from an earlier
-# checkpoint, may change them too.
-RESTART_CHANGES = ("blr", "warmup_epochs", "weight_decay", "mixed_precision")
+# freely (where the files and data are, how the run is driven and logged);
+# every other field changes what is trained, and a rerun that changes one is
+# refused unless allow_config_change. With resume_from_step (a deliberate
+# restart from an earlier checkpoint, as the NaN advice says) the
+# optimisation knobs of RESTART_CHANGES may change too.
+RESUMABLE_CHANGES = config_lib.fields(rerun=config_lib.FREE)
+RESTART_CHANGES = config_lib.fields(rerun=config_lib.RESTART)
+
+LOCK_FILE = "run.lock"
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir: one run at a time writes into it.
+
+    The lock is the operating system's (`fcntl.flock` on
+    `<workdir>/run.lock`), taken before the run writes anything else and
+    released by the OS when the process ends, however it ends, so a killed
+    run never leaves a stale lock. The file holds the PID of the process
+    holding it, named in the error a second run gets.
+    """
+
+    def __init__(self, workdir):
+        self.workdir = os.fspath(workdir)
+        self.path = os.path.join(self.workdir, LOCK_FILE)
+        self._file = None
+
+    def __enter__(self):
+        os.makedirs(self.workdir, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ConfigError(
+                f"workdir {self.workdir!r} is in use by another run (PID {holder}). Wait for "
+                "it to end, or pass another --workdir."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._file is not None:
+            self._file.close()  # closing the file releases the lock
+            self._file = None
+
+
+def workdir_in_use(path):
+    """The PID (a string) of the run holding the lock of `path` or of a
+    folder above it, else None: what a program that writes into a folder
+    checks first, so that it never writes into a running pretraining's
+    workdir."""
+    folder = os.path.abspath(os.fspath(path))
+    while True:
+        lock = os.path.join(folder, LOCK_FILE)
+        if os.path.isfile(lock):
+            with open(lock) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return handle.read().strip() or "unknown"
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 def _comparable(name, value):
@@ -111,26 +170,25 @@ RUN_OUTPUTS = (
 )
 
 
-def _holds_metrics(workdir):
-    return os.path.exists(os.path.join(workdir, "metrics.csv"))
-
-
-def _check_changes(saved, config, workdir):
-    """Refuses a rerun whose config changes what the checkpointed run in
-    `workdir` trains (see `config_changes`) unless `allow_config_change`;
-    logs one line for each kind of change that is let through."""
+def _check_changes(saved, config, workdir, started=True):
+    """Refuses a rerun whose config changes what the earlier run in `workdir`
+    trains (see `config_changes`) unless `allow_config_change`; logs one line
+    for each kind of change that is let through. `started`: the earlier run
+    has a checkpoint (else it stopped before its first one)."""
     changes = config_changes(saved, config)
+    what = "a checkpointed run" if started else (
+        "the files of a run that stopped before its first checkpoint")
     if changes and not config.allow_config_change:
         restart = [name for name, _, _ in changes if name in RESTART_CHANGES]
         note = ""
-        if restart:
+        if restart and started:
             note = (
                 f" ({', '.join(restart)} may change without --allow_config_change when "
                 "--resume_from_step trains on from an earlier checkpoint, as the NaN advice "
                 "says.)"
             )
         raise ConfigError(
-            f"workdir {workdir!r} holds a checkpointed run with a different configuration: "
+            f"workdir {workdir!r} holds {what} with a different configuration: "
             f"{describe_changes(changes)}. Rerun with the same settings to resume it, pass "
             "--allow_config_change to train on with the new values (config.json is "
             "updated), --fresh to start over (the earlier outputs are moved to "
@@ -154,12 +212,17 @@ def _check_changes(saved, config, workdir):
 
 
 def prepare_workdir(config, fresh=False):
-    """Creates the workdir. One that holds checkpoints (intact or not) must
-    hold the same run (see `_check_changes`), which then resumes; one that
-    holds metrics but no checkpoint is refused, as starting over would mix
-    two runs. With `fresh`, an earlier run's outputs are moved to
-    `previous-<n>/` first (nothing is deleted) and the run starts from step
-    0."""
+    """Checks and prepares the workdir of a run (see the module docstring),
+    and writes its `config.json`.
+
+    Returns:
+        `(workdir, checkpoint_dir)`.
+
+    Raises:
+        ConfigError: the workdir holds another run (without
+            `allow_config_change`), or files of a run whose configuration
+            cannot be read.
+    """
     workdir = os.fspath(config.workdir)
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     config_path = os.path.join(workdir, CONFIG_FILE)
@@ -174,36 +237,56 @@ def prepare_workdir(config, fresh=False):
         barrier("ccmim_workdir_checked")
         aside = move_aside(workdir, RUN_OUTPUTS)
         if aside is not None:
-            logger.info(f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
+            logger.info(
+                f"Starting afresh (fresh=True): the earlier run's outputs are kept in {aside}.")
     else:
-        _check_workdir(config, workdir, checkpoint_dir, config_path)
+        state = _check_workdir(config, workdir, checkpoint_dir, config_path)
         barrier("ccmim_workdir_checked")
+        if state == "unstarted":
+            aside = move_aside(workdir, RUN_OUTPUTS)
+            if aside is not None:
+                logger.info(
+                    f"The earlier start of this run in {workdir} stopped before its first "
+                    f"checkpoint: its files are kept in {aside}, and the run starts from "
+                    "step 0."
+                )
     os.makedirs(checkpoint_dir, exist_ok=True)
     config.save(config_path)
     barrier("ccmim_workdir_written")
     return workdir, checkpoint_dir
 
 
+def _saved_config(config_path, workdir):
+    try:
+        return PretrainConfig.load(config_path)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(
+            f"{config_path} cannot be read ({error}), so the earlier run in {workdir!r} "
+            "cannot be checked against this configuration. Restore the file, pass a new "
+            "--workdir, or pass --fresh to start over (the old files are kept aside)."
+        ) from error
+
+
 def _check_workdir(config, workdir, checkpoint_dir, config_path):
-    """Raises a `ConfigError` for a workdir `prepare_workdir` must refuse."""
+    """What `workdir` holds: "checkpointed" (a run with a checkpoint, which
+    resumes), "unstarted" (the files of the same run that stopped before its
+    first checkpoint) or None (nothing of a run). Raises a `ConfigError` for
+    a workdir `prepare_workdir` must refuse."""
     if holds_checkpoints(checkpoint_dir):
         if os.path.exists(config_path):
-            try:
-                saved = PretrainConfig.load(config_path)
-            except (ValueError, TypeError) as error:
-                raise ConfigError(
-                    f"{config_path} cannot be read ({error}), so the checkpointed run in "
-                    f"{workdir!r} cannot be checked against this configuration. Restore the "
-                    "file, pass a new --workdir, or pass --fresh to start over (the old "
-                    "files are kept aside)."
-                ) from error
-            _check_changes(saved, config, workdir)
-    elif _holds_metrics(workdir):
+            _check_changes(_saved_config(config_path, workdir), config, workdir)
+        return "checkpointed"
+    if os.path.exists(config_path):
+        _check_changes(_saved_config(config_path, workdir), config, workdir, started=False)
+        return "unstarted"
+    if os.path.exists(os.path.join(workdir, "metrics.csv")):
         raise ConfigError(
-            f"workdir {workdir!r} holds metrics.csv of an earlier run but no checkpoint to "
-            "resume it from; starting over would mix the two runs. Pass a new --workdir, "
-            "or pass --fresh to start over (the old files are kept aside)."
+            f"workdir {workdir!r} holds metrics.csv of an earlier run but neither its "
+            "config.json nor a checkpoint, so this command cannot be checked against it. "
+            "Pass a new --workdir, or pass --fresh to start over (the old files are kept "
+            "aside)."
         )
+    return None
 
 
 def earlier_results(path):

@@ -76,8 +76,8 @@ def test_gumbel_sampling_matches_sampling_without_replacement():
 
 def test_temperature_sharpens_sampling():
     scores = np.array([0.05, 0.1, 0.15, 0.2, 0.5])
-    cold = PatchSelector((1, 5), mask_ratio=0.4, temperature=0.25, seed=1)
-    warm = PatchSelector((1, 5), mask_ratio=0.4, temperature=4.0, seed=1)
+    cold = PatchSelector((1, 5), mask_ratio=0.4, sampling_temperature=0.25, seed=1)
+    warm = PatchSelector((1, 5), mask_ratio=0.4, sampling_temperature=4.0, seed=1)
     f_cold = run_selector(cold, 5000, scores)["mask"].mean(0)
     f_warm = run_selector(warm, 5000, scores)["mask"].mean(0)
     np.testing.assert_allclose(f_cold, plackett_luce_inclusion(scores**4 / (scores**4).sum(), 2), atol=0.03)
@@ -146,19 +146,19 @@ def test_bad_arguments_are_explained():
     with pytest.raises(ValueError, match="Unknown sampler"):
         PatchSelector(4, sampler="softmax")
     with pytest.raises(ValueError, match="temperature"):
-        PatchSelector(4, temperature=0)
+        PatchSelector(4, sampling_temperature=0)
     with pytest.raises(ValueError, match="needs importance scores"):
         PatchSelector(4)(ops.zeros((1, 16, 1)))
 
 
 def test_config_round_trip():
-    args = dict(grid_size=[3, 4], mask_ratio=0.5, masking="block", sampler="uniform_noise", temperature=2.0, seed=3)
+    args = dict(grid_size=[3, 4], mask_ratio=0.5, masking="block", sampler="uniform_noise", sampling_temperature=2.0, seed=3)
     assert_config_round_trip(PatchSelector(**args), args)
     assert set(MASKING_STRATEGIES) == {"importance_sampling", "importance", "random", "block"}
 
 
 def test_temperature_schedule_anneals_by_half_cosine_in_training_only():
-    selector = PatchSelector(4, temperature=0.1, temperature_start=1.0, temperature_steps=4, seed=0)
+    selector = PatchSelector(4, sampling_temperature=0.1, sampling_temperature_start=1.0, sampling_temperature_steps=4, seed=0)
     scores = np.full((16,), 1 / 16)
     expected = [0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(t / 4, 1))) for t in range(7)]
     got = []
@@ -178,7 +178,7 @@ def test_temperature_schedule_anneals_by_half_cosine_in_training_only():
 def test_schedule_position_travels_with_the_weights(tmp_path):
     import keras
 
-    make = lambda: PatchSelector(4, temperature=0.2, temperature_start=1.0, temperature_steps=10)  # noqa: E731
+    make = lambda: PatchSelector(4, sampling_temperature=0.2, sampling_temperature_start=1.0, sampling_temperature_steps=10)  # noqa: E731
     selector = make()
     tokens, scores = ops.zeros((1, 16, 1)), np.full((1, 16), 1 / 16, "float32")
     for _ in range(3):
@@ -197,9 +197,9 @@ def test_schedule_position_travels_with_the_weights(tmp_path):
 
 
 def test_schedule_arguments_are_checked():
-    with pytest.raises(ValueError, match="temperature_steps > 0"):
-        PatchSelector(4, temperature_start=1.0)
-    with pytest.raises(ValueError, match="temperature_start must be positive"):
-        PatchSelector(4, temperature_start=0.0, temperature_steps=3)
-    args = dict(grid_size=[4, 4], temperature=0.1, temperature_start=1.0, temperature_steps=5)
+    with pytest.raises(ValueError, match="sampling_temperature_steps > 0"):
+        PatchSelector(4, sampling_temperature_start=1.0)
+    with pytest.raises(ValueError, match="sampling_temperature_start must be a positive"):
+        PatchSelector(4, sampling_temperature_start=0.0, sampling_temperature_steps=3)
+    args = dict(grid_size=[4, 4], sampling_temperature=0.1, sampling_temperature_start=1.0, sampling_temperature_steps=5)
     assert_config_round_trip(PatchSelector(**args), args)

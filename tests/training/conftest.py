@@ -74,21 +74,21 @@ OLD_DEFAULTS = dict(
     weight_decay=0.05,
     seed=0,
     mixed_precision="float32",
+    jit_compile="auto",
+    workdir=None,  # required now: the README's command passes --workdir=runs/demo
     distribution="auto",
     coordinator_address=None,
     num_processes=None,
     process_id=None,
-    jit_compile="auto",
-    workdir="runs/demo",
+    fresh=False,
+    resume_from_step=None,
+    allow_config_change=False,
     checkpoint_every_steps=0,
     keep_checkpoints=2,
     tensorboard_every_steps=10,
     check_every_steps=20,
     lift_images=64,
     verbose="auto",
-    fresh=False,
-    resume_from_step=None,
-    allow_config_change=False,
 )
 
 

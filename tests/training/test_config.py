@@ -9,7 +9,7 @@ from keras_ccmim.training import workdir
 
 
 def test_demo_defaults_resolve(tiny_run):
-    # The demo recipe (configs/demo.py): the library's defaults are the
+    # The demo recipe (keras_ccmim/recipes/demo.py): the library's defaults are the
     # paper's ImageNet recipe.
     config, info = resolve_config(PretrainConfig(
         preset="vit_tiny_patch4_32", batch_size=64, epochs=2, blr=1.5e-3, warmup_epochs=0.5,
@@ -127,7 +127,7 @@ def test_tfds_dataset_without_data_dir(tiny_run):
 def test_missing_data_dir(tiny_run, tmp_path):
     missing = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match=r"data_dir '.*nowhere' does not exist. Pass "
-                       r"--data_dir=<folder holding the prepared TFDS datasets>"):
+                       r"--config.data_dir=<folder holding the prepared TFDS datasets>"):
         resolve_config(tiny_run(dataset="cifar10_jpeg", data_dir=missing))
 
 

@@ -125,14 +125,17 @@ def test_a_run_killed_three_times_ends_where_the_uninterrupted_run_ends(
     assert max(_records(workdir)) == 4
 
     # 2. Resumed at step 4 (a new epoch); killed while writing the epoch-end
-    #    checkpoint of step 8, so only a truncated file of step 8 exists.
+    #    checkpoint of step 8, so only a truncated file of step 8 exists, under
+    #    the temporary name a complete checkpoint is renamed from.
     with pytest.raises(Killed):
         pretrain(values, callbacks=[KillWhileSaving(8)])
     out = library_messages.read()
     assert "at step 4 (epoch 2, batch 0 of 4)" in out
     figures["after an epoch boundary (resumed at 4, checkpoint 6)"] = _max_difference(
         _checkpoint(workdir, 6), _checkpoint(reference, 6))
-    assert os.path.getsize(_checkpoint(workdir, 8)) < os.path.getsize(_checkpoint(reference, 8))
+    partial = os.path.join(workdir, "checkpoints", ".partial-ckpt-00000008.weights.h5")
+    assert os.path.getsize(partial) < os.path.getsize(_checkpoint(reference, 8))
+    assert not os.path.exists(_checkpoint(workdir, 8))
 
     # 3. Resumed from step 6 (the pointer still names it), past the
     #    truncated file; killed mid-epoch after step 10.
@@ -168,3 +171,26 @@ def test_a_run_killed_three_times_ends_where_the_uninterrupted_run_ends(
                   f"{difference:.3g}")
     for point, difference in figures.items():
         assert difference <= TOLERANCE, (point, difference)
+
+
+@pytest.mark.parametrize("kill", [KillAfterStep(2), KillWhileSaving(3)],
+                         ids=["before the first checkpoint", "during the first save"])
+def test_a_run_killed_before_its_first_checkpoint_starts_again(
+    reference, tiny_run, library_messages, kill
+):
+    # The same command, rerun, starts from step 0 (no --fresh), keeps the
+    # killed start's files aside, and ends where the uninterrupted run ends.
+    values = tiny_run(**RUN)
+    workdir = values["workdir"]
+    with pytest.raises(Killed):
+        pretrain(values, callbacks=[kill])
+    assert not os.path.exists(os.path.join(workdir, "checkpoints", "checkpoints.jsonl"))
+    library_messages.read()
+    results = pretrain(values)
+    out = library_messages.read()
+    assert "stopped before its first checkpoint" in out and "previous-1" in out, out
+    assert results.initial_step == 0 and results.global_step == 12
+    assert os.path.isdir(os.path.join(workdir, "previous-1", "checkpoints"))
+    encoder = [keras.ops.convert_to_numpy(w) for w in load_encoder(workdir).weights]
+    expected = [keras.ops.convert_to_numpy(w) for w in load_encoder(reference).weights]
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(encoder, expected)) <= TOLERANCE

@@ -223,7 +223,13 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one(tiny_run, lib
     assert sorted(os.listdir(checkpoints)) == before
 
 
-def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, library_messages):
+def test_a_run_without_a_checkpoint_starts_again_unless_its_config_changed(
+        tiny_run, library_messages):
+    # A workdir whose run left metrics and config.json but no checkpoint (its
+    # checkpoints were lost, or it was killed between the first epoch's
+    # metrics and its first checkpoint): the same command starts it again
+    # from step 0, with the earlier files kept aside; another config is
+    # refused; fresh=True always starts over.
     values = tiny_run(epochs=1)
     pretrain(values)
     workdir = values["workdir"]
@@ -236,15 +242,17 @@ def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, library_
     with open(os.path.join(workdir, "metrics.csv")) as f:
         old_metrics = f.read()
 
-    with pytest.raises(ConfigError, match="metrics.csv of an earlier run but no checkpoint"):
-        pretrain(values)
+    with pytest.raises(ConfigError, match=r"holds the files of a run that stopped before its "
+                       r"first checkpoint with a different configuration: seed: 0 -> 1\."):
+        pretrain(dict(values, seed=1))
     with open(os.path.join(workdir, "metrics.csv")) as f:
         assert f.read() == old_metrics
 
     library_messages.read()
-    fresh = pretrain(values, fresh=True)
-    assert fresh.initial_step == 0 and fresh.global_step == 3
-    assert "previous-1" in library_messages.read()
+    again = pretrain(values)
+    assert again.initial_step == 0 and again.global_step == 3
+    message = library_messages.read()
+    assert "stopped before its first checkpoint" in message and "previous-1" in message
     with open(os.path.join(workdir, "previous-1", "metrics.csv")) as f:
         assert f.read() == old_metrics
     assert os.path.exists(os.path.join(workdir, "previous-1", "results.json"))
@@ -252,10 +260,15 @@ def test_metrics_without_checkpoints_are_refused_unless_fresh(tiny_run, library_
         assert f.read() == "the user's own file"
     assert len(_rows(workdir)) == 1
 
+    library_messages.read()
+    fresh = pretrain(values, fresh=True)
+    assert fresh.initial_step == 0 and fresh.global_step == 3
+    assert "previous-2" in library_messages.read()
+
     # fresh=True as a config field does the same, keeping the run before too.
     again = pretrain(dict(values, fresh=True))
     assert again.initial_step == 0
-    assert os.path.exists(os.path.join(workdir, "previous-2", "checkpoints",
+    assert os.path.exists(os.path.join(workdir, "previous-3", "checkpoints",
                                        "ckpt-00000003.weights.h5"))
     with pytest.raises(ConfigError, match="fresh must be True or False"):
         pretrain(values, fresh="yes")
@@ -271,11 +284,11 @@ def test_following_the_nan_advice_trains_on(tiny_run, library_messages):
     with pytest.raises(training.NonFiniteLossError) as error:
         pretrain(values)
     message = str(error.value)
-    advice = re.search(r"rerun the same command with ((?:--\w+(?:=\S+)? ?)+)", message)
+    advice = re.search(r"rerun the same command with ((?:--[\w.]+(?:=\S+)? ?)+)", message)
     assert advice, message
     flags = {}
     for flag in advice.group(1).split():
-        name, _, value = flag[2:].partition("=")
+        name, _, value = flag[2:].removeprefix("config.").partition("=")
         flags[name] = True if not value else (float(value) if "." in value or "e" in value
                                               else int(value))
     assert flags["blr"] == NAN_ADVICE_BLR, message

@@ -1,5 +1,6 @@
-"""The recipes in configs/: each loads and resolves, the demo is the old
-defaults, the ImageNet recipe's runlocal variant trains."""
+"""The shipped recipes (keras_ccmim/recipes/): each loads by name and
+resolves, the demo is the old defaults, the ImageNet recipe's runlocal
+variant trains, and a recipe file outside the package loads by path."""
 
 import dataclasses
 import os
@@ -17,15 +18,15 @@ from keras_ccmim.training import (
 )
 from tests.training.conftest import OLD_DEFAULTS, REPO_ROOT
 
-DEMO = "configs/demo.py"
-CIFAR10 = "configs/cifar10_vit_tiny.py"
-IMAGENET = "configs/imagenet_vit_base_ccmim.py"
-MAE = "configs/mae_baseline.py"
+DEMO = "demo"
+CIFAR10 = "cifar10_vit_tiny"
+IMAGENET = "imagenet_vit_base_ccmim"
+MAE = "mae_baseline"
 SHARED_TFDS_DIR = REPO_ROOT.parent / "shared" / "data" / "tfds"
 
 
 def _load(spec, **overrides):
-    config = load_recipe(os.path.join(REPO_ROOT, spec))
+    config = load_recipe(spec)
     return dataclasses.replace(config_from_recipe(config), **overrides)
 
 
@@ -47,7 +48,7 @@ def test_the_library_defaults_are_the_papers_recipe():
     # The ImageNet recipe writes them out.
     recipe_fields = _load(IMAGENET).to_dict()
     differ = {k for k, v in defaults.to_dict().items() if recipe_fields[k] != v}
-    assert differ == {"dataset", "workdir"}
+    assert differ == {"dataset"}
 
 
 def test_a_config_without_workdir_names_the_flag(tmp_path):
@@ -84,13 +85,34 @@ def test_the_mae_baseline_is_the_imagenet_recipe_without_ccmim():
     assert differ == {
         "masking": ("importance_sampling", "random"),
         "contrastive": ("infonce", "none"),
-        "workdir": ("runs/imagenet_vit_base_ccmim", "runs/imagenet_vit_base_mae"),
     }
 
 
 def test_an_unknown_recipe_argument_is_refused():
     with pytest.raises(ValueError, match="Unknown argument 'huge'"):
-        load_recipe(os.path.join(REPO_ROOT, IMAGENET) + ":huge")
+        load_recipe(IMAGENET + ":huge")
+
+
+def test_a_recipe_loads_by_name_from_any_directory_and_by_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("demo").batch_size == 64
+    mine = tmp_path / "mine.py"
+    mine.write_text(
+        "from keras_ccmim.training.config import recipe\n"
+        "def get_config(arg=None):\n"
+        "    return recipe(preset='vit_tiny_patch4_32', epochs=int(arg or 1))\n")
+    assert load_recipe(str(mine)).epochs == 1 and load_recipe(f"{mine}:3").epochs == 3
+    assert load_recipe("mine.py:2").epochs == 2  # a relative path
+    with pytest.raises(FileNotFoundError, match=r"Recipe 'nosuch' does not exist: pass a "
+                       r"recipe name \(cifar10_vit_tiny, demo, "):
+        load_recipe("nosuch")
+
+
+def test_run_level_fields_are_not_recipe_fields():
+    with pytest.raises(ValueError, match=r"workdir is set per run, not by a recipe: pass "
+                       r"--workdir=\.\.\."):
+        recipe(workdir="runs/x")
+    assert "workdir" not in recipe() and "fresh" not in recipe()
 
 
 def test_recipe_fields_are_typed_for_command_line_overrides():

@@ -8,8 +8,9 @@ One target per Python file:
   examples/,          block, py_library for the others (tools/bazel/ keeps its
   benchmarks/,        hand-written BUILD; tools/'s shell scripts are not
   tools/              package data).
-  configs/            py_library per recipe; a binary or test naming "configs"
-                      in a string gets them as data (they are loaded by path).
+  keras_ccmim/recipes/
+                      py_library per recipe; every binary and test gets them
+                      as data too (`load_recipe` reads them by path).
   tests/**            keras_backend_py_test per `test_*.py` / `*_test.py` (one
                       py_test per Keras backend), testonly py_library for
                       conftest.py and helper modules; every test depends on the
@@ -43,13 +44,13 @@ HEADER = (
 
 LIBRARY_ROOTS = ("keras_ccmim",)
 BINARY_ROOTS = ("train", "evaluate", "examples", "benchmarks", "tools")
-# Recipes (`configs/*.py`): a py_library each, loaded by path at run time, so
-# a binary or test that names "configs" (or a "configs/....py" file) in a
-# string literal gets them all as data.
-CONFIG_ROOTS = ("configs",)
+# The shipped recipes: a py_library each, read by path at run time
+# (`keras_ccmim.training.config.load_recipe`), so every binary and test has
+# them as data.
+RECIPES_DIR = "keras_ccmim/recipes"
 TEST_ROOTS = ("tests",)
-ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + CONFIG_ROOTS + TEST_ROOTS
-SCRIPT_ROOTS = BINARY_ROOTS + CONFIG_ROOTS
+ROOTS = LIBRARY_ROOTS + BINARY_ROOTS + TEST_ROOTS
+SCRIPT_ROOTS = BINARY_ROOTS
 
 BACKENDS = ("tensorflow", "jax", "torch")
 MACRO_BZL = "//tools/bazel:keras_test.bzl"
@@ -449,12 +450,12 @@ def generate(repo):
                 attrs.append(("main", '"%s"' % m.filename))
             data_labels = [":" + PACKAGE_DATA] if has_data else []
             if m.kind in ("test", "binary"):
-                roots = m.script_roots if m.kind == "test" else [
-                    r for r in m.script_roots if r in CONFIG_ROOTS]
+                roots = m.script_roots if m.kind == "test" else []
                 data_labels += sorted(
                     _label(s, names, package_dir)
                     for s in modules.values()
-                    if s.root in roots and not s.is_init and s.relpath != m.relpath
+                    if (s.root in roots or s.package_dir == RECIPES_DIR)
+                    and not s.is_init and s.relpath != m.relpath
                 )
             if data_labels:
                 attrs.append(("data", _list(data_labels)))

@@ -7,8 +7,8 @@ As in the study, the pass is logged as 8 Keras epochs of 43 steps (the
 curves' resolution; the warmup, 0.2 of the pass, is 1.6 of them). The
 TFDS folder must be given:
 
-    python train/pretrain.py --config=configs/cifar10_vit_tiny.py \
-        --data_dir=<folder holding the TFDS datasets>
+    ccmim-pretrain --config=cifar10_vit_tiny --workdir=runs/cifar10 \
+        --config.data_dir=<folder holding the TFDS datasets>
 
 The study's ablations are overrides, e.g. `--config.masking=random
 --config.contrastive=none` (MAE) or `--config.score_from=logits`.
@@ -26,7 +26,7 @@ def get_config(arg=None):
     return recipe(
         preset="vit_tiny_patch4_32",
         dataset="cifar10_jpeg",
-        data_dir=None,  # must be given: --data_dir or --config.data_dir
+        data_dir=None,  # must be given: --config.data_dir
         split="train[:45000]",
         num_images=IMAGES,
         batch_size=BATCH_SIZE,
@@ -35,7 +35,6 @@ def get_config(arg=None):
         blr=1.5e-3,
         warmup_epochs=0.2 * POINTS_PER_EPOCH,
         seed=0,
-        workdir="runs/cifar10",
         verbose=2,
         tensorboard_every_steps=0,
     )

@@ -2,11 +2,10 @@ r"""The README demo: a short ccMIM pretraining of ViT-T/4 on `synthetic_objects`
 
 The `vit_tiny_patch4_32` preset (32 px, patch 4, 192 wide, 12 blocks;
 decoder 128 x 2) on 3,072 generated images, 2 epochs of 48 steps at batch
-64, a few minutes on a 2-core CPU. It is `train/pretrain.py`'s default
-recipe, so these run the same:
+64. It is `ccmim-pretrain`'s default recipe, so these run the same:
 
-    python train/pretrain.py --workdir=runs/demo
-    python train/pretrain.py --config=configs/demo.py
+    ccmim-pretrain --workdir=runs/demo
+    ccmim-pretrain --config=demo --workdir=runs/demo
 
 The demo trains at blr 1.5e-3 with a half-epoch warmup: at batch 64 and for
 96 steps, the paper's 1.5e-4 barely moves the weights.
@@ -24,5 +23,4 @@ def get_config(arg=None):
         epochs=2,
         blr=1.5e-3,
         warmup_epochs=0.5,
-        workdir="runs/demo",
     )

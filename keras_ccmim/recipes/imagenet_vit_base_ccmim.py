@@ -10,13 +10,13 @@ recipe writes them out. The TFDS folder holding `imagenet2012` must be
 given; on fewer devices, trade batch for accumulation
 (`--config.batch_size=1024 --config.accum_steps=4`):
 
-    python train/pretrain.py --config=configs/imagenet_vit_base_ccmim.py \
-        --data_dir=<folder holding the TFDS datasets>
+    ccmim-pretrain --config=imagenet_vit_base_ccmim --workdir=runs/imagenet \
+        --config.data_dir=<folder holding the TFDS datasets>
 
 `:runlocal` shrinks it to a smoke run of the same recipe (a tiny ViT on a
 few `synthetic_objects` images, 4 steps), seconds on a CPU:
 
-    python train/pretrain.py --config=configs/imagenet_vit_base_ccmim.py:runlocal
+    ccmim-pretrain --config=imagenet_vit_base_ccmim:runlocal --workdir=runs/smoke
 """
 
 from keras_ccmim.training.config import recipe
@@ -35,7 +35,7 @@ def get_config(arg=None):
         temperature=0.5,
         norm_pix_loss=True,
         dataset="imagenet2012",
-        data_dir=None,  # must be given: --data_dir or --config.data_dir
+        data_dir=None,  # must be given: --config.data_dir
         split="train",
         batch_size=4096,
         accum_steps=1,
@@ -43,7 +43,6 @@ def get_config(arg=None):
         blr=1.5e-4,
         warmup_epochs=40,
         weight_decay=0.05,
-        workdir="runs/imagenet_vit_base_ccmim",
     )
     if arg == "runlocal":
         # The same losses, masking and optimiser on a model and data that
@@ -66,6 +65,5 @@ def get_config(arg=None):
             steps_per_epoch=2,
             warmup_epochs=0.5,
             lift_images=16,
-            workdir="runs/imagenet_vit_base_ccmim_runlocal",
         )
     return config
