@@ -20,6 +20,8 @@ ALLOWED = {
     "data": {"utilities"},
     "training": {"backend_specific", "utilities", "layers", "models", "data"},
     "evaluation": {"backend_specific", "utilities", "layers", "models", "data", "training"},
+    # No other group lists "conversion": the models <-> conversion direction is one way.
+    "conversion": {"backend_specific", "utilities", "layers", "models"},
 }
 
 

@@ -8,7 +8,7 @@ Writes a preset to `--output` (`config.json`, `model.weights.h5`,
 `mae_pretrain_vit_*.pth`, a `CCMIMPretrainer` (encoder, decoder, and ccMIM's
 projector where the file has one) when the file holds a decoder. Load it with
 `ViTEncoder.from_preset(folder)` (an encoder) or
-`keras_ccmim.models.converted_preset.load_converted(folder)`; the evaluation
+`keras_ccmim.conversion.load_converted(folder)`; the evaluation
 binaries take it as `--workdir`, the main job as `--init_from`.
 The architecture is read from the weights; the number of attention heads
 from the file's args or the known ViT widths, else pass `--num_heads`. Needs
@@ -41,15 +41,15 @@ def main(argv):
     try:
         if not FLAGS.checkpoint or not FLAGS.output:
             raise ValueError("Pass --checkpoint=FILE.pth and --output=FOLDER.")
-        from keras_ccmim.models import convert_mae, converted_preset
+        from keras_ccmim import conversion
 
-        model = convert_mae.convert_mae_checkpoint(
+        model = conversion.convert_mae_checkpoint(
             FLAGS.checkpoint,
             num_heads=FLAGS.num_heads,
             decoder_num_heads=FLAGS.decoder_num_heads,
             with_decoder={"auto": "auto", "yes": True, "no": False}[FLAGS.with_decoder],
         )
-        paths = converted_preset.save_converted(model, FLAGS.output, overwrite=FLAGS.overwrite)
+        paths = conversion.save_converted(model, FLAGS.output, overwrite=FLAGS.overwrite)
         print(json.dumps({"model": type(model).__name__, **paths}))
     except (ValueError, OSError, ImportError) as error:
         if isinstance(error, OSError):

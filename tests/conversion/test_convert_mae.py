@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from keras_ccmim import CCMIMPretrainer, ViTEncoder
-from keras_ccmim.models import convert_mae, converted_preset, mae_architecture, mae_checkpoint
+from keras_ccmim.conversion import convert_mae, mae_architecture, torch_files
 from tests.testing_utils import to_numpy
 
 pytestmark = pytest.mark.slow  # a minute or two of model builds: see the `slow` marker
@@ -387,7 +387,7 @@ def test_pth_round_trip_with_args_namespace(tmp_path):
                               mask_ratio=0.6, norm_pix_loss=False, input_size=32)
     path = tmp_path / "mae_visualize.pth"
     torch.save({"model": _to_torch(sd), "args": args, "epoch": 3}, path)
-    checkpoint = mae_checkpoint.load_mae_state_dict(path)
+    checkpoint = torch_files.load_mae_state_dict(path)
     assert checkpoint.args["model"] == "mae_vit_custom" and checkpoint.args["mask_ratio"] == 0.6
     assert sorted(checkpoint.state_dict) == sorted(sd)
     for key, value in sd.items():
@@ -403,13 +403,13 @@ def test_pth_with_another_pickled_class_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": _to_torch(mae_state_dict()), "extra": fractions.Fraction(1, 3)}, path)
     with pytest.raises(ValueError, match=r"Refused to read .*argparse.Namespace.*fractions"):
-        mae_checkpoint.load_mae_state_dict(path)
+        torch_files.load_mae_state_dict(path)
 
 
 def test_reading_a_pth_without_torch_says_how_to_fix(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"needs PyTorch.*keras-ccmim\[torch\]"):
-        mae_checkpoint.load_mae_state_dict(tmp_path / "x.pth")
+        torch_files.load_mae_state_dict(tmp_path / "x.pth")
 
 
 # -- saving ----------------------------------------------------------------------------
@@ -418,17 +418,17 @@ def test_reading_a_pth_without_torch_says_how_to_fix(monkeypatch, tmp_path):
 def test_save_converted_round_trip(tmp_path):
     sd = mae_state_dict(seed=9, decoder=True)
     model = convert_mae.convert_mae_state_dict(sd, num_heads=HEADS, decoder_num_heads=DEC_HEADS)
-    paths = converted_preset.save_converted(model, tmp_path / "out")
+    paths = convert_mae.save_converted(model, tmp_path / "out")
     assert os.path.basename(paths["weights"]) == "model.weights.h5"
     with open(paths["config"]) as f:
         assert json.load(f)["class_name"] == "CCMIMPretrainer"
-    loaded = converted_preset.load_converted(tmp_path / "out")
+    loaded = convert_mae.load_converted(tmp_path / "out")
     x = images(9)
     np.testing.assert_allclose(to_numpy(loaded.encoder(x)), to_numpy(model.encoder(x)), atol=1e-6)
     np.testing.assert_array_equal(to_numpy(loaded.decoder.head.kernel), sd["decoder_pred.weight"].T)
     with pytest.raises(ValueError, match="already exist"):
-        converted_preset.save_converted(model, tmp_path / "out")
-    converted_preset.save_converted(model, tmp_path / "out", overwrite=True)
+        convert_mae.save_converted(model, tmp_path / "out")
+    convert_mae.save_converted(model, tmp_path / "out", overwrite=True)
 
 
 # (the whole file is slow; this test runs a subprocess importing Keras and torch)
@@ -442,7 +442,7 @@ def test_binary_converts_a_pth(tmp_path):
     result = subprocess.run(command + [f"--num_heads={HEADS}"], capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr
-    encoder = converted_preset.load_converted(out)
+    encoder = convert_mae.load_converted(out)
     assert isinstance(encoder, ViTEncoder) and encoder.num_heads == HEADS
     x = images(10)
     assert max_diff(to_numpy(encoder(x)), ref_encoder(mae_state_dict(seed=10), x)) < PARITY_ATOL

@@ -18,7 +18,7 @@ import os
 import pickle
 from typing import NamedTuple, Optional
 
-from keras_ccmim.models.mae_architecture import listing
+from keras_ccmim.conversion.mae_architecture import listing
 
 
 class MAECheckpoint(NamedTuple):

@@ -32,7 +32,7 @@ import logging
 
 import numpy as np
 
-from keras_ccmim.models.mae_architecture import array_shape, check_position_table
+from keras_ccmim.conversion.mae_architecture import array_shape, check_position_table
 
 logger = logging.getLogger(__name__)
 
