@@ -12,7 +12,8 @@ projector where the file has one) when the file holds a decoder. Load it with
 binaries take it as `--workdir`, the main job as `--init_from`.
 The architecture is read from the weights; the number of attention heads
 from the file's args or the known ViT widths, else pass `--num_heads`. Needs
-PyTorch to read the file (any Keras backend).
+PyTorch to read a `.pth` (any Keras backend); a `.safetensors` state dict in
+the same naming (timm's weights files, `tools/export_timm.py`'s) needs none.
 """
 
 import json
@@ -24,7 +25,7 @@ from absl import app, flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "The MAE / ccMIM .pth file (required).")
+flags.DEFINE_string("checkpoint", None, "The MAE / ccMIM .pth or .safetensors file (required).")
 flags.DEFINE_string("output", None, "Folder of the preset written (required).")
 flags.DEFINE_integer("num_heads", None, "Encoder attention heads, when the file does not say.")
 flags.DEFINE_integer("decoder_num_heads", None, "Decoder attention heads, likewise.")

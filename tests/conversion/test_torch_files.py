@@ -67,7 +67,7 @@ def test_reading_a_pth_without_torch_says_how_to_fix(monkeypatch, tmp_path):
 def _not_checkpoints(tmp_path):
     """`{kind: path}`: an empty file, random bytes, random bytes behind a
     pickle's first byte (torch reads them as a pickle), and a real
-    checkpoint cut in half."""
+    checkpoint and a real safetensors file cut in half."""
     rng = np.random.default_rng(0)
     files = {
         "empty": b"",
@@ -78,9 +78,13 @@ def _not_checkpoints(tmp_path):
     torch.save({"model": to_torch(mae_state_dict())}, whole)
     data = whole.read_bytes()
     files["truncated"] = data[: len(data) // 2]
+    whole = tmp_path / "whole.safetensors"
+    torch_files.save_state_dict(mae_state_dict(), whole, "safetensors")
+    data = whole.read_bytes()
+    files["truncated safetensors"] = data[: len(data) // 2]
     paths = {}
     for kind, content in files.items():
-        paths[kind] = tmp_path / f"{kind.replace(' ', '_')}.pth"
+        paths[kind] = tmp_path / f"{kind.replace(' ', '_')}.pth"  # the name does not matter
         paths[kind].write_bytes(content)
     return paths
 
@@ -90,6 +94,7 @@ def _not_checkpoints(tmp_path):
     ("random bytes", r"is not a PyTorch checkpoint: it begins with neither"),
     ("random pickle", r"not a well-formed PyTorch checkpoint \(UnpicklingError: Unsupported"),
     ("truncated", r"not a well-formed PyTorch checkpoint \(RuntimeError: .*zip archive"),
+    ("truncated safetensors", r"not a well-formed safetensors file"),
 ])
 def test_a_file_that_is_not_a_checkpoint_gets_one_line(tmp_path, kind, says):
     path = _not_checkpoints(tmp_path)[kind]
