@@ -8,11 +8,12 @@ Writes a preset to `--output` (`config.json`, `model.weights.h5`,
 `mae_pretrain_vit_*.pth`, a `CCMIMPretrainer` (encoder, decoder, and ccMIM's
 projector where the file has one) when the file holds a decoder. Load it with
 `ViTEncoder.from_preset(folder)` (an encoder) or
-`keras_ccmim.models.converted_preset.load_converted(folder)`; the evaluation
+`keras_ccmim.conversion.load_converted(folder)`; the evaluation
 binaries take it as `--workdir`, the main job as `--init_from`.
 The architecture is read from the weights; the number of attention heads
 from the file's args or the known ViT widths, else pass `--num_heads`. Needs
-PyTorch to read the file (any Keras backend).
+PyTorch to read a `.pth` (any Keras backend); a `.safetensors` state dict in
+the same naming (timm's weights files, `tools/export_timm.py`'s) needs none.
 """
 
 import json
@@ -24,7 +25,7 @@ from absl import app, flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "The MAE / ccMIM .pth file (required).")
+flags.DEFINE_string("checkpoint", None, "The MAE / ccMIM .pth or .safetensors file (required).")
 flags.DEFINE_string("output", None, "Folder of the preset written (required).")
 flags.DEFINE_integer("num_heads", None, "Encoder attention heads, when the file does not say.")
 flags.DEFINE_integer("decoder_num_heads", None, "Decoder attention heads, likewise.")
@@ -41,15 +42,15 @@ def main(argv):
     try:
         if not FLAGS.checkpoint or not FLAGS.output:
             raise ValueError("Pass --checkpoint=FILE.pth and --output=FOLDER.")
-        from keras_ccmim.models import convert_mae, converted_preset
+        from keras_ccmim import conversion
 
-        model = convert_mae.convert_mae_checkpoint(
+        model = conversion.convert_mae_checkpoint(
             FLAGS.checkpoint,
             num_heads=FLAGS.num_heads,
             decoder_num_heads=FLAGS.decoder_num_heads,
             with_decoder={"auto": "auto", "yes": True, "no": False}[FLAGS.with_decoder],
         )
-        paths = converted_preset.save_converted(model, FLAGS.output, overwrite=FLAGS.overwrite)
+        paths = conversion.save_converted(model, FLAGS.output, overwrite=FLAGS.overwrite)
         print(json.dumps({"model": type(model).__name__, **paths}))
     except (ValueError, OSError, ImportError) as error:
         if isinstance(error, OSError):

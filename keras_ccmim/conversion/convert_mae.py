@@ -8,8 +8,7 @@ under `"args"`. The public ccMIM code saves the same names plus its projector
 (`projector.{0,1,3,4}.*`, a torch `nn.Sequential`), possibly behind a
 `module.` prefix.
 
-    from keras_ccmim.models.converted_preset import save_converted
-    from keras_ccmim.models.mae_checkpoint import load_mae_state_dict
+    from keras_ccmim.conversion import load_mae_state_dict, save_converted
 
     checkpoint = load_mae_state_dict("mae_visualize_vit_large.pth")
     model = convert_mae_state_dict(checkpoint.state_dict, args=checkpoint.args)
@@ -20,22 +19,20 @@ or `convert_mae_checkpoint(path)` for the first two steps, or the binary
 
 Both MAE and the project use the exact (erf) GELU in the MLP and pre-norm
 blocks with a biased qkv projection, so a converted encoder computes MAE's
-function (tests/models/test_convert_mae.py checks it against an
+function (tests/conversion/test_convert_mae.py checks it against an
 independent torch forward on every backend).
 
-The parts, one file each: reading the untrusted `.pth` (tensors and
-`argparse.Namespace` only): `keras_ccmim.models.mae_checkpoint`; the
-architecture read from the weights, and the checks that list every missing,
-unexpected or misshapen name: `mae_architecture`; where each weight goes
-(torch layout -> Keras layout): `mae_weight_mapping`; the preset written and
-read back: `converted_preset`.
+This module builds the model and writes it as a preset (`save_converted`);
+reading the file is `keras_ccmim.conversion.torch_files`, the architecture
+and its name checks `mae_architecture`, where each weight goes
+`weight_mapping`.
 """
 
 import argparse
 import logging
+import os
 
-from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
-from keras_ccmim.models.mae_architecture import (
+from keras_ccmim.conversion.mae_architecture import (
     array_shape,
     block_indices,
     block_shapes,
@@ -49,12 +46,19 @@ from keras_ccmim.models.mae_architecture import (
     strip_prefix,
     warn_unconverted,
 )
-from keras_ccmim.models.mae_checkpoint import load_mae_state_dict
-from keras_ccmim.models.mae_weight_mapping import (
+from keras_ccmim.conversion.torch_files import load_mae_state_dict
+from keras_ccmim.conversion.weight_mapping import (
     assign_weights,
     load_decoder_weights,
     load_encoder_weights,
     projector_assignments,
+)
+from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+from keras_ccmim.models.preset_files import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    load_from_preset,
+    save_to_preset,
 )
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
@@ -339,3 +343,36 @@ def convert_mae_checkpoint(path, **kwargs):
     checkpoint = load_mae_state_dict(path)
     kwargs.setdefault("args", checkpoint.args)
     return convert_mae_state_dict(checkpoint.state_dict, **kwargs)
+
+
+def save_converted(model, folder, overwrite=False):
+    """Writes `model` to `folder` as a preset (`config.json`,
+    `model.weights.h5`, `metadata.json`; see `keras_ccmim.models.preset_files`).
+
+    Args:
+        model: a converted `ViTEncoder` or `CCMIMPretrainer`.
+        folder: the output folder (created when missing).
+        overwrite: replace those two files when they exist.
+
+    Returns:
+        `{"weights": path, "config": path}`.
+    """
+    folder = os.fspath(folder)
+    weights = os.path.join(folder, WEIGHTS_FILE)
+    config = os.path.join(folder, CONFIG_FILE)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--output {folder!r} is a file; pass a folder for the converted model.")
+    existing = [p for p in (weights, config) if os.path.exists(p)]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{listing(existing)} already exist; choose another output folder or pass "
+            "overwrite=True (the binary's --overwrite)."
+        )
+    save_to_preset(model, folder)  # keras-hub's layout, with metadata.json
+    return {"weights": weights, "config": config}
+
+
+def load_converted(folder):
+    """The model `save_converted` wrote to `folder` (a preset), built, with
+    its weights."""
+    return load_from_preset(folder, (ViTEncoder, CCMIMPretrainer))

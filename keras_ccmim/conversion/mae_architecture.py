@@ -1,7 +1,7 @@
 """What an MAE / ccMIM state dict must hold: its architecture read from the
 weights (width, depth, patch grid, attention heads), the names and shapes
 that architecture implies, and the errors and warnings that list every
-mismatch at once (`keras_ccmim.models.convert_mae` uses them).
+mismatch at once (`keras_ccmim.conversion.convert_mae` uses them).
 
 The heads are not in the weights: an explicit argument, else the file's
 `args` (`args.num_heads`, or the size in `args.model`), else the project's
@@ -141,7 +141,7 @@ def check_shapes(state, expected, family_keys, architecture):
             lines.append(f"  shape mismatches ({len(mismatched)}): {listing(mismatched)}")
         lines.append(
             "Fix: convert an MAE / ccMIM pretraining checkpoint in timm naming (see "
-            "keras_ccmim.models.convert_mae), or fix the keys above."
+            "keras_ccmim.conversion.convert_mae), or fix the keys above."
         )
         raise ValueError("\n".join(lines))
 
