@@ -46,10 +46,12 @@ class ImportanceScorer(keras.layers.Layer):
     here. Two definitions (`score_from`), each a distribution over the N
     patches:
 
-    * `"probabilities"` (the probability score, the public ccMIM code's
-      rule): `s = softmax_N(sum_l a_l)`, `a_l [B, N]` the head-averaged
-      softmax attention of the [CLS] query over all keys at scoring layer
-      `l`, restricted to the patch keys.
+    * `"probabilities"` (the probability score, after the public ccMIM
+      code's rule): `s = softmax_N(sum_l a_l)`, `a_l [B, N]` the
+      head-averaged softmax attention of the [CLS] query over all keys at
+      scoring layer `l`, restricted to the patch keys. (The public code
+      sums the other direction of the same attention matrices: how much
+      each patch's query attends to the [CLS] key.)
     * `"logits"` (the logit score, the paper's Section 3.2):
       `s = softmax_N(mean_l z_l)`, `z_l [B, N]` the head-averaged scaled
       logits `q_0 . k_j / sqrt(d)` of the N patch keys at layer `l` ([CLS]

@@ -39,11 +39,11 @@ class CCMIMPretrainer(keras.Model):
             `sampling_temperature_steps` training steps (see `PatchSelector`).
         sampling_temperature_steps: steps of that schedule.
         score_layers: `"all"`, `"last"` or block indices.
-        score_from: `"probabilities"` (the probability score, the public
-            code's rule: softmax of the summed head-averaged attention
-            probabilities) or `"logits"` (the logit score, the paper's
-            Section 3.2: softmax over the patch keys of the layer-mean
-            head-averaged scaled logits).
+        score_from: `"probabilities"` (the probability score, after the
+            public code's rule: softmax of the summed head-averaged
+            attention probabilities) or `"logits"` (the logit score, the
+            paper's Section 3.2: softmax over the patch keys of the
+            layer-mean head-averaged scaled logits); see `ImportanceScorer`.
         score_scale: what divides the logit score's logits: `"head_dim"`
             (`sqrt(D / num_heads)`, as the attention) or `"hidden_dim"`
             (`sqrt(D)`, the paper's formula as written). These three
