@@ -49,18 +49,15 @@ class CCMIMPretrainer(keras.Model):
             (`sqrt(D)`, the paper's formula as written). These three
             settings are the scorer's (`self.scorer`, an `ImportanceScorer`,
             their one home); the pretrainer reads them from there.
-        scoring_drop_path: whether the encoder's drop path is active in the
-            no-gradient scoring pass during training. Default `False`: the
-            scores measure the model, not one random sub-network of it.
-        teacher_drop_path: whether the encoder's drop path is active in the
-            no-gradient teacher pass during training. Default `False`: the
-            teacher sees the whole network, as a DINO teacher does.
-        teacher_updates_moving_statistics: whether the teacher pass updates
-            the moving mean and variance of the projector's BatchNorms.
-            Default `True`: the shared projector is updated by every batch
-            it normalises, as SimSiam's is; `False` keeps the student's
-            updates only (the teacher still normalises with its own batch
-            statistics).
+        scoring_drop_path, teacher_drop_path: whether the encoder's drop
+            path is active in training in the no-gradient scoring pass and
+            teacher pass. Default `False`: the scores measure the model, and
+            the teacher sees the whole network, as a DINO teacher does.
+        teacher_updates_moving_statistics: whether the teacher pass, as the
+            student's, updates the projector's BatchNorm moving statistics
+            (default `True`, as SimSiam's shared projector); with `False`
+            it still normalises with its own batch statistics. See
+            docs/method.md for the references of these three.
         contrastive: `"infonce"`, `"infonce_cross"`, `"align"` or `"none"`.
             A contrastive term needs batches of at least 2 images.
         contrastive_weight: `lambda`.
@@ -157,8 +154,7 @@ class CCMIMPretrainer(keras.Model):
             seed=seed,
             name="selector",
         )
-        # The score's settings live in the scorer alone (it has no weights,
-        # so it exists whatever the masking; only importance masking calls it).
+        # The score's settings live here alone; only importance masking calls it.
         self.scorer = ImportanceScorer(
             score_layers, score_from=score_from, score_scale=score_scale, name="scorer"
         )
@@ -312,12 +308,10 @@ class CCMIMPretrainer(keras.Model):
         return outputs
 
     def _check_contrastive_batch(self, batch_size):
-        """Refuses a batch of one image with a contrastive term, when the
-        batch size is known while tracing (a TensorFlow graph whose batch
-        dimension is `None` cannot be checked here: `pretrain` batches with
-        `drop_remainder`, so its batch is known). Under `tf.distribute` with
-        several replicas each replica's batch may be 1: the losses gather the
-        global batch, of at least one image per replica."""
+        """Refuses a batch of one image with a contrastive term when its size
+        is known while tracing (not in a TensorFlow graph with a `None` batch
+        dimension; see docs/method.md). Several `tf.distribute` replicas may
+        hold one image each: the losses gather the global batch."""
         if batch_size is None or batch_size >= 2:
             return
         if backend_specific.cross_replica_gather() is not None:

@@ -239,6 +239,24 @@ def test_projector_moving_statistics_from_the_student_or_both(teacher_updates):
                                to_numpy(out["teacher"]), rtol=1e-5, atol=1e-5)
 
 
+def test_who_updates_the_moving_statistics_changes_no_trained_weight():
+    """Training normalises with batch statistics, so the choice changes the
+    projector's moving statistics only: after the same steps every trainable
+    weight is the same either way."""
+    trained = {}
+    for teacher_updates in (True, False):
+        keras.utils.set_random_seed(0)
+        model = tiny_pretrainer(seed=0, teacher_updates_moving_statistics=teacher_updates)
+        model.compile(optimizer=keras.optimizers.AdamW(3e-3))
+        model.fit(smooth_images(8), batch_size=4, epochs=1, verbose=0, shuffle=False)
+        trained[teacher_updates] = model
+    for got, want in zip(trained[False].trainable_weights, trained[True].trainable_weights):
+        np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=0, atol=1e-6)
+    gaps = [np.abs(to_numpy(a) - to_numpy(b)).max() for a, b in zip(
+        trained[False].projector.non_trainable_weights, trained[True].projector.non_trainable_weights)]
+    assert max(gaps) > 1e-4
+
+
 def test_a_batch_of_one_is_refused_with_a_contrastive_loss():
     import tensorflow as tf
 
