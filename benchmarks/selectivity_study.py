@@ -13,11 +13,18 @@ on a fixed batch, with the reconstruction and contrastive losses:
     deterministic top-K (masking=importance);
   random masking (the reference; selectivity 0 by construction).
 
+`--sweep=mask_ratio` instead trains importance sampling at T_s = 1 with
+each score (`--score_from`, all layers) at each `--mask_ratios`; its
+workdirs keep the trained models, which `benchmarks/score_ranking.py` reads
+to rank patches by both scores at every K.
+
 Writes results.json (every run's curves and summary), results.md (the
 table) and selectivity.png (one panel per score definition, plus the
 losses) to --output_dir.
 
     python benchmarks/selectivity_study.py
+    python benchmarks/selectivity_study.py --sweep=mask_ratio \
+        --output_dir=runs/selectivity_mask_ratio
 """
 
 import json
@@ -38,6 +45,10 @@ flags.DEFINE_list("default_score_temperatures", ["0.5"],
 flags.DEFINE_float("schedule_end", 0.1, "T_s the schedule anneals to from 1.")
 flags.DEFINE_list("score_from", ["probabilities", "logits"], "Score definitions.")
 flags.DEFINE_list("score_layers", ["all", "last"], "Scoring layers.")
+flags.DEFINE_enum("sweep", "masking", ["masking", "mask_ratio"],
+                  "masking: every masking setting at mask ratio 0.75; mask_ratio: T_s = 1 "
+                  "with each --score_from over all layers at each --mask_ratios.")
+flags.DEFINE_list("mask_ratios", ["0.25", "0.5", "0.75"], "Mask ratios of --sweep=mask_ratio.")
 flags.DEFINE_integer("num_images", 1024, "synthetic_objects images.")
 flags.DEFINE_integer("num_layers", 4, "Encoder blocks (ViT-T/4 width 192).")
 flags.DEFINE_integer("lift_images", 256, "Images of the fixed batch the metrics are measured on.")
@@ -53,6 +64,10 @@ METRICS = ("foreground_lift", "foreground_lift_max", "mask_selectivity")
 
 def settings():
     """`(label, group, overrides)` of every run."""
+    if FLAGS.sweep == "mask_ratio":
+        return [(f"{score_from}/all r={ratio}", f"{score_from}/all",
+                 dict(score_from=score_from, score_layers="all", mask_ratio=float(ratio)))
+                for score_from in FLAGS.score_from for ratio in FLAGS.mask_ratios]
     runs = []
     for score_from in FLAGS.score_from:
         for layers in FLAGS.score_layers:
@@ -99,18 +114,23 @@ def run_one(label, overrides, workdir):
     }
 
 
-def markdown_table(runs):
+def markdown_table(runs, random_spread=False):
+    """The table; `random_spread` adds the standard deviation of random
+    masking's selectivity on the same batch at the same K (the noise floor,
+    which depends on the mask ratio)."""
+    spread = " random masking's selectivity std |" if random_spread else ""
     lines = ["| setting | selectivity (2nd half mean) | final selectivity | final score top-K "
-             "selectivity | final lift / max | reconstruction loss | contrastive loss | s |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"selectivity | final lift / max |{spread} reconstruction loss | contrastive loss | s |",
+             "|---|---|---|---|---|---|---|---|" + ("---|" if random_spread else "")]
     for r in runs:
         f = r["final"]
         scored = r.get("score_selectivity_final")
         scored = "-" if scored is None else f"{scored:.3f}"
+        cells = f" {r['random_masking']['mask_selectivity']['std']:.3f} |" if random_spread else ""
         lines.append(
             f"| {r['label']} | {r['selectivity_second_half']:.3f} | {f['mask_selectivity']:.3f} | "
             f"{scored} | "
-            f"{f['foreground_lift']:.3f} / {f['foreground_lift_max']:.3f} | "
+            f"{f['foreground_lift']:.3f} / {f['foreground_lift_max']:.3f} |{cells} "
             f"{r['final_reconstruction_loss']:.4f} | {r['final_contrastive_loss']:.4f} | "
             f"{r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -146,7 +166,8 @@ def plot(out, summary):
 def write_outputs(out, summary):
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    table = markdown_table(summary["runs"])
+    table = markdown_table(summary["runs"],
+                           random_spread=summary["flags"].get("sweep") == "mask_ratio")
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table + "\n")
     plot(out, summary)
@@ -191,8 +212,8 @@ def main(argv):
         "runs_seconds": sum(r["seconds"] for r in runs),
         "hardware": hardware_label(), "backend": keras.backend.backend(),
         "flags": {k: FLAGS[k].value for k in (
-            "temperatures", "default_score_temperatures", "schedule_end", "score_from", "score_layers", "num_images", "num_layers",
-            "lift_images",
+            "sweep", "mask_ratios", "temperatures", "default_score_temperatures", "schedule_end",
+            "score_from", "score_layers", "num_images", "num_layers", "lift_images",
             "batch_size", "points", "steps_per_point", "blr", "seed")},
     }
     write_outputs(out, summary)

@@ -228,7 +228,7 @@ def model_step_flops(model, **kwargs):
         num_channels=enc.num_channels,
         mask_ratio=model.mask_ratio,
         score_layers=model.score_layers,
-        scoring=model.scorer is not None,
+        scoring=model.selector.needs_scores,
         teacher=model.projector is not None,
         **kwargs,
     )

@@ -1,6 +1,7 @@
 """The projector and predictor of the contrastive branch (ccMIM step 8)."""
 
 import keras
+from keras import ops
 
 from keras_ccmim import backend_specific
 
@@ -25,7 +26,13 @@ def _mlp(hidden_dim, output_dim, affine_output, dtype, prefix):
 
 class _TwoLayerMLP(keras.layers.Layer):
     """Linear(no bias) - BN - ReLU - Linear(no bias) - BN; the BatchNorms
-    use the statistics of the global batch on every backend."""
+    use the statistics of the global batch on every backend.
+
+    `call(x, training=None, update_moving_statistics=True)`: in training
+    the BatchNorms normalise with the batch's statistics and, unless
+    `update_moving_statistics=False`, fold them into their moving mean and
+    variance (with `False` those are left exactly as they were).
+    """
 
     affine_output = False
 
@@ -43,11 +50,23 @@ class _TwoLayerMLP(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, update_moving_statistics=True):
+        if training and not update_moving_statistics:
+            # Keras' BatchNormalization has no "batch statistics without the
+            # update" mode: keep the moving values and put them back after.
+            kept = [
+                (variable, ops.copy(variable.value))
+                for layer in self.mlp
+                if isinstance(layer, keras.layers.BatchNormalization)
+                for variable in (layer.moving_mean, layer.moving_variance)
+            ]
         for layer in self.mlp:
             x = layer(x, training=training) if isinstance(
                 layer, keras.layers.BatchNormalization
             ) else layer(x)
+        if training and not update_moving_statistics:
+            for variable, value in kept:
+                variable.assign(value)
         return x
 
     def compute_output_shape(self, input_shape):

@@ -3,8 +3,13 @@
 import keras
 from keras import ops
 
+from keras_ccmim import checks
+from keras_ccmim.layers.transformer_block import CLS_LOGIT_SCALES
+
 # What the score is computed from (`ImportanceScorer(score_from=...)`).
 SCORE_SOURCES = ("probabilities", "logits")
+# What divides the logits of the logit score (`ImportanceScorer(score_scale=...)`).
+SCORE_SCALES = CLS_LOGIT_SCALES
 
 
 def resolve_score_layers(score_layers, num_layers):
@@ -38,21 +43,40 @@ def resolve_score_layers(score_layers, num_layers):
 class ImportanceScorer(keras.layers.Layer):
     """Combines per-layer [CLS] attention maps into patch importance scores.
 
-    Two definitions (`score_from`), each a distribution over the N patches:
+    The scorer owns the score's settings; `CCMIMPretrainer` reads them from
+    here. Two definitions (`score_from`), each a distribution over the N
+    patches:
 
-    * `"probabilities"` (the public ccMIM code): `s = softmax_N(sum_l a_l)`,
-      `a_l [B, N]` the head-averaged softmax attention of the [CLS] query
-      over all keys at scoring layer `l`, restricted to the patch keys.
-    * `"logits"` (the paper's definition): `s = softmax_N(mean_l z_l)`,
-      `z_l [B, N]` the head-averaged scaled logits `q_0 . k_j / sqrt(d)` of
-      the N patch keys at layer `l` ([CLS] key excluded).
+    * `"probabilities"` (the probability score, after the public ccMIM
+      code's rule): `s = softmax_N(sum_l a_l)`, `a_l [B, N]` the
+      head-averaged softmax attention of the [CLS] query over all keys at
+      scoring layer `l`, restricted to the patch keys. (The public code
+      sums the other direction of the same attention matrices: how much
+      each patch's query attends to the [CLS] key.)
+    * `"logits"` (the logit score, the paper's Section 3.2):
+      `s = softmax_N(mean_l z_l)`, `z_l [B, N]` the head-averaged scaled
+      logits `q_0 . k_j / sqrt(d)` of the N patch keys at layer `l` ([CLS]
+      key excluded).
 
-    The maps themselves come from `ViTEncoder.cls_attention(kind=score_from)`,
-    which runs the encoder only up to the deepest scoring layer.
+    `score_scale` says what `d` is for the logit score: `"head_dim"`
+    (default) divides by `sqrt(D / num_heads)`, as the attention itself
+    does; `"hidden_dim"` divides by `sqrt(D)`, the paper's formula as
+    written (its `D` is the hidden dimension). The two differ by a factor
+    `sqrt(num_heads)` in the logits, which is a sampling temperature: with
+    the Gumbel sampler, `"hidden_dim"` at `T_s` masks exactly as
+    `"head_dim"` at `T_s * sqrt(num_heads)`. The top-K of the score is the
+    same under both. The probability score is the blocks' own attention,
+    so it has only `"head_dim"`.
+
+    The maps themselves come from
+    `ViTEncoder.cls_attention(kind=score_from, scale=score_scale)`, which
+    runs the encoder only up to the deepest scoring layer.
 
     Args:
         score_layers: `"all"` (default), `"last"`, or a list of block indices.
         score_from: `"probabilities"` (default) or `"logits"`.
+        score_scale: `"head_dim"` (default) or `"hidden_dim"` (only with
+            `score_from="logits"`).
 
     Call:
         attention_maps: list of `[B, N]` tensors, one per scoring layer.
@@ -61,18 +85,25 @@ class ImportanceScorer(keras.layers.Layer):
         probabilities, or the layer-mean logits).
     """
 
-    def __init__(self, score_layers="all", score_from="probabilities", **kwargs):
+    def __init__(
+        self, score_layers="all", score_from="probabilities", score_scale="head_dim", **kwargs
+    ):
         super().__init__(**kwargs)
         if isinstance(score_layers, str):
             resolve_score_layers(score_layers, 1)  # validates the name
         else:
             score_layers = [int(i) for i in score_layers]
-        if score_from not in SCORE_SOURCES:
+        checks.check_choice("score_from", score_from, SCORE_SOURCES)
+        checks.check_choice("score_scale", score_scale, SCORE_SCALES)
+        if score_from == "probabilities" and score_scale != "head_dim":
             raise ValueError(
-                f"Unknown score_from {score_from!r}; choose one of {', '.join(SCORE_SOURCES)}."
+                f"score_scale={score_scale!r} applies to the logit score only: the probability "
+                "score is the blocks' own attention, scaled by sqrt(head_dim). Use "
+                "score_from='logits' or score_scale='head_dim'."
             )
         self.score_layers = score_layers
         self.score_from = score_from
+        self.score_scale = score_scale
 
     def layer_indices(self, num_layers):
         return resolve_score_layers(self.score_layers, num_layers)
@@ -90,5 +121,11 @@ class ImportanceScorer(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"score_layers": self.score_layers, "score_from": self.score_from})
+        config.update(
+            {
+                "score_layers": self.score_layers,
+                "score_from": self.score_from,
+                "score_scale": self.score_scale,
+            }
+        )
         return config

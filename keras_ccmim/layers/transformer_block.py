@@ -8,6 +8,12 @@ from keras_ccmim.layers.drop_path import DropPath
 from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.layer_scale import LayerScale
 
+# What divides the [CLS] query's logits of the logit score
+# (`cls_attention_scale`): the square root of the head width `Dh`, as the
+# attention itself, or of the hidden width `D`, as the paper's Section 3.2
+# writes it.
+CLS_LOGIT_SCALES = ("head_dim", "hidden_dim")
+
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
 class TransformerBlock(keras.layers.Layer):
@@ -38,7 +44,9 @@ class TransformerBlock(keras.layers.Layer):
         `return_cls_attention=True`; with `cls_attention_only=True` only the
         `[B, T-1]` attention (the rest of the block is skipped).
         `cls_attention_kind`: `"probabilities"` (default) or `"logits"`, the
-        head-averaged scaled logits of the patch keys.
+        head-averaged scaled logits of the patch keys;
+        `cls_attention_scale`: `"head_dim"` (default; logits divided by
+        `sqrt(Dh)`) or `"hidden_dim"` (by `sqrt(D)`), for the logits only.
     """
 
     def __init__(
@@ -114,22 +122,29 @@ class TransformerBlock(keras.layers.Layer):
         shape = (-1, t, self.num_heads, self.head_dim)
         return ops.reshape(q, shape), ops.reshape(k, shape), ops.reshape(v, shape)
 
-    def _cls_attention(self, q, k, kind="probabilities"):
+    def _cls_attention(self, q, k, kind="probabilities", scale="head_dim"):
         """The [CLS] query's attention over the patch keys, head-averaged.
 
         `"probabilities"`: the softmax over all T keys ([CLS] included), then
-        the N patch columns. `"logits"`: the scaled logits `q_0 . k_j /
-        sqrt(Dh)` of the N patch keys (no softmax; the [CLS] key excluded).
+        the N patch columns, with the attention's own `1 / sqrt(Dh)`.
+        `"logits"`: the scaled logits `q_0 . k_j / sqrt(d)` of the N patch
+        keys (no softmax; the [CLS] key excluded), `d` the head width `Dh`
+        (`scale="head_dim"`) or the hidden width `D` (`"hidden_dim"`).
         """
-        q_cls = ops.cast(q[:, 0], "float32")  # [B, H, Dh]
-        logits = ops.einsum("bhd,bthd->bht", q_cls, ops.cast(k, "float32"))
-        logits = logits * (self.head_dim**-0.5)
-        if kind == "logits":
-            return ops.mean(logits[:, :, 1:], axis=1)
-        if kind != "probabilities":
+        if kind not in ("probabilities", "logits"):
             raise ValueError(
                 f"Unknown [CLS] attention kind {kind!r}; use 'probabilities' or 'logits'."
             )
+        if scale not in CLS_LOGIT_SCALES:
+            raise ValueError(
+                f"Unknown [CLS] logit scale {scale!r}; use one of {', '.join(CLS_LOGIT_SCALES)}."
+            )
+        q_cls = ops.cast(q[:, 0], "float32")  # [B, H, Dh]
+        logits = ops.einsum("bhd,bthd->bht", q_cls, ops.cast(k, "float32"))
+        if kind == "logits":
+            width = self.head_dim if scale == "head_dim" else self.hidden_dim
+            return ops.mean(logits[:, :, 1:] * (width**-0.5), axis=1)
+        logits = logits * (self.head_dim**-0.5)
         return ops.mean(ops.softmax(logits, axis=-1), axis=1)[:, 1:]
 
     def call(
@@ -139,10 +154,11 @@ class TransformerBlock(keras.layers.Layer):
         return_cls_attention=False,
         cls_attention_only=False,
         cls_attention_kind="probabilities",
+        cls_attention_scale="head_dim",
     ):
         q, k, v = self._split_heads(self.norm1(x))
         if cls_attention_only:
-            return self._cls_attention(q, k, cls_attention_kind)
+            return self._cls_attention(q, k, cls_attention_kind, cls_attention_scale)
         t = ops.shape(x)[1]
         attn = backend_specific.dot_product_attention(q, k, v, self.head_dim**-0.5)
         branch = self.proj(ops.reshape(attn, (-1, t, self.hidden_dim)))
@@ -154,7 +170,7 @@ class TransformerBlock(keras.layers.Layer):
             branch = self.ls2(branch)
         x = x + self.drop_path(branch, training=training)
         if return_cls_attention:
-            return x, self._cls_attention(q, k, cls_attention_kind)
+            return x, self._cls_attention(q, k, cls_attention_kind, cls_attention_scale)
         return x
 
     def compute_output_shape(self, input_shape):

@@ -39,11 +39,27 @@ class CCMIMPretrainer(keras.Model):
             `sampling_temperature_steps` training steps (see `PatchSelector`).
         sampling_temperature_steps: steps of that schedule.
         score_layers: `"all"`, `"last"` or block indices.
-        score_from: `"probabilities"` (the public code's score: softmax of
-            the summed head-averaged attention probabilities) or `"logits"`
-            (the paper's: softmax over the patch keys of the layer-mean
-            head-averaged scaled logits); see `ImportanceScorer`.
+        score_from: `"probabilities"` (the probability score, after the
+            public code's rule: softmax of the summed head-averaged
+            attention probabilities) or `"logits"` (the logit score, the
+            paper's Section 3.2: softmax over the patch keys of the
+            layer-mean head-averaged scaled logits); see `ImportanceScorer`.
+        score_scale: what divides the logit score's logits: `"head_dim"`
+            (`sqrt(D / num_heads)`, as the attention) or `"hidden_dim"`
+            (`sqrt(D)`, the paper's formula as written). These three
+            settings are the scorer's (`self.scorer`, an `ImportanceScorer`,
+            their one home); the pretrainer reads them from there.
+        scoring_drop_path, teacher_drop_path: whether the encoder's drop
+            path is active in training in the no-gradient scoring pass and
+            teacher pass. Default `False`: the scores measure the model, and
+            the teacher sees the whole network, as a DINO teacher does.
+        teacher_updates_moving_statistics: whether the teacher pass, as the
+            student's, updates the projector's BatchNorm moving statistics
+            (default `True`, as SimSiam's shared projector); with `False`
+            it still normalises with its own batch statistics. See
+            docs/method.md for the references of these three.
         contrastive: `"infonce"`, `"infonce_cross"`, `"align"` or `"none"`.
+            A contrastive term needs batches of at least 2 images.
         contrastive_weight: `lambda`.
         temperature: `tau` of the InfoNCE losses.
         projection_dim: projector output width.
@@ -71,6 +87,10 @@ class CCMIMPretrainer(keras.Model):
         sampling_temperature_steps=0,
         score_layers="all",
         score_from="probabilities",
+        score_scale="head_dim",
+        scoring_drop_path=False,
+        teacher_drop_path=False,
+        teacher_updates_moving_statistics=True,
         contrastive="infonce",
         contrastive_weight=0.2,
         temperature=0.5,
@@ -123,10 +143,15 @@ class CCMIMPretrainer(keras.Model):
         self.sampling_temperature = self.selector.temperature
         self.sampling_temperature_start = self.selector.temperature_start
         self.sampling_temperature_steps = self.selector.temperature_steps
-        self.score_from = score_from
-        self.score_layers = score_layers if isinstance(score_layers, str) else [
-            int(i) for i in score_layers
-        ]
+        for name, value in (
+            ("scoring_drop_path", scoring_drop_path),
+            ("teacher_drop_path", teacher_drop_path),
+            ("teacher_updates_moving_statistics", teacher_updates_moving_statistics),
+        ):
+            checks.check_bool(name, value)
+        self.scoring_drop_path = scoring_drop_path
+        self.teacher_drop_path = teacher_drop_path
+        self.teacher_updates_moving_statistics = teacher_updates_moving_statistics
         self.contrastive = contrastive
         self.contrastive_weight = float(contrastive_weight)
         self.temperature = float(temperature)
@@ -135,13 +160,11 @@ class CCMIMPretrainer(keras.Model):
         self.seed = seed
 
         policy = self.dtype_policy
-        self.scorer = None
-        self.score_layer_indices = ()
-        if self.selector.needs_scores:
-            self.scorer = ImportanceScorer(
-                self.score_layers, score_from=score_from, name="scorer"
-            )
-            self.score_layer_indices = self.scorer.layer_indices(encoder.num_layers)
+        # The score's settings live here alone; only importance masking calls it.
+        self.scorer = ImportanceScorer(
+            score_layers, score_from=score_from, score_scale=score_scale, name="scorer"
+        )
+        self.score_layer_indices = self.scorer.layer_indices(encoder.num_layers)
         self.decoder = MAEDecoder(
             encoder.grid_size,
             encoder.patch_size**2 * encoder.num_channels,
@@ -185,6 +208,20 @@ class CCMIMPretrainer(keras.Model):
         encoder = ViTEncoder(**encoder_config, name="encoder")
         return cls(encoder, **kwargs)
 
+    # -- the score's settings, read from the scorer ---------------------------
+
+    @property
+    def score_layers(self):
+        return self.scorer.score_layers
+
+    @property
+    def score_from(self):
+        return self.scorer.score_from
+
+    @property
+    def score_scale(self):
+        return self.scorer.score_scale
+
     # -- shapes --------------------------------------------------------------
 
     @property
@@ -219,22 +256,31 @@ class CCMIMPretrainer(keras.Model):
 
     # -- the step ------------------------------------------------------------
 
-    def score_patches(self, patch_tokens):
-        """ccMIM step 2: importance scores from [CLS] attention, no gradient."""
+    def score_patches(self, patch_tokens, training=None):
+        """ccMIM step 2: importance scores from [CLS] attention, no gradient.
+
+        Drop path is active here only with `scoring_drop_path=True`."""
+        scorer = self.scorer
         with backend_specific.no_grad():
             maps = self.encoder.cls_attention(
-                ops.stop_gradient(patch_tokens), self.score_layer_indices, kind=self.score_from
+                ops.stop_gradient(patch_tokens),
+                self.score_layer_indices,
+                kind=scorer.score_from,
+                scale=scorer.score_scale,
+                training=training if self.scoring_drop_path else False,
             )
-            result = self.scorer(maps)
+            result = scorer(maps)
         return {key: ops.stop_gradient(value) for key, value in result.items()}
 
     def call(self, images, training=None):
         self._check_images(images)
+        if self.projector is not None and training:
+            self._check_contrastive_batch(images.shape[0])
         tokens = self.encoder.embed(images)
         outputs = {}
         scores = attention_sum = None
-        if self.scorer is not None:
-            scored = self.score_patches(tokens)
+        if self.selector.needs_scores:
+            scored = self.score_patches(tokens, training=training)
             scores, attention_sum = scored["scores"], scored["attention_sum"]
             outputs["scores"] = scores
         selection = self.selector(
@@ -252,12 +298,37 @@ class CCMIMPretrainer(keras.Model):
                 student = self.predictor(student, training=training)
             with backend_specific.no_grad():
                 teacher_latent = self.encoder.encode(
-                    ops.stop_gradient(tokens), selection["ids_mask"], training=training
+                    ops.stop_gradient(tokens),
+                    selection["ids_mask"],
+                    training=training if self.teacher_drop_path else False,
                 )
                 cls_masked = ops.stop_gradient(teacher_latent[:, 0])
-                teacher = ops.stop_gradient(self.projector(cls_masked, training=training))
+                teacher = ops.stop_gradient(
+                    self.projector(
+                        cls_masked,
+                        training=training,
+                        update_moving_statistics=self.teacher_updates_moving_statistics,
+                    )
+                )
             outputs.update(cls_masked=cls_masked, student=student, teacher=teacher)
         return outputs
+
+    def _check_contrastive_batch(self, batch_size):
+        """Refuses a batch of one image with a contrastive term when its size
+        is known while tracing (not in a TensorFlow graph with a `None` batch
+        dimension; see docs/method.md). Several `tf.distribute` replicas may
+        hold one image each: the losses gather the global batch."""
+        if batch_size is None or batch_size >= 2:
+            return
+        if backend_specific.cross_replica_gather() is not None:
+            return
+        raise ValueError(
+            f"contrastive={self.contrastive!r} needs at least 2 images per batch, got a "
+            f"batch of {batch_size}: InfoNCE needs the other images as negatives and the "
+            "projector's BatchNorm needs two samples (one normalises to exactly 0, so the "
+            "contrastive loss would be silently 0). Use a batch size of at least 2 and drop "
+            "a last partial batch of one image, or contrastive='none'."
+        )
 
     def _check_images(self, images):
         shape = tuple(images.shape)
@@ -277,6 +348,7 @@ class CCMIMPretrainer(keras.Model):
         )
         total = reconstruction
         if self.projector is not None:
+            self._check_contrastive_batch(y_pred["student"].shape[0])
             # Under tf.distribute the negatives are gathered from every
             # replica, so they come from the global batch on every backend.
             contrastive = ccmim_losses.contrastive_loss(
@@ -308,6 +380,10 @@ class CCMIMPretrainer(keras.Model):
                 "sampling_temperature_steps": self.sampling_temperature_steps,
                 "score_layers": self.score_layers,
                 "score_from": self.score_from,
+                "score_scale": self.score_scale,
+                "scoring_drop_path": self.scoring_drop_path,
+                "teacher_drop_path": self.teacher_drop_path,
+                "teacher_updates_moving_statistics": self.teacher_updates_moving_statistics,
                 "contrastive": self.contrastive,
                 "contrastive_weight": self.contrastive_weight,
                 "temperature": self.temperature,
@@ -320,6 +396,11 @@ class CCMIMPretrainer(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        """Rebuilds a pretrainer from `get_config()`. A config saved before
+        the passes' drop path became a choice (no `scoring_drop_path` or
+        `teacher_drop_path`) had it active in both passes, and keeps it."""
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
+        config.setdefault("scoring_drop_path", True)
+        config.setdefault("teacher_drop_path", True)
         return cls(**config)

@@ -179,7 +179,9 @@ class ViTEncoder(keras.Model):
             x = block(x, training=training)
         return self.norm(x)
 
-    def cls_attention(self, patch_tokens, layer_indices, kind="probabilities"):
+    def cls_attention(
+        self, patch_tokens, layer_indices, kind="probabilities", scale="head_dim", training=None
+    ):
         """[CLS] attention maps at the given blocks, over all N patches.
 
         Blocks past the deepest requested one are not run, and in that block
@@ -191,6 +193,11 @@ class ViTEncoder(keras.Model):
             kind: `"probabilities"` (head-averaged softmax over all keys,
                 patch columns) or `"logits"` (head-averaged scaled logits of
                 the patch keys); see `TransformerBlock`.
+            scale: what divides the logits of `kind="logits"`: `"head_dim"`
+                (`sqrt(D / num_heads)`, as the attention) or `"hidden_dim"`
+                (`sqrt(D)`, the paper's formula as written).
+            training: passed to the blocks run before the deepest one (their
+                drop path); `None` follows the caller's Keras call context.
 
         Returns:
             list of `[B, N]` float32 maps, one per index.
@@ -199,14 +206,15 @@ class ViTEncoder(keras.Model):
         deepest = layer_indices[-1]
         x = self._prepend_cls(patch_tokens)
         maps = []
+        options = dict(cls_attention_kind=kind, cls_attention_scale=scale)
         for i, block in enumerate(self.blocks[: deepest + 1]):
             if i == deepest:
-                maps.append(block(x, cls_attention_only=True, cls_attention_kind=kind))
+                maps.append(block(x, cls_attention_only=True, **options))
             elif i in layer_indices:
-                x, attention = block(x, return_cls_attention=True, cls_attention_kind=kind)
+                x, attention = block(x, training=training, return_cls_attention=True, **options)
                 maps.append(attention)
             else:
-                x = block(x)
+                x = block(x, training=training)
         return maps
 
     def block_features(self, images, layer_indices, training=None):

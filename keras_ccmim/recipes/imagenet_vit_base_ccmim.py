@@ -6,7 +6,11 @@ with lambda 0.2 and tau 0.5; AdamW (betas 0.9, 0.95, fixed in
 `keras_ccmim.training.optimizer`; weight decay 0.05, none on biases, norms
 and embeddings); `lr = blr * 4096 / 256` with blr 1.5e-4, 40 warmup epochs
 then a cosine decay. These are also `PretrainConfig`'s defaults; the
-recipe writes them out. The TFDS folder holding `imagenet2012` must be
+recipe writes them out. The importance score is the library's default, the
+probability score of the public code's rule; the paper's own (Section 3.2)
+is the logit score, `--config.score_from=logits`, with
+`--config.score_scale=hidden_dim` for its `sqrt(D)` as written
+(`docs/method.md`). The TFDS folder holding `imagenet2012` must be
 given; on fewer devices, trade batch for accumulation
 (`--config.batch_size=1024 --config.accum_steps=4`):
 

@@ -168,7 +168,15 @@ class PretrainConfig:
         "all", "Blocks whose [CLS] attention scores the patches: all, last, or indices "
         "('3,5' or a list).")
     score_from: str = _field(
-        "probabilities", "probabilities (the public code's score) or logits (the paper's).")
+        "probabilities", "probabilities (after the public code's rule) or logits (the paper's "
+        "score).")
+    score_scale: str = _field(
+        "head_dim", "What divides the logit score's logits: head_dim (sqrt(D_head), as the "
+        "attention does) or hidden_dim (sqrt(D), the paper's Section 3.2 as written).")
+    scoring_drop_path: bool = _field(False, "Drop path in the no-gradient scoring pass.")
+    teacher_drop_path: bool = _field(False, "Drop path in the teacher (masked-set) pass.")
+    teacher_updates_moving_statistics: bool = _field(
+        True, "The teacher pass updates the projector's BatchNorm moving statistics too.")
     contrastive: str = _field("infonce", "infonce, infonce_cross, align or none (MAE).")
     contrastive_weight: float = _field(0.2, "lambda, the contrastive loss's weight.")
     temperature: float = _field(0.5, "tau of the InfoNCE losses.")

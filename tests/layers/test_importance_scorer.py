@@ -60,30 +60,38 @@ def test_encoder_cls_attention_matches_full_pass_and_stops_early():
     assert calls == [encoder.blocks[0].name], "blocks after the deepest scoring layer must not run"
 
 
-def _numpy_cls_logits(encoder, tokens):
+def _numpy_cls_logits(encoder, tokens, score_scale="head_dim"):
     """[CLS]-query logits over the patch keys at every block, in numpy from
-    the blocks' weights: `mean_h q_0 . k_j / sqrt(d)`, `j` the N patches."""
+    the blocks' weights: `mean_h q_0 . k_j / sqrt(d)`, `j` the N patches,
+    `d` the head width (`"head_dim"`) or the hidden width `D`
+    (`"hidden_dim"`, the paper's Section 3.2 as written)."""
     x = to_numpy(encoder._prepend_cls(tokens)).astype("float64")
     maps = []
     for block in encoder.blocks:
         p = block_weights(block)
         b, t, d = x.shape
         heads, dh = block.num_heads, block.head_dim
+        width = {"head_dim": dh, "hidden_dim": d}[score_scale]
         qkv = (layer_norm(x, p["g1"], p["b1"], 1e-6) @ p["wqkv"] + p["bqkv"]).reshape(b, t, 3, heads, dh)
-        maps.append(np.einsum("bhd,bnhd->bhn", qkv[:, 0, 0], qkv[:, 1:, 1]).mean(axis=1) / np.sqrt(dh))
+        maps.append(np.einsum("bhd,bnhd->bhn", qkv[:, 0, 0], qkv[:, 1:, 1]).mean(axis=1) / np.sqrt(width))
         x, _ = reference_block(x, p, heads)
     return maps
 
 
-@pytest.mark.parametrize("score_layers", ["all", "last", [0, 2]])
-def test_logit_score_matches_numpy_from_the_block_weights(score_layers):
-    encoder = ViTEncoder(**tiny_encoder_config(num_layers=3))
+@pytest.mark.parametrize(
+    "score_layers,score_scale",
+    [("all", "head_dim"), ("last", "head_dim"), ([0, 2], "head_dim"),
+     ("all", "hidden_dim"), ([0, 2], "hidden_dim")],
+)
+def test_logit_score_matches_numpy_from_the_block_weights(score_layers, score_scale):
+    # 4 heads, so the two scales differ by a factor 2 in the logits.
+    encoder = ViTEncoder(**tiny_encoder_config(num_layers=3, num_heads=4))
     images = np.random.RandomState(2).randn(2, 16, 16, 3).astype("float32")
     tokens = encoder.embed(images)
-    reference = _numpy_cls_logits(encoder, tokens)
-    scorer = ImportanceScorer(score_layers, score_from="logits")
+    reference = _numpy_cls_logits(encoder, tokens, score_scale)
+    scorer = ImportanceScorer(score_layers, score_from="logits", score_scale=score_scale)
     indices = scorer.layer_indices(3)
-    out = scorer(encoder.cls_attention(tokens, indices, kind="logits"))
+    out = scorer(encoder.cls_attention(tokens, indices, kind="logits", scale=score_scale))
     mean_logits = np.mean([reference[i] for i in indices], axis=0)
     expected = np.exp(mean_logits - mean_logits.max(-1, keepdims=True))
     expected /= expected.sum(-1, keepdims=True)
@@ -91,9 +99,16 @@ def test_logit_score_matches_numpy_from_the_block_weights(score_layers):
     np.testing.assert_allclose(to_numpy(out["attention_sum"]), mean_logits, rtol=1e-4, atol=1e-5)
     # The [CLS] key is excluded: the score is a distribution over N patches.
     np.testing.assert_allclose(to_numpy(out["scores"]).sum(-1), 1.0, rtol=1e-5)
-    assert_config_round_trip(scorer, {"score_layers": score_layers, "score_from": "logits"})
+    assert_config_round_trip(
+        scorer, {"score_layers": score_layers, "score_from": "logits", "score_scale": score_scale}
+    )
 
 
-def test_score_from_is_validated():
+def test_score_from_and_score_scale_are_validated():
     with pytest.raises(ValueError, match="score_from"):
         ImportanceScorer("all", score_from="values")
+    with pytest.raises(ValueError, match="Unknown score_scale 'model_dim'; choose one of head_dim, hidden_dim"):
+        ImportanceScorer("all", score_from="logits", score_scale="model_dim")
+    with pytest.raises(ValueError, match="applies to the logit score only"):
+        ImportanceScorer("all", score_scale="hidden_dim")
+    assert ImportanceScorer("all").score_scale == "head_dim"

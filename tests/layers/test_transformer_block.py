@@ -69,7 +69,8 @@ def test_block_config_round_trip():
     assert_config_round_trip(DropPath(0.2, seed=1), {"rate": 0.2, "seed": 1})
 
 
-def test_cls_attention_logits_equal_direct_computation(block_and_input):
+@pytest.mark.parametrize("scale", ["head_dim", "hidden_dim"])
+def test_cls_attention_logits_equal_direct_computation(block_and_input, scale):
     block, x = block_and_input
     p = block_weights(block)
     heads, dh = 4, 4
@@ -77,10 +78,15 @@ def test_cls_attention_logits_equal_direct_computation(block_and_input):
     qkv = layer_norm(x.astype("float64"), p["g1"], p["b1"], 1e-6) @ p["wqkv"] + p["bqkv"]
     qkv = qkv.reshape(b, t, 3, heads, dh)
     q0, keys = qkv[:, 0, 0], qkv[:, 1:, 1]  # [B, H, Dh], [B, N, H, Dh]
-    expected = np.einsum("bhd,bnhd->bhn", q0, keys).mean(axis=1) / np.sqrt(dh)
-    _, logits = block(x, return_cls_attention=True, cls_attention_kind="logits")
+    # q_0 . k_j / sqrt(Dh) (the attention's scale) or / sqrt(D) (the paper's).
+    width = {"head_dim": dh, "hidden_dim": d}[scale]
+    expected = np.einsum("bhd,bnhd->bhn", q0, keys).mean(axis=1) / np.sqrt(width)
+    options = dict(cls_attention_kind="logits", cls_attention_scale=scale)
+    _, logits = block(x, return_cls_attention=True, **options)
     np.testing.assert_allclose(to_numpy(logits), expected, rtol=1e-4, atol=1e-5)
-    only = block(x, cls_attention_only=True, cls_attention_kind="logits")
+    only = block(x, cls_attention_only=True, **options)
     np.testing.assert_allclose(to_numpy(only), expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="'probabilities' or 'logits'"):
         block(x, cls_attention_only=True, cls_attention_kind="weights")
+    with pytest.raises(ValueError, match="head_dim, hidden_dim"):
+        block(x, cls_attention_only=True, cls_attention_kind="logits", cls_attention_scale="d")
