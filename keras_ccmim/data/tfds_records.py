@@ -6,6 +6,7 @@ with a readable neighbour and counts it (see `skipped_records`);
 import tensorflow as tf
 
 from keras_ccmim.data.decode_failures import count_skipped, report_skipped_records
+from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS, check_decoded_pixels
 
 
 # The position of the element that closes a pass (see `end_of_pass`).
@@ -22,8 +23,10 @@ def end_of_pass(key):
     ))
 
 
-def _decode_image(image):
-    image = tf.io.decode_image(image, channels=3, expand_animations=False)
+def _decode_image(image, max_pixels):
+    image = tf.io.decode_image(
+        check_decoded_pixels(image, max_pixels), channels=3, expand_animations=False
+    )
     return tf.ensure_shape(image, [None, None, 3])
 
 
@@ -39,8 +42,9 @@ class _Places:
     which some were skipped or a pass ends. Kept out of the graph, where an
     untaken branch still costs every chunk some time."""
 
-    def __init__(self, transform, *, count, source, report_each_pass):
+    def __init__(self, transform, *, count, source, report_each_pass, max_pixels):
         self.transform = transform
+        self.max_pixels = max_pixels
         self.count = count
         self.source = source
         self.report_each_pass = report_each_pass
@@ -52,7 +56,8 @@ class _Places:
         pieces = []
         for index, (key, position) in enumerate(places):
             encoded, label = records[index % len(records)]
-            example = {"image": _decode_image(encoded), "label": tf.constant(label)}
+            image = _decode_image(encoded, self.max_pixels)
+            example = {"image": image, "label": tf.constant(label)}
             output = self.transform(
                 example, tf.constant(key, tf.int64), tf.constant(position, tf.int64)
             )
@@ -116,7 +121,8 @@ class _Places:
         return [expected, recent_encoded, recent_labels, *pending] + filled
 
 
-def decode_records(stream, transform, *, count, begin, source, report_each_pass=False):
+def decode_records(stream, transform, *, count, begin, source, report_each_pass=False,
+                   max_pixels=DEFAULT_MAX_PIXELS):
     """Decodes and transforms a stream of TFDS records, skipping those that
     fail to decode without moving any other record from its place.
 
@@ -154,6 +160,8 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
         begin: int, the position of the stream's first record in its pass.
         source: str, what the records are, for the count and messages.
         report_each_pass: bool, report skipped records at pass ends.
+        max_pixels: int > 0, a record whose image header shows more pixels
+            is skipped undecoded, as an undecodable one.
 
     Returns:
         A `tf.data.Dataset` of `transform`'s outputs.
@@ -163,7 +171,7 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
         # The end of a pass gets a 1x1 image for `transform` to work on.
         image = tf.cond(
             position >= 0,
-            lambda: _decode_image(example["image"]),
+            lambda: _decode_image(example["image"], max_pixels),
             lambda: tf.zeros([1, 1, 3], tf.uint8),
         )
         output = transform(dict(example, image=image), key, position)
@@ -174,7 +182,8 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
     output_structure = prepared.element_spec[0]
     output_specs = tf.nest.flatten(output_structure)
     places = _Places(
-        transform, count=int(count), source=source, report_each_pass=report_each_pass
+        transform, count=int(count), source=source, report_each_pass=report_each_pass,
+        max_pixels=max_pixels,
     )
     state_names = ("gate", "encoded", "labels", "pending_key", "pending_first")
     state_types = [tf.int64, tf.string, tf.int32, tf.int64, tf.int64]
