@@ -9,22 +9,19 @@ bytes; GIF's decoder reads every frame, so a GIF counts the areas of all its
 frames (or its canvas, the largest frame width by the largest height, if
 that is more), found by walking its blocks. Any other content (animated
 WebP, JPEG XL, not an image) counts -1: it is treated as unreadable, as its
-size cannot be checked before decoding.
+size cannot be checked before decoding. Formats other than JPEG are read in
+Python (`struct`), JPEG in the graph.
 """
 
 import numbers
 import struct
 
+import numpy as np
 import tensorflow as tf
 
 # Pillow's `Image.MAX_IMAGE_PIXELS`: 256 MiB of 8-bit RGB, about 89 million
 # pixels (9459x9459).
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
-
-# The header bytes the size is read from (zero-padded when the file is
-# shorter).
-_HEADER_BYTES = 32
-_JPEG, _PNG, _GIF, _BMP, _WEBP, _OTHER = range(6)
 
 
 def check_max_pixels(max_pixels):
@@ -83,66 +80,39 @@ def _gif_pixels(data):
     return max(total, widest * tallest)
 
 
-def _format(header):
-    """The format index of a header (uint8 `[_HEADER_BYTES]`), by the
-    signatures `tf.io.decode_image` tells formats apart by."""
-
-    def starts_with(signature, offset=0):
-        expected = tf.constant(list(signature), tf.uint8)
-        return tf.reduce_all(tf.equal(header[offset : offset + len(signature)], expected))
-
-    return tf.case(
-        [
-            (starts_with(b"\xff\xd8\xff"), lambda: _JPEG),
-            (starts_with(b"\x89PNG\r\n\x1a\n"), lambda: _PNG),
-            (starts_with(b"GIF8"), lambda: _GIF),
-            (starts_with(b"BM"), lambda: _BMP),
-            (starts_with(b"RIFF") & starts_with(b"WEBP", 8), lambda: _WEBP),
-        ],
-        default=lambda: _OTHER,
-        exclusive=False,
-    )
+def _signed(value):
+    return value - 2**32 if value >= 2**31 else value
 
 
-def _little_endian(header, offset, length):
-    values = tf.cast(header[offset : offset + length], tf.int64)
-    return tf.reduce_sum(values * tf.constant([256**i for i in range(length)], tf.int64))
-
-
-def _big_endian(header, offset, length):
-    return _little_endian(tf.reverse(header[offset : offset + length], [0]), 0, length)
-
-
-def _bmp_pixels(header):
-    def signed(value):
-        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
-
-    core = tf.equal(_little_endian(header, 14, 4), 12)  # BITMAPCOREHEADER: 16-bit sizes
-    width = tf.where(core, _little_endian(header, 18, 2), signed(_little_endian(header, 18, 4)))
-    height = tf.where(core, _little_endian(header, 20, 2), signed(_little_endian(header, 22, 4)))
+def _other_pixels(data):
+    """`decoded_pixels` of the bytes of anything but a JPEG, read in Python
+    (kept out of the graph, where an untaken branch still costs every
+    JPEG some time)."""
+    data = bytes(data)
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:  # IHDR first
+        width, height = struct.unpack_from(">II", data, 16)
+    elif data.startswith(b"GIF8"):
+        return _gif_pixels(data)
+    elif data.startswith(b"BM") and len(data) >= 26:
+        if struct.unpack_from("<I", data, 14)[0] == 12:  # BITMAPCOREHEADER
+            width, height = struct.unpack_from("<HH", data, 18)
+        else:
+            width, height = (abs(_signed(v)) for v in struct.unpack_from("<II", data, 18))
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            width, height = (v & 0x3FFF for v in struct.unpack_from("<HH", data, 26))
+        elif chunk == b"VP8L":
+            (bits,) = struct.unpack_from("<I", data, 21)
+            width, height = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        elif chunk == b"VP8X" and not data[20] & 2:  # still (not animated)
+            width = int.from_bytes(data[24:27], "little") + 1
+            height = int.from_bytes(data[27:30], "little") + 1
+        else:
+            return -1
+    else:
+        return -1
     return width * height
-
-
-def _webp_pixels(header):
-    chunk = header[12:16]
-
-    def is_chunk(name):
-        return tf.reduce_all(tf.equal(chunk, tf.constant(list(name), tf.uint8)))
-
-    lossy = (_little_endian(header, 26, 2) % 2**14) * (_little_endian(header, 28, 2) % 2**14)
-    bits = _little_endian(header, 21, 4)
-    lossless = (bits % 2**14 + 1) * ((bits // 2**14) % 2**14 + 1)
-    extended = (_little_endian(header, 24, 3) + 1) * (_little_endian(header, 27, 3) + 1)
-    animated = tf.not_equal(tf.bitwise.bitwise_and(header[20], 2), 0)
-    return tf.case(
-        [
-            (is_chunk(b"VP8 "), lambda: lossy),
-            (is_chunk(b"VP8L"), lambda: lossless),
-            (is_chunk(b"VP8X") & ~animated, lambda: extended),
-        ],
-        default=lambda: tf.constant(-1, tf.int64),
-        exclusive=False,
-    )
 
 
 def decoded_pixels(encoded):
@@ -157,29 +127,19 @@ def decoded_pixels(encoded):
         module docstring). A JPEG whose header is damaged raises
         `InvalidArgumentError`, as decoding it would.
     """
-    start = tf.strings.substr(encoded, 0, _HEADER_BYTES)
-    padded = tf.strings.join([start, tf.constant(b"\0" * _HEADER_BYTES)])
-    header = tf.io.decode_raw(padded, tf.uint8)[:_HEADER_BYTES]
 
     def jpeg():
         shape = tf.image.extract_jpeg_shape(encoded, output_type=tf.int64)
         return shape[0] * shape[1]
 
-    def gif():
-        pixels = tf.py_function(lambda data: _gif_pixels(data.numpy()), [encoded], tf.int64)
+    def other():
+        pixels = tf.numpy_function(
+            lambda data: np.int64(_other_pixels(data)), [encoded], tf.int64, stateful=False
+        )
         return tf.ensure_shape(pixels, [])
 
-    return tf.switch_case(
-        _format(header),
-        [
-            jpeg,
-            lambda: _big_endian(header, 16, 4) * _big_endian(header, 20, 4),
-            gif,
-            lambda: _bmp_pixels(header),
-            lambda: _webp_pixels(header),
-            lambda: tf.constant(-1, tf.int64),
-        ],
-    )
+    # A JPEG in few ops (most images are JPEGs), the rest in one.
+    return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
 
 def check_decoded_pixels(encoded, max_pixels):
