@@ -97,7 +97,13 @@ def make_dataset(
     keep their positions, and it is counted (`skipped_records`). Add
     `SkippedRecordsReport()` to `fit`'s callbacks (`pretrain` does) for one
     warning with the count at the end of training; evaluation reads warn at
-    the end of each pass that skipped records.
+    the end of each pass that skipped records. A TFDS file that cannot be
+    read to its end (a record that fails its checksum) loses the records of
+    the split from there on: their places are filled the same way, they are
+    counted apart (`lost_records`), and one warning line names each such
+    file and its count. A pass with no readable record stops the pipeline
+    with an `InvalidArgumentError` whose one line `describe_data_error`
+    gives.
 
     The dataset feeds `model.fit` on every Keras backend.
 
