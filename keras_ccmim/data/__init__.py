@@ -36,10 +36,14 @@ from keras_ccmim.data.synthetic_objects import (
     make_synthetic_objects,
 )
 from keras_ccmim.data.decode_failures import (
+    NoReadableRecordError,
     SkippedRecordsReport,
+    describe_data_error,
+    lost_records,
     report_skipped_records,
     skipped_records,
 )
+from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS
 from keras_ccmim.data.tfds_source import load_tfds
 from keras_ccmim.data.segmentation_pipeline import make_segmentation_dataset
 from keras_ccmim.data.segmentation_sources import (

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.image_folder_scan import scan_image_folder
+from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS
 from keras_ccmim.data.splits import split_bounds
 
 # Fixed seed of the permutation applied before slicing, so that
@@ -32,10 +33,13 @@ def _slice(folder, split):
     return np.sort(order[start:stop])
 
 
-def describe_image_folder(directory, split="train", num_images=None, name=None):
+def describe_image_folder(
+    directory, split="train", num_images=None, name=None, max_pixels=DEFAULT_MAX_PIXELS
+):
     """A `DatasetInfo` for a split of an image folder (decodes every file
-    unless this process has scanned the unchanged folder already)."""
-    folder = scan_image_folder(directory)
+    within `max_pixels` unless this process has scanned the unchanged folder
+    already)."""
+    folder = scan_image_folder(directory, max_pixels)
     count = len(_slice(folder, split))
     if num_images is not None:
         count = min(count, num_images)
@@ -60,6 +64,7 @@ def load_image_folder(
     shuffle_files=False,
     seed=0,
     name=None,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Builds a dataset of encoded images from a folder.
 
@@ -73,13 +78,15 @@ def load_image_folder(
             order on each pass (a full shuffle of the paths, before reading).
         seed: int, the shuffling seed.
         name: optional str, the name recorded in the returned info.
+        max_pixels: int > 0, the scan skips files whose header shows more
+            pixels (see `scan_image_folder`).
 
     Returns:
         `(dataset, info)`: a `tf.data.Dataset` of dicts `{"image": tf.string
         (encoded file), "label": int32 scalar}` and its `DatasetInfo`.
     """
     files, labels, info = image_folder_files(
-        directory, split=split, num_images=num_images, name=name
+        directory, split=split, num_images=num_images, name=name, max_pixels=max_pixels
     )
     dataset = tf.data.Dataset.from_tensor_slices(
         (tf.constant(files, tf.string, shape=[len(files)]), labels)
@@ -92,11 +99,14 @@ def load_image_folder(
     return dataset, info
 
 
-def image_folder_files(directory, *, split="train", num_images=None, name=None):
-    """The readable files of a split of an image folder, for reading them by
-    index: `(files, labels, info)`, `files` a list of paths, `labels` int32
-    numpy array (-1 when unlabelled), `info` its `DatasetInfo`."""
-    folder = scan_image_folder(directory)
+def image_folder_files(
+    directory, *, split="train", num_images=None, name=None, max_pixels=DEFAULT_MAX_PIXELS
+):
+    """The readable files of a split of an image folder (within
+    `max_pixels`), for reading them by index: `(files, labels, info)`,
+    `files` a list of paths, `labels` int32 numpy array (-1 when
+    unlabelled), `info` its `DatasetInfo`."""
+    folder = scan_image_folder(directory, max_pixels)
     indices = _slice(folder, split)
     if num_images is not None:
         indices = indices[:num_images]

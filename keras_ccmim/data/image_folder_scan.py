@@ -1,17 +1,20 @@
-"""Scanning an image folder: class subfolders give labels, a flat folder none.
+"""Scanning an image folder: which of its images are readable.
 
-    root/cat/0001.jpg, root/dog/a.png, ...  ->  labels 0 (cat), 1 (dog)
-    root/0001.jpg, root/b.png, ...          ->  label -1 (unlabelled)
+The folder is listed by `keras_ccmim.data.image_folder_listing` (class
+subfolders give labels, a flat folder none; links followed at most once per
+real folder, each real file once). JPEG, PNG, BMP and GIF (first frame)
+are read; grayscale and RGBA become RGB. Every file's header is read and
+the file decoded once up front (JPEGs at 1/8 scale, in parallel): a file
+whose header shows more than `max_pixels` pixels is skipped without being
+decoded (see `keras_ccmim.data.image_header`), and so is one that fails to
+decode; both are counted, and the large ones named, in one warning each.
 
-JPEG, PNG, BMP and GIF (first frame) of any size are read; grayscale and
-RGBA become RGB. Every file is decoded once up front (JPEGs at 1/8 scale, in
-parallel); files that fail are skipped and counted in one warning.
-
-A process scans a folder once: the result (which files are readable) is
-kept in memory, keyed by the folder's absolute path and the names, sizes and
-modification times of its image files, so that every later use lists and
-stats the files but decodes none, and a changed folder is scanned again
-(see `keras_ccmim.data.folder_manifest` to keep it across processes).
+A process scans a folder once per `max_pixels`: the result (which files are
+readable) is kept in memory, keyed by the folder's absolute path, the
+names, sizes and modification times of its image files and the cap, so
+that every later use lists and stats the files but decodes none, and a
+changed folder is scanned again (see `keras_ccmim.data.folder_manifest` to
+keep it across processes).
 """
 
 import dataclasses
@@ -23,9 +26,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+from keras_ccmim.data.image_folder_listing import IMAGE_EXTENSIONS, list_image_folder
+from keras_ccmim.data.image_header import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    decoded_pixels,
+)
 
 logger = logging.getLogger(__name__)
+
+# The files a warning names, at most.
+_NAMED = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +52,14 @@ class ImageFolder:
         num_skipped: int, files with an image extension that could not be
             decoded.
         skipped: tuple of str, those files' paths relative to `directory`.
+        too_large: tuple of str, files (relative paths) skipped undecoded
+            because their header shows more than `max_pixels` pixels.
+        max_pixels: int, that cap.
+        not_followed: tuple of str, folders (relative paths) not walked
+            again: their real folder was walked already (a link loop, or a
+            second path to it) or is the root or a class folder.
+        duplicates: tuple of str, files (relative paths) left out as a
+            second path to a file listed already.
     """
 
     directory: str
@@ -49,154 +68,180 @@ class ImageFolder:
     class_names: tuple | None
     num_skipped: int
     skipped: tuple = ()
+    too_large: tuple = ()
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    not_followed: tuple = ()
+    duplicates: tuple = ()
 
 
-# (absolute folder, fingerprint) -> relative paths of the undecodable files,
-# for each folder state this process has scanned or read a manifest of
+# (absolute folder, fingerprint, max_pixels) -> relative paths of the
+# undecodable files and of those over max_pixels, for each folder state this
+# process has scanned or read a manifest of
 # (`keras_ccmim.data.folder_manifest`).
 _SCANS = {}
 # The folder states whose warnings this process has given.
 _WARNED = set()
 
 
-def _is_image_file(name):
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _list_files(directory):
-    """Image files under `directory`, recursively, sorted."""
-    found = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(root, f) for f in sorted(files) if _is_image_file(f))
-    return found
-
-
-def _listing(directory):
-    """`(files, labels, class_names, loose)` of a folder, without reading
-    any file: image paths (joined to `directory` as given) sorted by class
-    then path, their labels, the sorted class subfolders (empty for a flat
-    folder) and the number of images ignored beside class subfolders."""
-    entries = sorted(e for e in os.listdir(directory) if not e.startswith("."))
-    class_names = [e for e in entries if os.path.isdir(os.path.join(directory, e))]
-    if not class_names:
-        files = [os.path.join(directory, e) for e in entries if _is_image_file(e)]
-        return files, [-1] * len(files), [], 0
-    files, labels = [], []
-    for label, name in enumerate(class_names):
-        class_files = _list_files(os.path.join(directory, name))
-        files.extend(class_files)
-        labels.extend([label] * len(class_files))
-    loose = sum(1 for e in entries if _is_image_file(e))
-    return files, labels, class_names, loose
-
-
-def _fingerprint(class_names, relative, files):
+def _fingerprint(class_names, relative, stats):
     """SHA-256 of the class folders and each image file's name, size and
     modification time: any change to the folder's images changes it."""
     digest = hashlib.sha256(json.dumps(class_names).encode())
-    for name, path in zip(relative, files):
-        try:
-            stat = os.stat(path)
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:  # vanished or unreadable: it fails the decode too
-            size = mtime = -1
+    for name, (size, mtime) in zip(relative, stats):
         digest.update(json.dumps([name, size, mtime]).encode())
     return digest.hexdigest()
 
 
-def _check_image(path):
+def _check_image(path, max_pixels):
+    """`(path, too_large)`; raises for a file that fails to decode or whose
+    size cannot be read, and decodes none over `max_pixels`."""
     data = tf.io.read_file(path)
-    image = tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, ratio=8),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-    )
-    return path, tf.shape(image)[0]
+    pixels = decoded_pixels(data)
+    readable_size = tf.debugging.Assert(pixels >= 0, ["Not an image of a known size:", path])
+    too_large = pixels > max_pixels
+
+    def decode():
+        image = tf.cond(
+            tf.io.is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=3, ratio=8),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+        )
+        return tf.shape(image)[0]
+
+    with tf.control_dependencies([readable_size]):
+        height = tf.cond(too_large, lambda: tf.constant(0), decode)
+    return path, too_large, height
 
 
-def _readable(files):
-    """The subset of `files` that TensorFlow decodes without error."""
+def _readable(files, max_pixels):
+    """`(readable, too_large)`: the subsets of `files` that TensorFlow
+    decodes without error, and those whose header shows more than
+    `max_pixels` pixels (not decoded)."""
     if not files:
-        return []
+        return [], []
     checked = (
         tf.data.Dataset.from_tensor_slices(files)
-        .map(_check_image, num_parallel_calls=tf.data.AUTOTUNE)
+        .map(lambda path: _check_image(path, max_pixels), num_parallel_calls=tf.data.AUTOTUNE)
         .ignore_errors()
     )
-    good = {path.decode() for path, _ in checked.as_numpy_iterator()}
-    return [f for f in files if f in good]
+    found = {path.decode(): bool(large) for path, large, _ in checked.as_numpy_iterator()}
+    readable = [f for f in files if found.get(f) is False]
+    return readable, [f for f in files if found.get(f)]
 
 
-def scan_key(directory):
-    """The listing of a folder and its cache key."""
-    files, labels, class_names, loose = _listing(directory)
-    prefix = os.path.join(directory, "")
-    relative = [f[len(prefix):] for f in files]
-    key = (os.path.abspath(directory), _fingerprint(class_names, relative, files))
-    return key, files, labels, class_names, loose, relative
+def scan_key(directory, max_pixels=DEFAULT_MAX_PIXELS):
+    """`(key, listing)`: the `FolderListing` of a folder and the key of its
+    scan with cap `max_pixels`."""
+    listing = list_image_folder(directory)
+    fingerprint = _fingerprint(listing.class_names, listing.relative, listing.stats)
+    return (os.path.abspath(directory), fingerprint, int(max_pixels)), listing
 
 
-def scan(directory):
+def _named(paths):
+    shown = ", ".join(paths[:_NAMED])
+    return shown + (f" and {len(paths) - _NAMED} more" if len(paths) > _NAMED else "")
+
+
+def _warn(directory, listing, unreadable, too_large, max_pixels):
+    """The warnings of a folder state's first scan in this process."""
+    if listing.not_followed:
+        logger.warning(
+            "Image folder %s: not walking %d folder(s) whose real folder was walked "
+            "already or is the root or a class folder (a link loop, or a second path to "
+            "the same images): %s. Each real folder is read once.",
+            directory, len(listing.not_followed), _named(listing.not_followed),
+        )
+    if listing.duplicates:
+        logger.warning(
+            "Image folder %s: %d file(s) are a second path to an image listed already "
+            "and are counted once: %s.",
+            directory, len(listing.duplicates), _named(listing.duplicates),
+        )
+    if listing.loose:
+        logger.warning(
+            "Image folder %s has class subfolders; ignoring %d image(s) "
+            "directly inside it.",
+            directory,
+            listing.loose,
+        )
+    if unreadable:
+        logger.warning(
+            "Skipped %d unreadable or corrupt image file(s) out of %d in %s.",
+            len(unreadable),
+            len(listing.files),
+            directory,
+        )
+    if too_large:
+        logger.warning(
+            "Skipped %d image file(s) out of %d in %s whose header shows more than "
+            "max_pixels=%d pixels, without decoding them (a decompression bomb, or an "
+            "image too large to train on): %s. To read them, pass a larger max_pixels.",
+            len(too_large), len(listing.files), directory, max_pixels, _named(too_large),
+        )
+
+
+def scan(directory, max_pixels=DEFAULT_MAX_PIXELS):
     """`(ImageFolder, cache key)` of a folder; see `scan_image_folder`."""
     directory = os.fspath(directory)
+    max_pixels = check_max_pixels(max_pixels)
     if not os.path.isdir(directory):
         raise ValueError(
             f"Image folder {directory!r} does not exist or is not a "
             "directory. Pass 'folder:<path>' with an existing folder of "
             "images (class subfolders for labels)."
         )
-    key, files, labels, class_names, loose, relative = scan_key(directory)
+    key, listing = scan_key(directory, max_pixels)
+    files, relative = listing.files, listing.relative
     if key not in _SCANS:
-        readable = set(_readable(files))
-        _SCANS[key] = tuple(r for r, f in zip(relative, files) if f not in readable)
-    skipped = set(_SCANS[key])
-    num_skipped = len(skipped)
+        readable, too_large = _readable(files, max_pixels)
+        readable, too_large = set(readable), set(too_large)
+        _SCANS[key] = (
+            tuple(r for r, f in zip(relative, files) if f not in readable | too_large),
+            tuple(r for r, f in zip(relative, files) if f in too_large),
+        )
+    unreadable, too_large = _SCANS[key]
     if key not in _WARNED:
         _WARNED.add(key)
-        if loose:
-            logger.warning(
-                "Image folder %s has class subfolders; ignoring %d image(s) "
-                "directly inside it.",
-                directory,
-                loose,
-            )
-        if num_skipped:
-            logger.warning(
-                "Skipped %d unreadable or corrupt image file(s) out of %d in %s.",
-                num_skipped,
-                len(files),
-                directory,
-            )
+        _warn(directory, listing, unreadable, too_large, max_pixels)
+    skipped = set(unreadable) | set(too_large)
     keep = [i for i, r in enumerate(relative) if r not in skipped]
     if not keep:
         raise ValueError(
             f"Image folder {directory!r} holds no readable image "
             f"({len(files)} file(s) with extensions {IMAGE_EXTENSIONS} found, "
-            f"{num_skipped} unreadable). Put JPEG/PNG images in it, directly "
-            "or in one subfolder per class."
+            f"{len(unreadable)} unreadable, {len(too_large)} over max_pixels="
+            f"{max_pixels}). Put JPEG/PNG images in it, directly or in one subfolder "
+            "per class."
         )
     folder = ImageFolder(
         directory=directory,
         files=tuple(files[i] for i in keep),
-        labels=np.asarray([labels[i] for i in keep], dtype=np.int32),
-        class_names=tuple(class_names) if class_names else None,
-        num_skipped=num_skipped,
-        skipped=_SCANS[key],
+        labels=np.asarray([listing.labels[i] for i in keep], dtype=np.int32),
+        class_names=tuple(listing.class_names) if listing.class_names else None,
+        num_skipped=len(unreadable),
+        skipped=unreadable,
+        too_large=too_large,
+        max_pixels=max_pixels,
+        not_followed=listing.not_followed,
+        duplicates=listing.duplicates,
     )
     return folder, key
 
 
-def scan_image_folder(directory):
+def scan_image_folder(directory, max_pixels=DEFAULT_MAX_PIXELS):
     """Lists and checks the images of a folder.
 
-    The first call of a process on a folder decodes every image (and warns
-    once about undecodable ones); later calls on the unchanged folder, or on
-    one a manifest read with `read_image_folder_manifest` describes, reuse
-    that result and only list the files.
+    The first call of a process on a folder (with a given `max_pixels`)
+    reads every image's header and decodes every image within the cap (and
+    warns once about undecodable ones, too large ones and folders not
+    walked again); later calls on the unchanged folder, or on one a
+    manifest read with `read_image_folder_manifest` describes, reuse that
+    result and only list the files.
 
     Args:
         directory: str or path-like, the folder.
+        max_pixels: int > 0, files whose header shows more pixels (height
+            times width; all frames of a GIF) are skipped undecoded.
 
     Returns:
         An `ImageFolder`.
@@ -204,10 +249,11 @@ def scan_image_folder(directory):
     Raises:
         ValueError: if the folder does not exist or holds no readable image.
     """
-    return scan(directory)[0]
+    return scan(directory, max_pixels)[0]
 
 
-def adopt_scan(key, skipped):
-    """Takes `skipped` (relative paths) as the scan of the folder state `key`
-    (from `scan_key`) unless this process has one: a manifest's result."""
-    _SCANS.setdefault(key, tuple(skipped))
+def adopt_scan(key, skipped, too_large):
+    """Takes `skipped` and `too_large` (relative paths) as the scan of the
+    folder state `key` (from `scan_key`) unless this process has one: a
+    manifest's result."""
+    _SCANS.setdefault(key, (tuple(skipped), tuple(too_large)))

@@ -11,6 +11,11 @@ import numbers
 import tensorflow as tf
 
 from keras_ccmim.data import augment
+from keras_ccmim.data.image_header import (
+    DEFAULT_MAX_PIXELS,
+    check_decoded_pixels,
+    check_max_pixels,
+)
 from keras_ccmim.data.sharding import check_shard, take_share
 from keras_ccmim.data.sources import (
     SYNTHETIC_OBJECTS,
@@ -33,9 +38,11 @@ def _records_source(name, split, training):
     return f"TFDS dataset {name!r} split {split!r} ({use})"
 
 
-def _decode(image):
+def _decode(image, max_pixels):
     if image.dtype == tf.string:
-        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+        image = tf.io.decode_image(
+            check_decoded_pixels(image, max_pixels), channels=3, expand_animations=False
+        )
     return tf.ensure_shape(image, [None, None, 3])
 
 
@@ -62,6 +69,7 @@ def make_dataset(
     crop_fraction=1.0,
     start_batch=0,
     shard=None,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Builds the batched input pipeline of images and their extras.
 
@@ -89,7 +97,13 @@ def make_dataset(
     keep their positions, and it is counted (`skipped_records`). Add
     `SkippedRecordsReport()` to `fit`'s callbacks (`pretrain` does) for one
     warning with the count at the end of training; evaluation reads warn at
-    the end of each pass that skipped records.
+    the end of each pass that skipped records. A TFDS file that cannot be
+    read to its end (a record that fails its checksum) loses the records of
+    the split from there on: their places are filled the same way, they are
+    counted apart (`lost_records`), and one warning line names each such
+    file and its count. A pass with no readable record stops the pipeline
+    with an `InvalidArgumentError` whose one line `describe_data_error`
+    gives.
 
     The dataset feeds `model.fit` on every Keras backend.
 
@@ -125,6 +139,14 @@ def make_dataset(
             is the one-process batch. Synthetic data and image folders then
             decode and augment only the share; TFDS records are decoded
             whole and sliced (the skipped-record fill is a pass property).
+        max_pixels: int > 0, the most pixels (height times width) an image
+            may decode to, read from its header before decoding, so that a
+            small file cannot exhaust memory (a decompression bomb). An
+            image folder's scan skips and names the files over it; a TFDS
+            record over it is skipped as an undecodable one; an image read
+            later that is over it (a folder file changed since its scan)
+            stops the pipeline with `InvalidArgumentError`. The default is
+            Pillow's (`keras_ccmim.data.image_header.DEFAULT_MAX_PIXELS`).
 
     Returns:
         A `tf.data.Dataset` of `(images, extras)` (with `shard`, of
@@ -167,6 +189,7 @@ def make_dataset(
             "start_batch positions the training stream; evaluation reads the split in "
             "order from its first image. Pass training=True, or start_batch=0."
         )
+    max_pixels = check_max_pixels(max_pixels)
     index, count_shards = check_shard(shard, batch_size, training)
     local_batch = batch_size // count_shards
     if training:
@@ -183,6 +206,7 @@ def make_dataset(
             shuffle_buffer=shuffle_buffer,
             repeat=repeat,
             start=int(start_batch) * batch_size,
+            max_pixels=max_pixels,
         )
     else:
         dataset, info = load_source(
@@ -191,6 +215,7 @@ def make_dataset(
             data_dir=data_dir,
             image_size=image_size,
             num_images=num_images,
+            max_pixels=max_pixels,
         )
     tfds_records = name != SYNTHETIC_OBJECTS and not is_folder(name)
     count = info.num_images
@@ -209,7 +234,7 @@ def make_dataset(
                 tf.stack([augment_key, pass_key]), position
             )
             image, mask = augment.pretrain_transform(
-                _decode(example["image"]),
+                _decode(example["image"], max_pixels),
                 element_seed,
                 image_size,
                 mask=example.get("foreground"),
@@ -225,6 +250,7 @@ def make_dataset(
                 count=count,
                 begin=int(start_batch) * batch_size % count,
                 source=_records_source(name, split, training=True),
+                max_pixels=max_pixels,
             )
         else:
             if count_shards > 1:
@@ -235,7 +261,7 @@ def make_dataset(
     else:
         def transform(example):
             image, mask = augment.eval_transform(
-                _decode(example["image"]),
+                _decode(example["image"], max_pixels),
                 image_size,
                 mask=example.get("foreground"),
                 crop_fraction=crop_fraction,
@@ -255,6 +281,7 @@ def make_dataset(
                 begin=0,
                 source=_records_source(name, split, training=False),
                 report_each_pass=True,
+                max_pixels=max_pixels,
             )
         else:
             if repeat:

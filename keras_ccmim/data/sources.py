@@ -20,6 +20,7 @@ from keras_ccmim.data.folder_manifest import (
     write_image_folder_manifest,
 )
 from keras_ccmim.data.image_folder import describe_image_folder, load_image_folder
+from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS, check_max_pixels
 from keras_ccmim.data.synthetic_objects import (
     describe_synthetic_objects,
     load_synthetic_objects,
@@ -63,10 +64,11 @@ def is_folder(name):
     return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
 
 
-def write_dataset_manifest(name, path):
+def write_dataset_manifest(name, path, max_pixels=DEFAULT_MAX_PIXELS):
     """Writes the manifest of a `"folder:..."` dataset's image folder (its
     readable files with labels, the count and names of the skipped ones)
-    as JSON to `path`, from this process's scan of the folder.
+    as JSON to `path`, from this process's scan of the folder with cap
+    `max_pixels` (the run's, as given to `make_dataset`).
 
     Returns:
         `path`, or None for datasets that are not image folders (nothing to
@@ -74,7 +76,7 @@ def write_dataset_manifest(name, path):
     """
     if not is_folder(name):
         return None
-    return write_image_folder_manifest(folder_path(name), path)
+    return write_image_folder_manifest(folder_path(name), path, max_pixels)
 
 
 def read_dataset_manifest(name, path):
@@ -91,7 +93,13 @@ def read_dataset_manifest(name, path):
 
 
 def describe_dataset(
-    name, *, split="train", data_dir=None, num_images=None, image_size=None
+    name,
+    *,
+    split="train",
+    data_dir=None,
+    num_images=None,
+    image_size=None,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Describes a split of a dataset without building a pipeline.
 
@@ -102,6 +110,8 @@ def describe_dataset(
         num_images: optional int, as in `make_dataset`.
         image_size: optional int, recorded as the image shape of
             `synthetic_objects` (generated at that size).
+        max_pixels: int > 0, as in `make_dataset` (image folders skip
+            files over it; pass the same value to both).
 
     Returns:
         A `DatasetInfo` with the image count (`num_images`), `num_classes`
@@ -110,11 +120,13 @@ def describe_dataset(
         process; see `scan_image_folder`).
     """
     check_name(name)
+    max_pixels = check_max_pixels(max_pixels)
     if name == SYNTHETIC_OBJECTS:
         return describe_synthetic_objects(split, num_images, image_size)
     if name.startswith(FOLDER_PREFIX):
         return describe_image_folder(
-            folder_path(name), split=split, num_images=num_images, name=name
+            folder_path(name), split=split, num_images=num_images, name=name,
+            max_pixels=max_pixels,
         )
     return describe_tfds(name, split=split, data_dir=data_dir, num_images=num_images)
 
@@ -128,6 +140,7 @@ def load_source(
     num_images=None,
     shuffle_files=False,
     seed=0,
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
     """Reads a split of a dataset, unbatched and untransformed.
 
@@ -142,6 +155,8 @@ def load_source(
         shuffle_files: bool, read TFDS files / folder images in a seeded
             random order.
         seed: int, seed of that order.
+        max_pixels: int > 0, image folders skip files whose header shows
+            more pixels (see `scan_image_folder`).
 
     Returns:
         `(dataset, info)`: a `tf.data.Dataset` of dicts with `"image"`
@@ -164,6 +179,7 @@ def load_source(
             shuffle_files=shuffle_files,
             seed=seed,
             name=name,
+            max_pixels=max_pixels,
         )
     return load_tfds(
         name,

@@ -1,15 +1,28 @@
-"""Decoding a stream of TFDS records without letting a damaged image stop
-it: `decode_records` fills the place of a record whose image fails to decode
-with a readable neighbour and counts it (see `skipped_records`);
-`end_of_pass` closes each pass of its input."""
+"""Decoding a stream of TFDS records without letting a damaged image or file
+stop it: `decode_records` fills the place of a record whose image fails to
+decode, or that a damaged file lost, with a readable neighbour and counts it
+(see `keras_ccmim.data.decode_failures`); `end_of_pass` closes each pass of
+its input."""
 
 import tensorflow as tf
 
-from keras_ccmim.data.decode_failures import count_skipped, report_skipped_records
+from keras_ccmim.data.decode_failures import (
+    LOST_RECORD,
+    NoReadableRecordError,
+    count_lost,
+    count_skipped,
+    parse_lost_record_text,
+    report_damaged_file,
+    report_skipped_records,
+)
+from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS, check_decoded_pixels
 
 
 # The position of the element that closes a pass (see `end_of_pass`).
 _END_OF_PASS = -1
+# The position `decode_records` gives an element that stands in for a record
+# lost in a damaged file: its place is filled as a skipped record's.
+_LOST = -3
 
 
 def end_of_pass(key):
@@ -22,8 +35,10 @@ def end_of_pass(key):
     ))
 
 
-def _decode_image(image):
-    image = tf.io.decode_image(image, channels=3, expand_animations=False)
+def _decode_image(image, max_pixels):
+    image = tf.io.decode_image(
+        check_decoded_pixels(image, max_pixels), channels=3, expand_animations=False
+    )
     return tf.ensure_shape(image, [None, None, 3])
 
 
@@ -39,11 +54,40 @@ class _Places:
     which some were skipped or a pass ends. Kept out of the graph, where an
     untaken branch still costs every chunk some time."""
 
-    def __init__(self, transform, *, count, source, report_each_pass):
+    def __init__(self, transform, *, count, source, report_each_pass, max_pixels):
         self.transform = transform
+        self.max_pixels = max_pixels
         self.count = count
         self.source = source
         self.report_each_pass = report_each_pass
+        # The damaged files of the pass being read: path -> (records of
+        # the split it lost, records of the split it holds).
+        self.damaged = {}
+
+    def _lost(self, text):
+        """Notes a stand-in for a lost record (its `lost_record_text`)."""
+        path, records, index = parse_lost_record_text(text)
+        lost = max(self.damaged.get(path, (0,))[0], index + 1)
+        self.damaged[path] = (lost, records)
+
+    def _end_of_pass(self):
+        """Names the damaged files met in the pass (once a process)."""
+        for path, (lost, records) in sorted(self.damaged.items()):
+            report_damaged_file(path, lost, records, self.source)
+        self.damaged = {}
+
+    def _nothing_readable(self, lost):
+        """The error of a pass without a readable record, `lost` of whose
+        records were lost in damaged files."""
+        files = f" ({', '.join(sorted(self.damaged))})" if self.damaged else ""
+        self._end_of_pass()
+        return NoReadableRecordError(
+            f"No record of {self.source} could be decoded or read: of the {self.count} "
+            f"record(s) of a pass, {lost} are lost in damaged files{files} and "
+            f"{self.count - lost} failed tf.io.decode_image (or are over max_pixels). "
+            "Restore the files from an intact copy or prepare the dataset again "
+            "(`tfds build ...`), or use another dataset."
+        )
 
     def _filled(self, records, places):
         """`transform`'s outputs (flattened, each a batch of one) for each
@@ -52,15 +96,16 @@ class _Places:
         pieces = []
         for index, (key, position) in enumerate(places):
             encoded, label = records[index % len(records)]
-            example = {"image": _decode_image(encoded), "label": tf.constant(label)}
+            image = _decode_image(encoded, self.max_pixels)
+            example = {"image": image, "label": tf.constant(label)}
             output = self.transform(
                 example, tf.constant(key, tf.int64), tf.constant(position, tf.int64)
             )
             pieces.append([tensor[None] for tensor in tf.nest.flatten(output)])
         return pieces
 
-    def fill(self, gate, recent_encoded, recent_labels, pending_key, pending_first, keys,
-             positions, encoded, labels, *outputs):
+    def fill(self, gate, recent_encoded, recent_labels, pending_key, pending_first,
+             lost_places, keys, positions, encoded, labels, *outputs):
         """py_function body: the scan state (see `decode_records`), then the
         chunk (keys, positions, encoded images, labels, then `transform`'s
         outputs, flattened); returns the next state, then the outputs for
@@ -71,17 +116,29 @@ class _Places:
         positions = positions.numpy()
         records = list(zip(encoded.numpy().tolist(), labels.numpy().tolist()))
         pieces = []
-        skipped = 0
+        skipped = lost = 0
+        # Lost records met since the last readable one: their places are
+        # among the next ones to fill, which they are counted in.
+        lost_places = int(lost_places)
+
+        def undecodable(places):
+            nonlocal lost_places
+            from_lost = min(places, lost_places)
+            lost_places -= from_lost
+            return places - from_lost
+
         for i, (key, position) in enumerate(zip(keys.numpy().tolist(), positions.tolist())):
+            if position == _LOST:
+                self._lost(records[i][0])
+                lost += 1
+                lost_places += 1
+                continue
             if position == _END_OF_PASS:
                 if expected in (0, _WAITING):
-                    raise ValueError(
-                        f"No record of {self.source} could be decoded: every image of a "
-                        f"pass over its {self.count} record(s) failed tf.io.decode_image. "
-                        "Prepare the dataset again from intact images (`tfds build "
-                        "...`), or use another dataset."
-                    )
-                skipped += self.count - expected
+                    raise self._nothing_readable(lost_places)
+                skipped += undecodable(self.count - expected)
+                lost_places = 0
+                self._end_of_pass()
                 places = [(key, p) for p in range(expected, self.count)]
                 if places and not recent:
                     # Nothing readable read yet (a first pass that starts among
@@ -97,7 +154,7 @@ class _Places:
             if expected == _WAITING:
                 places = [(pending[0], p) for p in range(pending[1], self.count)]
                 expected = 0
-            skipped += position - expected
+            skipped += undecodable(position - expected)
             places += [(key, p) for p in range(expected, position)]
             pieces += self._filled([records[i]], places)
             pieces.append([tensor[i : i + 1] for tensor in outputs])
@@ -105,7 +162,9 @@ class _Places:
             recent = (recent + [records[i]])[-_CHUNK:]
         if skipped:
             count_skipped(self.source, skipped)
-        if self.report_each_pass and (positions < 0).any():
+        if lost:
+            count_lost(self.source, lost)
+        if self.report_each_pass and (positions == _END_OF_PASS).any():
             report_skipped_records()
         if pieces:
             filled = [tf.concat(parts, 0) for parts in zip(*pieces)]
@@ -113,10 +172,11 @@ class _Places:
             filled = [tensor[:0] for tensor in outputs]
         recent_encoded = tf.constant([e for e, _ in recent], tf.string, shape=[len(recent)])
         recent_labels = tf.constant([l for _, l in recent], tf.int32, shape=[len(recent)])
-        return [expected, recent_encoded, recent_labels, *pending] + filled
+        return [expected, recent_encoded, recent_labels, *pending, lost_places] + filled
 
 
-def decode_records(stream, transform, *, count, begin, source, report_each_pass=False):
+def decode_records(stream, transform, *, count, begin, source, report_each_pass=False,
+                   max_pixels=DEFAULT_MAX_PIXELS):
     """Decodes and transforms a stream of TFDS records, skipping those that
     fail to decode without moving any other record from its place.
 
@@ -128,8 +188,9 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
     and `transform(example, key, position)` gives the output element, in
     one parallel map. The output has one element for each place of each
     pass. The place of a record whose image fails to decode (or that the
-    reader could not read) is filled by the next readable record of its
-    pass; at the end of a pass, by the last readable records read, the
+    reader could not read, or that stands in for a record lost in a damaged
+    file: labelled `LOST_RECORD`) is filled by the next readable record of
+    its pass; at the end of a pass, by the last readable records read, the
     latest first (the last `_CHUNK` of them in turn, for more places); each
     is transformed for the place it fills (its key and position). A stream
     without such records comes out as `stream.map(decode and transform)`
@@ -141,10 +202,14 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
     The records are checked in chunks: a chunk whose positions follow on
     from the last one passes as it is; one in which records were skipped or
     a pass ends goes through a Python call, which counts the skipped records
-    under `source` (see `skipped_records`) and fills their places. With
-    `report_each_pass`, `report_skipped_records` runs at the end of each
-    pass (for evaluation reads, which no `fit` callback reports). A pass from
-    position 0 without a readable record raises `InvalidArgumentError`.
+    under `source` (see `skipped_records`; the lost ones apart, see
+    `lost_records`, their files named at the end of the pass, see
+    `report_damaged_file`)
+    and fills their places. With `report_each_pass`, `report_skipped_records`
+    runs at the end of each pass (for evaluation reads, which no `fit`
+    callback reports). A pass from position 0 without a readable record
+    raises `InvalidArgumentError` holding a `NoReadableRecordError`'s one
+    line (see `describe_data_error`).
 
     Args:
         stream: `tf.data.Dataset` of `(example, key, position)`, see above.
@@ -154,19 +219,24 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
         begin: int, the position of the stream's first record in its pass.
         source: str, what the records are, for the count and messages.
         report_each_pass: bool, report skipped records at pass ends.
+        max_pixels: int > 0, a record whose image header shows more pixels
+            is skipped undecoded, as an undecodable one.
 
     Returns:
         A `tf.data.Dataset` of `transform`'s outputs.
     """
 
     def prepare(example, key, position):
-        # The end of a pass gets a 1x1 image for `transform` to work on.
+        # The end of a pass and the stand-ins for lost records get a 1x1
+        # image for `transform` to work on; a stand-in's place is filled.
+        lost = tf.equal(example["label"], LOST_RECORD)
         image = tf.cond(
-            position >= 0,
-            lambda: _decode_image(example["image"]),
+            (position >= 0) & ~lost,
+            lambda: _decode_image(example["image"], max_pixels),
             lambda: tf.zeros([1, 1, 3], tf.uint8),
         )
         output = transform(dict(example, image=image), key, position)
+        position = tf.where(lost, tf.constant(_LOST, tf.int64), position)
         return output, key, position, example["image"], example["label"]
 
     prepared = stream.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
@@ -174,11 +244,12 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
     output_structure = prepared.element_spec[0]
     output_specs = tf.nest.flatten(output_structure)
     places = _Places(
-        transform, count=int(count), source=source, report_each_pass=report_each_pass
+        transform, count=int(count), source=source, report_each_pass=report_each_pass,
+        max_pixels=max_pixels,
     )
-    state_names = ("gate", "encoded", "labels", "pending_key", "pending_first")
-    state_types = [tf.int64, tf.string, tf.int32, tf.int64, tf.int64]
-    state_shapes = ([], [None], [None], [], [])
+    state_names = ("gate", "encoded", "labels", "pending_key", "pending_first", "lost_places")
+    state_types = [tf.int64, tf.string, tf.int32, tf.int64, tf.int64, tf.int64]
+    state_shapes = ([], [None], [None], [], [], [])
 
     def in_place(state, chunk):
         # Each record follows on from the one before: nothing to fill.
@@ -225,6 +296,9 @@ def decode_records(stream, transform, *, count, begin, source, report_each_pass=
         # to its end.
         "pending_key": zero,
         "pending_first": zero,
+        # Records lost in damaged files met since the last readable record:
+        # their places are among the next ones filled.
+        "lost_places": zero,
     }
     chunks = prepared.batch(_CHUNK, num_parallel_calls=tf.data.AUTOTUNE)
     return chunks.scan(initial, fill).unbatch()

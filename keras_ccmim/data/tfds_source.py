@@ -5,8 +5,9 @@ prepared in `data_dir`) and with datasets that exist only as prepared files
 (`cifar10_jpeg`). Images are kept encoded and
 decoded in the pipeline's parallel map, so shuffle buffers stay small.
 
-A record whose image fails to decode does not stop the pipeline: see
-`keras_ccmim.data.tfds_records` and `keras_ccmim.data.decode_failures`.
+A record whose image fails to decode does not stop the pipeline, nor does
+a damaged file: its lost records are counted and stood in for (see
+`keras_ccmim.data.decode_failures` and `keras_ccmim.data.tfds_records`).
 """
 
 import difflib
@@ -16,6 +17,7 @@ import tensorflow as tf
 
 from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.splits import parse_split
+from keras_ccmim.data.tfds_files import read_record_files
 
 # Names `make_dataset` resolves without TFDS, listed in error messages.
 BUILTIN_SOURCES = ("synthetic_objects", "folder:<path>")
@@ -175,6 +177,12 @@ def describe_tfds(name, *, split, data_dir, num_images=None):
 def load_tfds(name, *, split, data_dir, shuffle_files=False, seed=0, num_images=None):
     """Reads a split of a prepared TFDS image dataset.
 
+    A file that cannot be read to its end (a record that fails its checksum,
+    a file cut short) does not stop the read: each record of the split lost
+    in it has an element labelled `LOST_RECORD` in its place (see
+    `read_record_files`; `make_dataset` names the file and fills those
+    places).
+
     Args:
         name: str, TFDS name (`"cifar10_jpeg"`, `"imagenet2012"`).
         split: str, TFDS split with optional slicing
@@ -195,14 +203,6 @@ def load_tfds(name, *, split, data_dir, shuffle_files=False, seed=0, num_images=
     builder = tfds_builder(name, data_dir)
     info = _describe(builder, name, split, num_images)
     image_key, label_key = _feature_keys(builder)
-    dataset = builder.as_dataset(
-        split=split,
-        shuffle_files=shuffle_files,
-        decoders={image_key: tfds.decode.SkipDecoding()},
-        # No auto-cache: it warns whenever an iterator stops early (`take`,
-        # `steps_per_epoch`), and reading small datasets again is cheap.
-        read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
-    )
 
     def to_example(example):
         if label_key is None:
@@ -211,7 +211,10 @@ def load_tfds(name, *, split, data_dir, shuffle_files=False, seed=0, num_images=
             label = tf.cast(example[label_key], tf.int32)
         return {"image": example[image_key], "label": label}
 
-    dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = read_record_files(
+        builder, split, to_example, decoders={image_key: tfds.decode.SkipDecoding()},
+        shuffle_files=shuffle_files, seed=seed,
+    )
     if num_images is not None:
         dataset = dataset.take(num_images)
     return dataset, info

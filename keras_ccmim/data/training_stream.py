@@ -16,7 +16,7 @@ from keras_ccmim.data.tfds_source import load_tfds
 ORDER_SALT = 0x0D5E
 
 
-def _indexed_examples(name, *, split, image_size, num_images):
+def _indexed_examples(name, *, split, image_size, num_images, max_pixels):
     """`(lookup, info)` for the sources read by index (`synthetic_objects`,
     image folders): `lookup(index)` gives the example at an int64 index;
     None for TFDS record files, which can only be read in order."""
@@ -32,7 +32,8 @@ def _indexed_examples(name, *, split, image_size, num_images):
         return lookup, dataclasses.replace(info, num_images=len(arrays["label"]))
     if name.startswith(FOLDER_PREFIX):
         files, labels, info = image_folder_files(
-            folder_path(name), split=split, num_images=num_images, name=name
+            folder_path(name), split=split, num_images=num_images, name=name,
+            max_pixels=max_pixels,
         )
         paths = tf.constant(files, tf.string, shape=[len(files)])
         labels = tf.constant(labels, tf.int32)
@@ -48,7 +49,7 @@ def _indexed_examples(name, *, split, image_size, num_images):
 
 
 def training_stream(name, *, split, data_dir, image_size, num_images, seed,
-                     shuffle_buffer, repeat, start):
+                     shuffle_buffer, repeat, start, max_pixels):
     """The training examples of a run from stream position `start` on, as
     `(example, pass_key, position)`: the pass over the data it belongs to
     and its position in that pass (int64 scalars).
@@ -65,10 +66,12 @@ def training_stream(name, *, split, data_dir, image_size, num_images, seed,
     a stateless random order drawn from `(seed, key, window)`, so the
     records of the pass in front of `start` are read again, undecoded, and
     dropped. TFDS examples keep their encoded images and each pass ends
-    with `end_of_pass`, for `decode_records`.
+    with `end_of_pass`, for `decode_records`. `max_pixels` is the cap of an
+    image folder's scan (see `scan_image_folder`).
     """
     indexed = _indexed_examples(
-        name, split=split, image_size=image_size, num_images=num_images
+        name, split=split, image_size=image_size, num_images=num_images,
+        max_pixels=max_pixels,
     )
     if indexed is not None:
         lookup, info = indexed

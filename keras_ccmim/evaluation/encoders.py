@@ -9,6 +9,7 @@ need the pretrainer.
 """
 
 import os
+import re
 import zipfile
 
 import keras
@@ -40,21 +41,49 @@ def _check_workdir(workdir, names):
     return workdir
 
 
+def _one_line(error):
+    return " ".join(f"{type(error).__name__}: {error}".split())[:300]
+
+
+def _cannot_rebuild(path, error):
+    """The ValueError for a `.keras` file Keras reads but cannot rebuild the
+    model of (a `TypeError`: a class or function it names is not defined
+    here, or the arguments of one do not fit)."""
+    missing = re.search(r"Could not locate (class|function) '([^']+)'", str(error))
+    if missing:
+        reason = (
+            f"it names the {missing.group(1)} {missing.group(2)!r}, which this version "
+            "of keras_ccmim does not define"
+        )
+    else:
+        reason = _one_line(error)
+    return ValueError(
+        f"Cannot rebuild the model in {path}: {reason} (the file was written by another "
+        "version, or edited). Rerun the pretraining command of this workdir "
+        "(train/pretrain.py with the same flags) with this version, which writes it again."
+    )
 
 
 def load_pretrainer(workdir):
-    """The final `CCMIMPretrainer` of a pretraining workdir (`pretrainer.keras`)."""
+    """The final `CCMIMPretrainer` of a pretraining workdir (`pretrainer.keras`).
+
+    Raises:
+        ValueError: one line naming the file and the fix, for a missing,
+            unreadable or damaged file and for one whose model cannot be
+            rebuilt here.
+    """
     workdir = _check_workdir(workdir, (PRETRAINER,))
     path = os.path.join(workdir, PRETRAINER)
     try:
         model = keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
         raise ValueError(
-            f"Cannot read {path} ({reason}): the file is unreadable or damaged. Check its "
-            "permissions; if it is damaged, rerun the pretraining command of this "
-            "workdir (train/pretrain.py with the same flags), which writes it again."
+            f"Cannot read {path} ({_one_line(error)}): the file is unreadable or damaged. "
+            "Check its permissions; if it is damaged, rerun the pretraining command of "
+            "this workdir (train/pretrain.py with the same flags), which writes it again."
         ) from error
+    except TypeError as error:
+        raise _cannot_rebuild(path, error) from error
     if not isinstance(model, CCMIMPretrainer):
         raise ValueError(f"{workdir}/{PRETRAINER} does not hold a CCMIMPretrainer.")
     return model

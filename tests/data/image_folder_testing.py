@@ -40,9 +40,9 @@ def count_decodes(monkeypatch):
     calls = []
     readable = image_folder_scan._readable
 
-    def counting(files):
+    def counting(files, max_pixels):
         calls.append(list(files))
-        return readable(files)
+        return readable(files, max_pixels)
 
     monkeypatch.setattr(image_folder_scan, "_readable", counting)
     return calls

@@ -92,7 +92,7 @@ def test_manifest_content(folder, decodes, tmp_path):
     assert write_image_folder_manifest(folder, path) == str(path)
     manifest = json.loads(path.read_text())
     assert manifest["format"] == "keras_ccmim.image_folder_manifest"
-    assert manifest["version"] == 1
+    assert manifest["version"] == 2
     assert manifest["directory"] == str(folder)
     assert manifest["class_names"] == ["cat", "dog"]
     assert manifest["num_files"] == 12
@@ -102,6 +102,7 @@ def test_manifest_content(folder, decodes, tmp_path):
     )
     assert manifest["num_skipped"] == 1
     assert manifest["skipped"] == [os.path.join("dog", "broken.jpg")]
+    assert manifest["max_pixels"] == 1024**3 // 4 // 3 and manifest["too_large"] == []
     assert len(manifest["fingerprint"]) == 64
     assert len(decodes) == 1
     assert sorted(p.name for p in path.parent.iterdir()) == ["manifest.json"]
@@ -172,6 +173,9 @@ def test_bad_manifests_are_ignored(folder, decodes, tmp_path):
         {"fingerprint": "0" * 64},
         {"format": "something else"},
         {"directory": str(tmp_path / "elsewhere")},
+        {"version": 1},  # made without a pixel cap
+        {"max_pixels": "many"},
+        {"too_large": ["cat/never_there.jpg"]},
     ):
         (tmp_path / "bad.json").write_text(json.dumps({**manifest, **change}))
         assert not read_image_folder_manifest(tmp_path / "bad.json"), change

@@ -3,6 +3,8 @@ import pytest
 
 from keras_ccmim.data import describe_dataset, load_tfds, make_dataset
 
+from tests.data.tfds_testing import SPLIT, jpeg_records, write_tfds
+
 
 def test_cifar10_jpeg_slice(tfds_data_dir):
     ds = make_dataset(
@@ -105,46 +107,6 @@ BROKEN_INDICES = (5, 10, 11)  # one in the middle, two at the end of a pass
 # by the next readable record of the pass, at its end by the last ones read,
 # the latest first.
 FILLED_BY = [0, 1, 2, 3, 4, 6, 6, 7, 8, 9, 9, 8]
-SPLIT = "images"  # its one split
-
-
-def _jpeg_records(num_records, broken):
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    records = []
-    for index in range(num_records):
-        image = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        if index in broken:
-            encoded = tf.io.encode_jpeg(image).numpy()
-            records.append(encoded[: len(encoded) // 2])
-        else:
-            records.append(image)
-    return records
-
-
-def _write_tfds(data_dir, name, records):
-    """Prepares `records` (arrays, or encoded bytes written as they are) as
-    split `SPLIT` of TFDS dataset `name` under `data_dir`, in this order."""
-    import tensorflow_datasets as tfds
-
-    class WrittenHere(tfds.dataset_builders.AdhocBuilder, skip_registration=True):
-        code_path = None  # no source folder to look for download checksums in
-
-    WrittenHere(
-        name=name,
-        version="1.0.0",
-        data_dir=data_dir,
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(8, 8, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(num_classes=len(records)),
-        }),
-        split_datasets={
-            SPLIT: [(i, {"image": image, "label": i}) for i, image in enumerate(records)]
-        },
-        disable_shuffling=True,
-    ).download_and_prepare()
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +114,12 @@ def broken_jpeg_dir(tmp_path_factory):
     """`(data_dir, name)` of the dataset with broken JPEGs."""
     import tensorflow as tf
 
-    records = _jpeg_records(NUM_RECORDS, BROKEN_INDICES)
+    records = jpeg_records(NUM_RECORDS, BROKEN_INDICES)
     for index in BROKEN_INDICES:  # the test's premise: these fail to decode
         with pytest.raises(tf.errors.InvalidArgumentError):
             tf.io.decode_image(records[index], channels=3)
     data_dir = str(tmp_path_factory.mktemp("tfds"))
-    return data_dir, _write_tfds(data_dir, "broken_jpeg_images", records)
+    return data_dir, write_tfds(data_dir, "broken_jpeg_images", records)
 
 
 def _skipped_since(before, name, use):
@@ -298,8 +260,8 @@ def test_fit_over_broken_jpegs_reports_the_count(broken_jpeg_dir, caplog):
 def test_dataset_without_a_readable_record(tmp_path):
     import tensorflow as tf
 
-    records = _jpeg_records(3, broken=(0, 1, 2))
-    name = _write_tfds(str(tmp_path), "unreadable_images", records)
+    records = jpeg_records(3, broken=(0, 1, 2))
+    name = write_tfds(str(tmp_path), "unreadable_images", records)
     ds = make_dataset(
         name, split=SPLIT, data_dir=str(tmp_path), batch_size=1, image_size=8,
         training=False,
