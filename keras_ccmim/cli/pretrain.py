@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_ccmim import training  # noqa: E402
 from keras_ccmim.cli import console  # noqa: E402
+from keras_ccmim.data import describe_data_error  # noqa: E402
 from keras_ccmim.file_io import describe_os_error  # noqa: E402
 from keras_ccmim.training import config as config_lib  # noqa: E402
 
@@ -78,6 +79,11 @@ def main(argv):
         return console.fail(error, code=1)
     except OSError as error:  # a file or folder that cannot be read or written
         return console.fail(describe_os_error(error))
+    except Exception as error:  # the input pipeline's errors come through fit
+        line = describe_data_error(error)
+        if line is None:
+            raise
+        return console.fail(line)
     return 0
 
 

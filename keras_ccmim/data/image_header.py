@@ -25,8 +25,10 @@ DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 
 
 def check_max_pixels(max_pixels):
-    """`max_pixels` as an int; a ValueError naming the fix unless it is an
-    int > 0."""
+    """`max_pixels` as an int (None: `DEFAULT_MAX_PIXELS`); a ValueError
+    naming the fix unless it is an int > 0."""
+    if max_pixels is None:
+        return DEFAULT_MAX_PIXELS
     if (
         isinstance(max_pixels, bool)
         or not isinstance(max_pixels, numbers.Integral)

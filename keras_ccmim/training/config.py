@@ -193,6 +193,9 @@ class PretrainConfig:
     num_images: int = _field(
         None, "synthetic_objects: images generated (None: 3072); other data: a cap (None: "
         "all).", _int(1, optional=True))
+    max_pixels: int = _field(
+        None, "Images larger than this many pixels (read from their headers) are skipped, "
+        "not decoded; None: the data pipeline's cap, Pillow's.", _int(1, optional=True))
 
     # Optimisation.
     batch_size: int = _field(4096, "Global batch per step.", _int(1))
@@ -487,6 +490,7 @@ def _check_data(config):
         data_dir=config.data_dir,
         num_images=config.num_images,
         image_size=config.image_size,
+        max_pixels=config.max_pixels,
     )
     if info.num_images is not None and info.num_images < config.batch_size:
         raise ValueError(

@@ -54,6 +54,7 @@ def training_batches(config, distribution, processes):
         seed=config.seed,
         repeat=True,
         num_images=config.num_images,
+        max_pixels=config.max_pixels,
         # Several processes: each feeds its own share of every global batch.
         shard=distribution.shard if processes > 1 else None,
     )

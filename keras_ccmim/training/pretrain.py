@@ -196,7 +196,9 @@ def _run(config, info, distribution, processes, callbacks):
     workdir, checkpoint_dir = prepare_workdir(config, fresh=config.fresh)
     # The scan resolve_config made of an image folder, for a later call.
     if is_primary():
-        data.write_dataset_manifest(config.dataset, os.path.join(workdir, FOLDER_MANIFEST_FILE))
+        data.write_dataset_manifest(
+            config.dataset, os.path.join(workdir, FOLDER_MANIFEST_FILE), config.max_pixels
+        )
     keras.utils.set_random_seed(config.seed)
     policy = "mixed_bfloat16" if config.mixed_precision == "bfloat16" else "float32"
 
@@ -434,6 +436,7 @@ def fixed_batch(config, info, num_replicas):
         training=False,
         seed=config.seed,
         num_images=config.num_images,
+        max_pixels=config.max_pixels,
     )
     images, extras = next(iter(dataset.take(1)))
     foreground = extras.get("foreground")

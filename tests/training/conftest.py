@@ -69,6 +69,7 @@ OLD_DEFAULTS = dict(
     data_dir=None,
     split="train",
     num_images=None,
+    max_pixels=None,
     batch_size=64,
     accum_steps=1,
     epochs=2,

@@ -237,7 +237,7 @@ RUN_FIELDS = (
     "sampling_temperature_steps", "score_layers", "score_from", "score_scale",
     "scoring_drop_path", "teacher_drop_path", "teacher_updates_moving_statistics", "contrastive",
     "contrastive_weight", "temperature", "projection_dim", "norm_pix_loss",
-    "dataset", "split", "num_images",
+    "dataset", "split", "num_images", "max_pixels",
     "batch_size", "accum_steps", "epochs", "steps_per_epoch", "blr", "warmup_epochs",
     "weight_decay", "seed",
     "mixed_precision", "lift_images",
