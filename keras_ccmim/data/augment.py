@@ -11,8 +11,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_CROP_SCALE = (0.2, 1.0)
 DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
