@@ -327,6 +327,6 @@ def main(argv):
         raise SystemExit("arguments: ENCODER_PRESET SAVED_MODEL_PATH")
     if keras.backend.backend() != "tensorflow":
         raise SystemExit("Export a saved encoder with KERAS_BACKEND=tensorflow.")
-    from keras_ccmim.models.preset_files import load_encoder
+    from keras_ccmim.models.vit_encoder import load_encoder
 
     _export_in_process(load_encoder(argv[1]), argv[2], verbose=False)

@@ -15,7 +15,8 @@ from keras_ccmim.models.vit_encoder import ViTEncoder
 
 def save_converted(model, folder, overwrite=False):
     """Writes `model` to `folder` as a preset (`config.json`,
-    `model.weights.h5`, `metadata.json`; see `keras_ccmim.models.preset_files`).
+    `model.weights.h5`, `metadata.json`, `preprocessing.json`; see
+    `keras_ccmim.models.preset_files`).
 
     Args:
         model: a converted `ViTEncoder` or `CCMIMPretrainer`.

@@ -36,7 +36,7 @@ from keras_ccmim.training.distribution import (
     plan_distribution,
     setup_distribution,
 )
-from keras_ccmim.models.preset_files import load_encoder  # noqa: F401 (the one loader)
+from keras_ccmim.models.vit_encoder import load_encoder  # noqa: F401 (the one loader)
 from keras_ccmim.training.export import mask_picture, save_mask_picture
 from keras_ccmim.training.recipes import config_from_recipe, load_recipe, recipe
 from keras_ccmim.training.run_messages import run_messages_to_stdout

@@ -16,7 +16,7 @@ def build_pretrainer(config):
     """The `CCMIMPretrainer` of a resolved `PretrainConfig`, built."""
     encoder_overrides = {field: getattr(config, field) for field in ENCODER_SIZE_FIELDS}
     encoder_overrides["seed"] = config.seed
-    model = CCMIMPretrainer.from_preset(
+    model = CCMIMPretrainer.from_architecture(
         config.preset,
         encoder_overrides=encoder_overrides,
         decoder_hidden_dim=config.decoder_hidden_dim,
