@@ -35,8 +35,8 @@ def test_float32_under_a_mixed_policy():
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         layer = ImageNormalization()
-        pixels = np.full((1, 2, 2, 3), 77, "uint8")
-        out = layer(pixels.astype("float32"))  # a float input is not cast to bfloat16 first
+        pixels = np.random.default_rng(3).uniform(0, 255, size=(1, 4, 4, 3)).astype("float32")
+        out = layer(pixels)  # not cast to bfloat16 first (8 bits of mantissa)
     finally:
         keras.config.set_dtype_policy("float32")
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
