@@ -102,7 +102,7 @@ def _build(path, images):
             setattr(backend_specific, name, fn)
         kwargs = dict(masking="random", contrastive="none") if FLAGS.variant == "mae" else {}
         overrides = {"num_layers": FLAGS.num_layers} if FLAGS.num_layers else {}
-        model = CCMIMPretrainer.from_preset(FLAGS.preset, encoder_overrides=overrides, seed=0, **kwargs)
+        model = CCMIMPretrainer.from_architecture(FLAGS.preset, encoder_overrides=overrides, seed=0, **kwargs)
         if images is None:
             enc = model.encoder
             shape = (FLAGS.batch_size, *enc.image_size, enc.num_channels)

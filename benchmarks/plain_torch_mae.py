@@ -169,8 +169,8 @@ def main(argv):
     images = torch.tensor(np.random.RandomState(0).rand(FLAGS.batch_size, size, size, 3),
                           dtype=torch.float32)
     keras.utils.set_random_seed(0)
-    library = CCMIMPretrainer.from_preset(FLAGS.preset, masking="random", contrastive="none",
-                                          seed=0)
+    library = CCMIMPretrainer.from_architecture(FLAGS.preset, masking="random",
+                                                contrastive="none", seed=0)
     library.compile(optimizer=make_optimizer(library, 1e-4))
     plain = plain_mae(**enc, decoder_hidden_dim=dec["hidden_dim"],
                       decoder_num_layers=dec["num_layers"], decoder_num_heads=dec["num_heads"])

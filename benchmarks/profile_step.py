@@ -259,7 +259,7 @@ def _profile(dump_dir):
 
     backend = keras.backend.backend()
     kwargs = dict(masking="random", contrastive="none") if FLAGS.variant == "mae" else {}
-    model = library = CCMIMPretrainer.from_preset(FLAGS.preset, **kwargs)
+    model = library = CCMIMPretrainer.from_architecture(FLAGS.preset, **kwargs)
     height, width = model.encoder.image_size
     if FLAGS.model == "reference":
         if FLAGS.variant != "mae":

@@ -33,7 +33,7 @@ def _library_model(variant):
 
     encoder_overrides = {k: getattr(FLAGS, k) for k in SIZE_FLAGS if getattr(FLAGS, k) is not None}
     decoder = {k: getattr(FLAGS, k) for k in DECODER_FLAGS if getattr(FLAGS, k) is not None}
-    return CCMIMPretrainer.from_preset(
+    return CCMIMPretrainer.from_architecture(
         FLAGS.preset,
         encoder_overrides=encoder_overrides,
         seed=0,

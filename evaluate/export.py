@@ -3,15 +3,17 @@ r"""Exports a pretrained encoder as a standalone TensorFlow SavedModel.
     python evaluate/export.py --workdir=runs/demo --saved_model=runs/demo_saved_model
 
 The SavedModel takes images `[B, H, W, 3]` (`serve`: float32 in [0, 1];
-`serve_uint8`: uint8) and returns `cls`, `mean_patch` and `patch_tokens`;
-ImageNet normalisation is inside. Load it with `tf.saved_model.load` alone.
+`serve_uint8`: uint8) at the encoder's image size, refusing any other, and
+returns `cls`, `mean_patch` and `patch_tokens`; ImageNet normalisation is
+inside. Load it with `tf.saved_model.load` alone.
 Works under every backend (torch exports through a TensorFlow subprocess).
 
 The target must be new or empty; `--overwrite` replaces an existing
 SavedModel there (a folder holding a SavedModel and nothing else), never
 other files. It may not be, hold, or lie inside the `--workdir`. The
 SavedModel is written beside the target and renamed into place when
-complete, so an interrupted export leaves the old one as it was.
+complete, so an interrupted export leaves the old one as it was; the next
+export removes what a killed one left beside the target.
 """
 
 import os

@@ -8,6 +8,12 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   ccMIM scoring and teacher passes run under `torch.no_grad()`. TensorFlow and
   JAX build no gradient work for a stop-gradient branch that nothing
   differentiates (XLA prunes it), so there it is a no-op.
+* `checked_image_size(images, image_size, message)`: on TensorFlow, the
+  images behind an assertion in the graph that they are `image_size`, for
+  the exported SavedModel: its signatures check only the dtype of their
+  input, not the size the graph was traced at. Elsewhere the images as they
+  are: JAX's exported module (`XlaCallModule`) refuses another static size
+  itself.
 * `layer_norm_fn()`: the backend's own LayerNorm over the last axis, or
   `None` to use Keras'. On JAX on CPU, XLA compiles the automatic backward pass of
   LayerNorm very poorly on CPU (the tiny32 MAE gradient took about twice as
@@ -58,6 +64,20 @@ def no_grad():
 
         return torch.no_grad()
     return contextlib.nullcontext()
+
+
+def checked_image_size(images, image_size, message):
+    """`images [B, H, W, C]`, failing at run time with `message` unless
+    `(H, W) == image_size` (TensorFlow; see the module doc)."""
+    if backend_name() != "tensorflow":
+        return images
+    import tensorflow as tf
+
+    check = tf.debugging.assert_equal(
+        tf.shape(images)[1:3], tf.constant(image_size, tf.int32), message=message
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
 
 
 def jax_platform():

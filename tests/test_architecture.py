@@ -9,7 +9,7 @@ from pathlib import Path
 # runfiles tree holds only this test's deps).
 PACKAGE = Path(__file__).resolve().parents[1] / "keras_ccmim"
 
-UTILITIES = {"losses", "masking_metrics", "file_io", "checks", "input_normalization"}
+UTILITIES = {"losses", "masking_metrics", "file_io", "checks", "input_contract"}
 # What each group may import (besides itself), as ARCHITECTURE.md's table says.
 ALLOWED = {
     "backend_specific": set(),
@@ -75,6 +75,56 @@ def test_each_layer_imports_only_what_architecture_md_allows():
                 wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({group}) imports "
                              f"{name} ({target})")
     assert not wrong, "\n".join(wrong)
+
+
+def _imported_modules(path, module_parts):
+    """Every name an import of `path` may load: the module, and for `from M
+    import x` also `M.x` (x may be a module)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module_parts[: len(module_parts) - node.level]
+                module = ".".join(["keras_ccmim", *base, node.module or ""]).rstrip(".")
+            else:
+                module = node.module or ""
+            yield module
+            yield from (f"{module}.{alias.name}" for alias in node.names)
+
+
+def test_no_import_cycle_between_modules():
+    """Dependencies flow one way: no module imports another that imports it
+    back, directly or around a longer loop, counting the imports inside
+    functions (a lazy import hides a cycle, it does not break it)."""
+    modules = {
+        ".".join(["keras_ccmim", *path.relative_to(PACKAGE).with_suffix("").parts]): path
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    graph = {
+        name: {
+            imported
+            for imported in _imported_modules(path, name.split(".")[1:])
+            if imported in modules and imported != name
+        }
+        for name, path in modules.items()
+    }
+    cycles, state = [], {}  # state: 1 on the current path, 2 done
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
 def test_every_part_of_the_package_is_in_a_layer():

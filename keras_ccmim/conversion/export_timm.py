@@ -26,8 +26,8 @@ import os
 
 from keras_ccmim.conversion.torch_files import save_state_dict, state_dict_format
 from keras_ccmim.conversion.weight_mapping import encoder_state_dict, encoder_variables
-from keras_ccmim.input_normalization import IMAGENET_MEAN, IMAGENET_STD
-from keras_ccmim.models.preset_files import load_encoder
+from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
+from keras_ccmim.models.vit_encoder import load_encoder
 from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.file_io import write_json_atomically
 

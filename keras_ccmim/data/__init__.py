@@ -5,8 +5,6 @@ for `model.fit` on every Keras backend.
 """
 
 from keras_ccmim.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     eval_transform,
     normalize,
     pretrain_transform,
@@ -15,6 +13,7 @@ from keras_ccmim.data.augment import (
     unnormalize,
 )
 from keras_ccmim.data.dataset_info import DatasetInfo
+from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
 from keras_ccmim.data.folder_manifest import (
     image_folder_manifest,
     read_image_folder_manifest,

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_ccmim.input_normalization import IMAGENET_MEAN, IMAGENET_STD
+from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
 
 DEFAULT_CROP_SCALE = (0.2, 1.0)
 DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)

@@ -15,7 +15,7 @@ import zipfile
 import keras
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
-from keras_ccmim.models.preset_files import load_encoder  # noqa: F401 (the one loader)
+from keras_ccmim.models.vit_encoder import load_encoder  # noqa: F401 (the one loader)
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
@@ -114,6 +114,8 @@ def random_pretrainer(preset="vit_tiny_patch4_32", seed=0, encoder_overrides=Non
     """A randomly initialised `CCMIMPretrainer`, built (for pictures)."""
     keras.utils.set_random_seed(int(seed))
     overrides = {k: v for k, v in (encoder_overrides or {}).items() if v is not None}
-    model = CCMIMPretrainer.from_preset(preset, encoder_overrides=overrides, seed=seed, **kwargs)
+    model = CCMIMPretrainer.from_architecture(
+        preset, encoder_overrides=overrides, seed=seed, **kwargs
+    )
     model.build()
     return model

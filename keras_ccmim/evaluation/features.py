@@ -4,7 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ccmim.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from keras_ccmim.layers.image_normalization import ImageNormalization
+from keras_ccmim.layers.token_ops import pool_tokens
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 FEATURE_NAMES = ("mean_patch", "cls")
@@ -28,7 +29,8 @@ class EncoderFeatures(keras.Model):
     Call: `images [B, H, W, C]` -> dict with
         `cls [B, D]` (the [CLS] output), `mean_patch [B, D]` (the mean of
         the normalised patch tokens, ccMIM's image feature) and
-        `patch_tokens [B, N, D]`, restricted to `names`.
+        `patch_tokens [B, N, D]`, restricted to `names`. They come from the
+        encoder's stages, whatever its `pooling`.
     """
 
     def __init__(self, encoder, input_format="normalized", names=OUTPUT_NAMES, **kwargs):
@@ -47,6 +49,9 @@ class EncoderFeatures(keras.Model):
         self.encoder = encoder
         self.input_format = input_format
         self.names = names
+        # "unit": uint8 images in [0, 255], float images in [0, 1].
+        self.from_uint8 = ImageNormalization(value_range=(0, 255), name="from_uint8")
+        self.from_unit = ImageNormalization(value_range=(0, 1), name="from_unit")
         if encoder.built:
             self.built = True
 
@@ -59,19 +64,17 @@ class EncoderFeatures(keras.Model):
         """Images in `input_format` -> the encoder's normalised float input."""
         if self.input_format == "normalized":
             return ops.cast(images, "float32")
-        scale = 255.0 if "int" in keras.backend.standardize_dtype(images.dtype) else 1.0
-        images = ops.cast(images, "float32") / scale
-        mean = ops.convert_to_tensor(np.asarray(IMAGENET_MEAN, "float32"))
-        std = ops.convert_to_tensor(np.asarray(IMAGENET_STD, "float32"))
-        return (images - mean) / std
+        if "int" in keras.backend.standardize_dtype(images.dtype):
+            return self.from_uint8(images)
+        return self.from_unit(images)
 
     def call(self, images):
-        tokens = self.encoder(self.preprocess(images), training=False)
-        patch_tokens = tokens[:, 1:]
+        encoder = self.encoder
+        tokens = encoder.encode(encoder.embed(self.preprocess(images)), training=False)
         everything = {
-            "cls": tokens[:, 0],
-            "mean_patch": ops.mean(patch_tokens, axis=1),
-            "patch_tokens": patch_tokens,
+            "cls": pool_tokens(tokens, "cls"),
+            "mean_patch": pool_tokens(tokens, "mean"),
+            "patch_tokens": tokens[:, 1:],
         }
         return {name: everything[name] for name in self.names}
 

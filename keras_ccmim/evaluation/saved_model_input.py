@@ -3,7 +3,7 @@ input of an evaluation: the folder checked, loaded, its image size read."""
 
 import os
 
-SAVED_MODEL_PROTOS = ("saved_model.pb", "saved_model.pbtxt")
+from keras_ccmim.evaluation.export_target import SAVED_MODEL_PROTOS
 
 
 def check_saved_model_input(path):

@@ -10,6 +10,8 @@ from keras_ccmim.layers.importance_scorer import ImportanceScorer
 from keras_ccmim.layers.mae_decoder import MAEDecoder
 from keras_ccmim.layers.patch_selector import PatchSelector
 from keras_ccmim.layers.patching import patchify
+from keras_ccmim.models.preset_files import load_from_preset
+from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 
@@ -190,15 +192,14 @@ class CCMIMPretrainer(keras.Model):
         self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
 
     @classmethod
-    def from_preset(cls, name, encoder_overrides=None, **kwargs):
-        """A pretrainer whose encoder and decoder come from a named preset.
+    def from_architecture(cls, name, encoder_overrides=None, **kwargs):
+        """A pretrainer of a named architecture (encoder and decoder sizes,
+        `keras_ccmim.models.presets`) with random weights.
 
         `encoder_overrides` change encoder arguments (e.g. `drop_path_rate`);
         other keyword arguments are the pretrainer's and win over the
-        preset's decoder size.
+        architecture's decoder size.
         """
-        from keras_ccmim.models.presets import get_preset
-
         preset = get_preset(name)
         encoder_config = dict(preset["encoder"], **(encoder_overrides or {}))
         decoder = preset["decoder"]
@@ -207,6 +208,13 @@ class CCMIMPretrainer(keras.Model):
         kwargs.setdefault("decoder_num_heads", decoder["num_heads"])
         encoder = ViTEncoder(**encoder_config, name="encoder")
         return cls(encoder, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset):
+        """A trained pretrainer from a preset folder or handle (e.g. a
+        converted ccMIM checkpoint, `tools/convert_mae.py`), built, with its
+        weights. An architecture name is refused: `from_architecture`."""
+        return load_from_preset(preset, cls)
 
     # -- the score's settings, read from the scorer ---------------------------
 

@@ -2,11 +2,16 @@
 
 A preset is a folder (or a `kaggle://` / `hf://` handle of one) holding:
 
-    config.json       `keras.saving.serialize_keras_object(model)`: module,
-                      class_name, config and registered_name (no build or
-                      compile config), as `keras_hub` writes it
-    model.weights.h5  `model.save_weights(...)`
-    metadata.json     keras and keras-ccmim versions, parameter count, date
+    config.json         `keras.saving.serialize_keras_object(model)`: module,
+                        class_name, config and registered_name (no build or
+                        compile config), as `keras_hub` writes it
+    model.weights.h5    `model.save_weights(...)`
+    metadata.json       keras and keras-ccmim versions, parameter count, date
+    preprocessing.json  the input contract, as the serialized
+                        `ImageNormalization` that maps raw images to the
+                        model's input (mean, std, value range, image size,
+                        channel order), as keras-hub keeps its
+                        `image_converter.json`
 
 keras-hub itself is not a dependency: installing it pulls in
 tensorflow-text, which requires the full `tensorflow` wheel next to the
@@ -21,23 +26,39 @@ file runs) and only accepts the classes asked for.
 
 import datetime
 import json
+import logging
 import os
 
 import keras
 
 from keras_ccmim.file_io import write_json_atomically
+from keras_ccmim.layers.image_normalization import ImageNormalization
+from keras_ccmim.models.presets import ALIASES, PRESETS
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 METADATA_FILE = "metadata.json"
-PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE)
+PREPROCESSING_FILE = "preprocessing.json"
+PRESET_FILES = (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE, PREPROCESSING_FILE)
 
 KAGGLE_PREFIX = "kaggle://"
 HF_PREFIX = "hf://"
 
 
+def _image_encoder(model):
+    """The model's image encoder: the model itself (a `ViTEncoder`) or its
+    `encoder` (a `CCMIMPretrainer`, a `ViTClassifier`)."""
+    return getattr(model, "encoder", model)
+
+
 def save_to_preset(model, preset_dir):
-    """Writes `model` (built) as a preset folder; returns the folder."""
+    """Writes `model` (built) as a preset folder; returns the folder.
+
+    `preprocessing.json` records the input contract of this package's
+    encoders (`keras_ccmim.input_contract`) at the model's image size.
+    """
     from keras_ccmim import __version__
 
     preset_dir = os.fspath(preset_dir)
@@ -49,6 +70,11 @@ def save_to_preset(model, preset_dir):
         config.pop(key, None)
     write_json_atomically(os.path.join(preset_dir, CONFIG_FILE), config)
     model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    preprocessing = ImageNormalization(image_size=_image_encoder(model).image_size)
+    write_json_atomically(
+        os.path.join(preset_dir, PREPROCESSING_FILE),
+        keras.saving.serialize_keras_object(preprocessing),
+    )
     write_json_atomically(
         os.path.join(preset_dir, METADATA_FILE),
         {
@@ -110,6 +136,20 @@ def resolve_preset(preset):
     return preset
 
 
+def _refuse_architecture_name(preset, cls):
+    """An architecture name (`keras_ccmim.models.presets`) is not a preset of
+    trained weights: its model comes from `from_architecture`, which says
+    its weights are random."""
+    if isinstance(preset, str) and (preset in PRESETS or preset in ALIASES):
+        if not os.path.isdir(preset):
+            raise ValueError(
+                f"{preset!r} is an architecture name, not a preset of trained weights: "
+                f"{cls.__name__}.from_architecture({preset!r}) builds it with random "
+                "weights. A preset is a folder save_to_preset wrote (a pretraining run "
+                "writes <workdir>/encoder) or a kaggle:// or hf:// handle of one."
+            )
+
+
 def load_from_preset(preset, classes, config_overrides=None):
     """The model a preset holds, built, with its weights.
 
@@ -124,6 +164,8 @@ def load_from_preset(preset, classes, config_overrides=None):
         ValueError: a missing or unreadable file, or another class, naming
             the file and the fix.
     """
+    classes = classes if isinstance(classes, tuple) else (classes,)
+    _refuse_architecture_name(preset, classes[0])
     folder = resolve_preset(preset)
     missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE) if not os.path.exists(os.path.join(folder, n))]
     if missing:
@@ -131,7 +173,6 @@ def load_from_preset(preset, classes, config_overrides=None):
             f"Preset {preset!r} has no {' or '.join(missing)}: it is not a preset folder "
             f"(one holds {', '.join(PRESET_FILES)}). Pass the folder save_to_preset wrote."
         )
-    classes = classes if isinstance(classes, tuple) else (classes,)
     config_path = os.path.join(folder, CONFIG_FILE)
     try:
         with open(config_path) as f:
@@ -187,43 +228,76 @@ def upload_preset(uri, preset_dir):
 ENCODER_PRESET = "encoder"
 
 
-def load_encoder(source, **overrides):
-    """The trained `ViTEncoder` of a pretraining workdir (its `encoder/`
-    preset) or of a preset folder or handle, built, with its weights.
+def encoder_preset(source):
+    """The encoder preset of `source`: a pretraining workdir (its `encoder/`
+    preset), a preset folder, or a `kaggle://` / `hf://` handle (as is).
 
-    `overrides` change constructor arguments the weights do not depend on
-    (`image_size`, `drop_path_rate`).
+    Raises:
+        ValueError: `source` is missing, a file, or holds no encoder preset,
+            naming the fix.
     """
-    from keras_ccmim.models.vit_encoder import ViTEncoder
-
     source = os.fspath(source)
-    if not source.startswith((KAGGLE_PREFIX, HF_PREFIX)):
-        if os.path.exists(source) and not os.path.isdir(source):
-            raise ValueError(
-                f"workdir {source!r} is a file, not a folder. Pass a pretraining workdir "
-                "(the --workdir given to train/pretrain.py) or an encoder preset folder."
-            )
-        if not os.path.isdir(source):
-            raise ValueError(
-                f"workdir {source!r} does not exist: pass a pretraining workdir or an encoder "
-                "preset."
-            )
-        inner = os.path.join(source, ENCODER_PRESET)
-        if not is_preset_dir(source):
-            if is_preset_dir(inner):
-                source = inner
-            elif os.path.exists(os.path.join(source, "encoder.weights.h5")):
-                raise ValueError(
-                    f"{source!r} holds an encoder in the format of an earlier version "
-                    "(encoder.weights.h5 + encoder_config.json). Rerun its pretraining "
-                    "command (train/pretrain.py with the same flags): a finished run only "
-                    f"rewrites its outputs, {ENCODER_PRESET}/ among them."
-                )
-            else:
-                raise ValueError(
-                    f"{source!r} holds no encoder preset ({ENCODER_PRESET}/ with "
-                    f"{', '.join(PRESET_FILES)}). It is written when a pretraining run "
-                    "(train/pretrain.py) finishes; rerun the same command to finish an "
-                    "interrupted run, or evaluate with --random_init."
-                )
-    return load_from_preset(source, ViTEncoder, overrides)
+    if source.startswith((KAGGLE_PREFIX, HF_PREFIX)):
+        return source
+    if os.path.exists(source) and not os.path.isdir(source):
+        raise ValueError(
+            f"workdir {source!r} is a file, not a folder. Pass a pretraining workdir "
+            "(the --workdir given to train/pretrain.py) or an encoder preset folder."
+        )
+    if not os.path.isdir(source):
+        raise ValueError(
+            f"workdir {source!r} does not exist: pass a pretraining workdir or an encoder "
+            "preset."
+        )
+    if is_preset_dir(source):
+        return source
+    inner = os.path.join(source, ENCODER_PRESET)
+    if is_preset_dir(inner):
+        return inner
+    if os.path.exists(os.path.join(source, "encoder.weights.h5")):
+        raise ValueError(
+            f"{source!r} holds an encoder in the format of an earlier version "
+            "(encoder.weights.h5 + encoder_config.json). Rerun its pretraining "
+            "command (train/pretrain.py with the same flags): a finished run only "
+            f"rewrites its outputs, {ENCODER_PRESET}/ among them."
+        )
+    raise ValueError(
+        f"{source!r} holds no encoder preset ({ENCODER_PRESET}/ with "
+        f"{', '.join(PRESET_FILES)}). It is written when a pretraining run "
+        "(train/pretrain.py) finishes; rerun the same command to finish an "
+        "interrupted run, or evaluate with --random_init."
+    )
+
+
+def load_preprocessing(preset, image_size=None):
+    """The `ImageNormalization` a preset records (`preprocessing.json`).
+
+    A preset written before presets recorded it gets this package's input
+    contract (`keras_ccmim.input_contract`), which every encoder it trains
+    or converts has (with no image size of its own: the encoder checks
+    that), and a log line saying so.
+
+    Args:
+        preset: a preset folder or handle (see `resolve_preset`).
+        image_size: optional int or `(H, W)` replacing the recorded size
+            (an encoder loaded at another size).
+    """
+    folder = resolve_preset(preset)
+    path = os.path.join(folder, PREPROCESSING_FILE)
+    if not os.path.exists(path):
+        logger.warning(
+            "Preset %s records no %s (written by an earlier version); using this "
+            "package's input contract: RGB in [0, 255], ImageNet mean and std.",
+            preset, PREPROCESSING_FILE,
+        )
+        return ImageNormalization(image_size=image_size)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        if not isinstance(config, dict) or config.get("class_name") != "ImageNormalization":
+            raise ValueError("it holds no ImageNormalization")
+        if image_size is not None:
+            config = dict(config, config=dict(config.get("config") or {}, image_size=image_size))
+        return keras.saving.deserialize_keras_object(config, safe_mode=True)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise _unreadable(path, error) from error

@@ -2,8 +2,8 @@
 layer ids that layer-wise learning-rate decay scales by."""
 
 import keras
-from keras import ops
 
+from keras_ccmim.layers.token_ops import pool_tokens
 from keras_ccmim.models.vit_encoder import ViTEncoder
 
 
@@ -53,9 +53,9 @@ class ViTClassifier(keras.Model):
         self.built = True
 
     def call(self, images, training=None):
-        tokens = self.encoder(images, training=training)
-        pooled = ops.mean(tokens[:, 1:], axis=1)
-        return self.head(self.fc_norm(pooled))
+        encoder = self.encoder  # its stages: the tokens, whatever its `pooling`
+        tokens = encoder.encode(encoder.embed(images), training=training)
+        return self.head(self.fc_norm(pool_tokens(tokens, "mean")))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)

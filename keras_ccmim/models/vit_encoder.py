@@ -4,12 +4,19 @@ import keras
 from keras import ops
 
 from keras_ccmim import checks
-
+from keras_ccmim.layers.image_normalization import check_image_shape
 from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.patching import PatchEmbedding
 from keras_ccmim.layers.position_embedding import SinCosPositionEmbedding
-from keras_ccmim.layers.token_ops import gather_tokens
+from keras_ccmim.layers.token_ops import POOLINGS, gather_tokens, pool_tokens
 from keras_ccmim.layers.transformer_block import TransformerBlock
+from keras_ccmim.models.preset_files import (
+    encoder_preset,
+    load_from_preset,
+    load_preprocessing,
+    save_to_preset,
+)
+from keras_ccmim.models.presets import get_preset
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -29,7 +36,12 @@ class ViTEncoder(keras.Model):
     * `cls_attention(patch_tokens, layer_indices)`: the [CLS] attention maps
       `[B, N]` at the given blocks, running only up to the deepest of them.
 
-    `call(images)` is `encode(embed(images))` over all patches.
+    `call(images)` is `encode(embed(images))` over all patches, pooled by
+    `pooling`. The stages ignore `pooling`, so pretraining does too.
+
+    `from_architecture(name)` builds a named architecture with random
+    weights; `from_preset(preset)` loads trained weights (a folder written
+    by `save_to_preset`, or a `kaggle://` / `hf://` handle of one).
 
     Args:
         image_size: int or `(H, W)`.
@@ -45,6 +57,13 @@ class ViTEncoder(keras.Model):
         layer_scale_init_value: LayerScale initial value, `None` for none.
         layer_norm_epsilon: LayerNorm epsilon.
         seed: optional seed for the stochastic-depth `SeedGenerator`s.
+        pooling: what `call` returns: `None`, the tokens `[B, 1+N, D]`;
+            `"cls"`, the [CLS] token `[B, D]`; `"mean"`, the mean of the
+            patch tokens `[B, D]` (MAE's and ccMIM's image feature).
+
+    Call: `images [B, H, W, C]` at `image_size` (ImageNet-normalised
+        floats; see `keras_ccmim.layers.ImageNormalization`) -> `[B, 1+N, D]`
+        or `[B, D]` (`pooling`). Another image size is a ValueError.
     """
 
     def __init__(
@@ -61,9 +80,12 @@ class ViTEncoder(keras.Model):
         layer_scale_init_value=None,
         layer_norm_epsilon=1e-6,
         seed=None,
+        pooling=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(f"Unknown pooling {pooling!r}; choose None, 'cls' or 'mean'.")
         sizes = [image_size] if checks.is_int(image_size) else list(image_size)
         for size in sizes:
             checks.check_int("image_size", size, 1)
@@ -99,6 +121,7 @@ class ViTEncoder(keras.Model):
         )
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.seed = seed
+        self.pooling = pooling
         self.grid_size = (image_size[0] // patch_size, image_size[1] // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
 
@@ -145,8 +168,13 @@ class ViTEncoder(keras.Model):
             block.build((None, self.num_patches + 1, d))
         self.norm.build((None, None, d))
 
+    @property
+    def _owner(self):
+        return f"ViTEncoder {self.name!r}"
+
     def embed(self, images):
         """`[B, H, W, C]` -> position-embedded patch tokens `[B, N, D]`."""
+        check_image_shape(images.shape, self.image_size, self.num_channels, self._owner)
         self._ensure_built()
         return self.position_embedding(self.patch_embedding(images))
 
@@ -248,10 +276,13 @@ class ViTEncoder(keras.Model):
         return [outputs[i] for i in indices]
 
     def call(self, images, training=None):
-        return self.encode(self.embed(images), training=training)
+        return pool_tokens(self.encode(self.embed(images), training=training), self.pooling)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_patches + 1, self.hidden_dim)
+        check_image_shape(input_shape, self.image_size, self.num_channels, self._owner)
+        if self.pooling is None:
+            return (input_shape[0], self.num_patches + 1, self.hidden_dim)
+        return (input_shape[0], self.hidden_dim)
 
     def get_config(self):
         config = super().get_config()
@@ -269,37 +300,56 @@ class ViTEncoder(keras.Model):
                 "layer_scale_init_value": self.layer_scale_init_value,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "seed": self.seed,
+                "pooling": self.pooling,
             }
         )
         return config
 
     @classmethod
-    def from_preset(cls, name, **overrides):
-        """An encoder from a preset.
+    def from_architecture(cls, name, **overrides):
+        """An encoder of a named architecture with random weights, unbuilt.
 
         Args:
-            name: an architecture name (`"vit_base_patch16_224"`, see
-                `keras_ccmim.models.presets`; random weights, unbuilt), or a
-                preset of a trained encoder: a folder written by
-                `save_to_preset` (the main job writes `<workdir>/encoder`) or
-                a `kaggle://` / `hf://` handle of one (built, with weights).
-            **overrides: constructor arguments to change, e.g.
-                `image_size=48` (a trained encoder's weights do not depend on
-                the image size; the position table is recomputed).
+            name: an architecture name or alias (`"vit_base_patch16_224"`,
+                `"B/16"`; see `keras_ccmim.models.presets`).
+            **overrides: constructor arguments to change (`image_size`,
+                `pooling`, ...).
         """
-        from keras_ccmim.models.presets import ALIASES, PRESETS, get_preset
+        return cls(**dict(get_preset(name)["encoder"], **overrides))
 
-        if name in PRESETS or name in ALIASES:
-            config = dict(get_preset(name)["encoder"])
-            config.update(overrides)
-            return cls(**config)
-        from keras_ccmim.models.preset_files import load_from_preset
+    @classmethod
+    def from_preset(cls, preset, preprocessing=False, **overrides):
+        """A trained encoder from a preset, built, with its weights.
 
-        return load_from_preset(name, cls, overrides)
+        Args:
+            preset: a folder written by `save_to_preset` (a pretraining run
+                writes `<workdir>/encoder`) or a `kaggle://` / `hf://` handle
+                of one. An architecture name is refused: its weights would
+                be random (`from_architecture` says so).
+            preprocessing: also put the preset's `ImageNormalization` in
+                front: the result is a `keras.Sequential` taking raw images
+                (uint8 RGB in `[0, 255]`, as the preset records).
+            **overrides: constructor arguments to change, e.g.
+                `image_size=48` (the weights do not depend on the image
+                size; the position table is recomputed) or `pooling="mean"`.
+        """
+        encoder = load_from_preset(preset, cls, overrides)
+        if not preprocessing:
+            return encoder
+        images = load_preprocessing(preset, image_size=encoder.image_size)
+        return keras.Sequential([images, encoder], name=f"{encoder.name}_with_preprocessing")
 
     def save_to_preset(self, preset_dir):
         """Writes this (built) encoder as a preset folder in keras-hub's
         layout (see `keras_ccmim.models.preset_files`)."""
-        from keras_ccmim.models.preset_files import save_to_preset
-
         return save_to_preset(self, preset_dir)
+
+
+def load_encoder(source, **overrides):
+    """The trained `ViTEncoder` of a pretraining workdir (its `encoder/`
+    preset) or of a preset folder or handle, built, with its weights.
+
+    `overrides` change constructor arguments the weights do not depend on
+    (`image_size`, `drop_path_rate`, `pooling`).
+    """
+    return ViTEncoder.from_preset(encoder_preset(source), **overrides)

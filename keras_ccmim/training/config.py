@@ -415,7 +415,7 @@ def build_pretrainer(config, build=True):
         values["sampling_temperature_steps"] = 0
     encoder_overrides = {name: getattr(config, name) for name in ENCODER_SIZE_FIELDS}
     encoder_overrides["seed"] = config.seed
-    model = CCMIMPretrainer.from_preset(
+    model = CCMIMPretrainer.from_architecture(
         config.preset, encoder_overrides=encoder_overrides, **values
     )
     if build:

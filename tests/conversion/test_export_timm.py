@@ -14,7 +14,7 @@ import torch
 
 from keras_ccmim import ViTEncoder
 from keras_ccmim.conversion import convert_mae, export_timm, torch_files
-from keras_ccmim.input_normalization import IMAGENET_MEAN, IMAGENET_STD
+from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
 from keras_ccmim.models.preset_files import save_to_preset
 from tests.conversion.torch_reference import (
     DEPTH,

@@ -15,6 +15,7 @@ from keras_ccmim.evaluation import (
     extract_saved_model_features,
 )
 from keras_ccmim.evaluation import export as export_module
+from keras_ccmim.evaluation.export_target import remove_leftovers
 from tests.testing_utils import to_numpy
 
 
@@ -58,6 +59,46 @@ def test_batch_size_is_free_and_image_size_fixed(exported):
     assert loaded.serve(tf.zeros((7, 16, 16, 3)))["cls"].shape == (7, 32)
     with pytest.raises((ValueError, TypeError)):
         loaded.serve(tf.zeros((1, 32, 32, 3)))
+    # The signatures check only the dtype; the graph checks the size. 32 px
+    # once gave 4 rows of features (the pixels of one image read as four).
+    for name, dtype in (("serve", tf.float32), ("serve_uint8", tf.uint8),
+                        ("serving_default", tf.float32)):
+        signature = loaded.signatures[name]
+        assert signature(images=tf.zeros((2, 16, 16, 3), dtype))["cls"].shape == (2, 32)
+        for size in ((32, 32), (24, 24), (16, 32)):
+            with pytest.raises(tf.errors.InvalidArgumentError, match=r"takes images \[B, 16, 16, 3\]"):
+                signature(images=tf.zeros((1, *size, 3), dtype))
+
+
+_PLAIN_TF_CLIENT = """
+import sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+for size in (16, 32, 64):
+    try:
+        rows = model.signatures["serving_default"](images=tf.zeros((1, size, size, 3)))
+        print(size, "rows", rows["cls"].shape[0])
+    except tf.errors.InvalidArgumentError as error:
+        print(size, "refused:", " ".join(error.message.split()))
+print("keras_ccmim imported:", any(m.startswith("keras_ccmim") for m in sys.modules))
+"""
+
+
+def test_a_plain_tensorflow_client_is_refused_at_another_size(exported):
+    """What a user without this package runs: tf.saved_model.load and a
+    serving signature. The export was written by this backend's method."""
+    from tests.evaluation.conftest import run_python
+
+    _, path = exported
+    result = run_python(["-c", _PLAIN_TF_CLIENT, path])
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "16 rows 1"
+    for line, size in zip(lines[1:3], (32, 64)):
+        assert line.startswith(f"{size} refused:"), line
+        assert "This encoder takes images [B, 16, 16, 3]" in line, line
+        assert f"[{size} {size}] [y (Const:0) = ] [16 16]" in line, line  # both sizes
+    assert lines[3] == "keras_ccmim imported: False"
 
 
 def test_saved_model_features_match_encoder_features(exported):
@@ -324,3 +365,130 @@ def test_overwrite_replaces_a_saved_model_for_real(exported):
     assert loaded.serve(tf.zeros((1, 16, 16, 3)))["cls"].shape == (1, 32)
     assert sorted(os.listdir(folder)) == ["notes.txt", "saved_model"]
     assert open(os.path.join(folder, "notes.txt")).read() == "mine"
+
+
+# --- What a killed export left behind: removed by the next one. -----------
+
+_KILLED_EXPORT = """
+import os, sys, time
+from keras_ccmim.evaluation.export_target import STAGED, staging_folder
+
+# What export_saved_model does, up to the middle of writing the SavedModel.
+with staging_folder(os.path.realpath(sys.argv[1])) as staging:
+    os.makedirs(os.path.join(staging, STAGED, "variables"))
+    with open(os.path.join(staging, STAGED, "saved_model.pb"), "wb") as f:
+        f.write(b"half")
+    print("writing", flush=True)
+    time.sleep(600)
+"""
+
+
+def _staging_folders(parent):
+    return sorted(name for name in os.listdir(parent) if ".export-" in name)
+
+
+def test_the_next_export_removes_what_a_killed_one_left(tiny_encoder, tmp_path, fake_writer):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.evaluation.conftest import REPO_ROOT, subprocess_env
+
+    target = _fake_saved_model(tmp_path / "saved_model")
+    (tmp_path / "notes.txt").write_text("mine")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_EXPORT, str(target)], cwd=REPO_ROOT,
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert process.stdout.readline().strip() == "writing"
+        # While it runs, its folder is locked: another export leaves it alone.
+        running = _staging_folders(tmp_path)
+        assert len(running) == 1
+        remove_leftovers(os.path.realpath(target))
+        assert _staging_folders(tmp_path) == running
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    assert _staging_folders(tmp_path) == running  # left behind by the kill
+    assert (target / "saved_model.pb").read_bytes() == b"old"
+
+    export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "saved_model"]
+    assert (target / "saved_model.pb").read_bytes() == b"new"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def _leftover(parent, target_name, entries, suffix="abc123_x", lock=True):
+    """A folder as a killed export to `target_name` leaves it (unlocked)."""
+    folder = parent / f".{target_name}.export-{suffix}"
+    folder.mkdir()
+    if lock:
+        (folder / "export.lock").write_text("")
+    for name in entries:
+        _fake_saved_model(folder / name, marker=name.encode())
+    return folder
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_saved_model_moved_aside_by_a_killed_export_is_put_back(
+    tiny_encoder, tmp_path, fake_writer, overwrite
+):
+    """Killed between its two renames: the old SavedModel is in `replaced/`
+    and the target is gone. The next export puts it back first, so without
+    overwrite it is refused as before the killed export."""
+    folder = _leftover(tmp_path, "saved_model", ["replaced", "saved_model"])
+    target = tmp_path / "saved_model"
+    if overwrite:
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+        assert (target / "saved_model.pb").read_bytes() == b"new"
+    else:
+        with pytest.raises(ValueError, match="already holds a SavedModel"):
+            export_saved_model(tiny_encoder, str(target))
+        assert (target / "saved_model.pb").read_bytes() == b"replaced"
+    assert not folder.exists() and os.listdir(tmp_path) == ["saved_model"]
+
+
+def test_a_superseded_saved_model_of_a_killed_export_is_removed(tiny_encoder, tmp_path,
+                                                                fake_writer):
+    """Killed after its rename, before deleting its folder: `replaced/` is
+    the SavedModel it replaced."""
+    target = _fake_saved_model(tmp_path / "saved_model", marker=b"renamed")
+    folder = _leftover(tmp_path, "saved_model", ["replaced"])
+    with pytest.raises(ValueError, match="already holds a SavedModel"):
+        export_saved_model(tiny_encoder, str(target))  # refused: nothing is touched
+    assert folder.exists() and (target / "saved_model.pb").read_bytes() == b"renamed"
+    export_saved_model(tiny_encoder, str(target), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["saved_model"]
+    assert (target / "saved_model.pb").read_bytes() == b"new"
+
+
+def test_folders_an_export_did_not_leave_are_left_alone(tiny_encoder, tmp_path, fake_writer):
+    import fcntl
+
+    keep = [
+        _leftover(tmp_path, "saved_model", ["saved_model"], suffix="short"),  # not mkdtemp's
+        _leftover(tmp_path, "saved_model", ["saved_model"], suffix="NOT_OURS"),
+        _leftover(tmp_path, "saved_model", ["saved_model"], suffix="nolock00", lock=False),
+        _leftover(tmp_path, "other", ["saved_model"]),  # another target's
+        _leftover(tmp_path, "saved_model", ["saved_model"], suffix="running0"),
+        _leftover(tmp_path, "saved_model", ["replaced", "saved_model"], suffix="target00"),
+    ]
+    user = _leftover(tmp_path, "saved_model", [], suffix="withnote")
+    (user / "notes.txt").write_text("mine")
+    keep.append(user)
+    link = tmp_path / ".saved_model.export-linked00"
+    link.symlink_to(keep[1], target_is_directory=True)
+    running = open(keep[4] / "export.lock")  # a live export holds its lock
+    fcntl.flock(running, fcntl.LOCK_EX)
+    target = _fake_saved_model(tmp_path / "saved_model")  # exists: keep[5] stays aside
+    before = _snapshot(tmp_path)
+    try:
+        export_saved_model(tiny_encoder, str(target), overwrite=True)
+    finally:
+        running.close()
+    after = _snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("saved_model")} == {
+        k: v for k, v in before.items() if not k.startswith("saved_model")
+    }
+    assert (target / "saved_model.pb").read_bytes() == b"new"

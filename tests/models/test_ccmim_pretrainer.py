@@ -294,8 +294,10 @@ def test_bad_arguments_are_explained():
         model(np.zeros((2, 32, 32, 3), "float32"))
 
 
-def test_from_preset():
-    model = CCMIMPretrainer.from_preset("vit_tiny_patch4_32", encoder_overrides={"num_layers": 2})
+def test_from_architecture():
+    model = CCMIMPretrainer.from_architecture(
+        "vit_tiny_patch4_32", encoder_overrides={"num_layers": 2}
+    )
     assert model.decoder.hidden_dim == 128 and model.encoder.num_layers == 2
     assert model.num_masked == 48 and model.num_visible == 16
 

@@ -107,7 +107,7 @@ def tiny_pretrainer():
         encoder = {k: TINY_RUN[k] for k in ("image_size", "patch_size", "hidden_dim",
                                             "num_layers", "num_heads")}
         kwargs.setdefault("seed", 0)
-        return CCMIMPretrainer.from_preset(
+        return CCMIMPretrainer.from_architecture(
             "vit_tiny_patch4_32",
             encoder_overrides=encoder,
             decoder_hidden_dim=TINY_RUN["decoder_hidden_dim"],

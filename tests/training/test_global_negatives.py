@@ -114,7 +114,7 @@ def probe(self, x=None, y=None, y_pred=None, *args, **kwargs):
 CCMIMPretrainer.compute_loss = probe
 setup = setup_distribution("data_parallel")
 with setup.scope():
-    model = CCMIMPretrainer.from_preset(
+    model = CCMIMPretrainer.from_architecture(
         "vit_tiny_patch4_32",
         encoder_overrides=dict(image_size=16, patch_size=4, hidden_dim=32, num_layers=1,
                                num_heads=2),
