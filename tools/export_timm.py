@@ -1,53 +1,9 @@
-r"""Exports a trained encoder to timm's `vit_*` / MAE's `mae_pretrain_vit_*` state dict.
+"""`ccmim-export-timm` from a checkout: `python tools/export_timm.py --help`.
 
-    python tools/export_timm.py --source=runs/demo \
-        --output=exported/ccmim_vit_tiny.safetensors
-
-`--source` is a pretraining workdir (its `encoder/` preset) or an encoder
-preset folder or handle. The output's suffix picks the format: `.safetensors`
-(the default, added to a name without suffix; needs no torch) or `.pth`
-(`torch.save`, readable with `torch.load(..., weights_only=True)`; needs
-torch). Beside it, `<name>.json` records the architecture as timm's
-`VisionTransformer` arguments, the LayerNorm epsilon and the input
-normalisation. docs/guides/export_to_pytorch.md loads the result in timm
-and in detection and segmentation frameworks.
+The program lives in `keras_ccmim.cli.export_timm` (its flags and docs).
 """
 
-import json
-import os
-import sys
-
-from absl import app, flags
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("source", None, "Pretraining workdir or encoder preset (required).")
-flags.DEFINE_string("output", None, "The weights file, .safetensors or .pth (required).")
-flags.DEFINE_boolean("overwrite", False, "Replace the weights and JSON files of that name.")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
-    try:
-        if not FLAGS.source or not FLAGS.output:
-            raise ValueError("Pass --source=WORKDIR_OR_PRESET and --output=FILE.safetensors.")
-        from keras_ccmim import conversion
-
-        paths = conversion.export_to_timm(FLAGS.source, FLAGS.output, overwrite=FLAGS.overwrite)
-        print(json.dumps(paths))
-    except (ValueError, OSError, ImportError) as error:
-        if isinstance(error, OSError):
-            from keras_ccmim.file_io import describe_os_error
-
-            text = describe_os_error(error)
-        else:
-            text = " ".join(str(error).split())
-        print(f"Error: {text}", file=sys.stderr)
-        return 2
-    return 0
-
+from keras_ccmim.cli import export_timm
 
 if __name__ == "__main__":
-    app.run(main)
+    export_timm.run()

@@ -2,10 +2,10 @@
 
 In: MAE's and the public ccMIM code's checkpoints become this project's
 `ViTEncoder` or `CCMIMPretrainer` (`convert_mae_checkpoint`,
-`tools/convert_mae.py`). Out: a `ViTEncoder` becomes a timm `vit_*` / MAE
+`ccmim-convert-mae`). Out: a `ViTEncoder` becomes a timm `vit_*` / MAE
 `mae_pretrain_vit_*` state dict, `.safetensors` or `.pth`, for PyTorch
 detection and segmentation frameworks (`export_to_timm`,
-`tools/export_timm.py`).
+`ccmim-export-timm`).
 
 The parts, one concept each: reading and writing PyTorch weight files, which
 are untrusted input (`torch_files`); the architecture read from a state dict

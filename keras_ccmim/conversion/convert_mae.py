@@ -15,7 +15,7 @@ under `"args"`. The public ccMIM code saves the same names plus its projector
     save_converted(model, "converted/mae_vit_large")
 
 or `convert_mae_checkpoint(path)` for the first two steps, or the binary
-`tools/convert_mae.py`.
+`ccmim-convert-mae`.
 
 Both MAE and the project use the exact (erf) GELU in the MLP and pre-norm
 blocks with a biased qkv projection, so a converted encoder computes MAE's

@@ -12,7 +12,7 @@ writes the weights, `.safetensors` (no pickle, no torch needed) or `.pth`
 (`torch.save` of the state dict, readable with
 `torch.load(..., weights_only=True)`), and beside them a JSON file with the
 architecture as timm's `VisionTransformer` arguments, the LayerNorm epsilon
-and the input normalisation. The binary is `tools/export_timm.py`; the
+and the input normalisation. The binary is `ccmim-export-timm`; the
 guide `docs/guides/export_to_pytorch.md` loads the result in timm.
 
 Layouts are torch's (see `keras_ccmim.conversion.weight_mapping`); the fixed

@@ -212,7 +212,7 @@ class CCMIMPretrainer(keras.Model):
     @classmethod
     def from_preset(cls, preset):
         """A trained pretrainer from a preset folder or handle (e.g. a
-        converted ccMIM checkpoint, `tools/convert_mae.py`), built, with its
+        converted ccMIM checkpoint, `ccmim-convert-mae`), built, with its
         weights. An architecture name is refused: `from_architecture`."""
         return load_from_preset(preset, cls)
 

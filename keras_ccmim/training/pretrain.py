@@ -348,7 +348,7 @@ def initialise_from(model, source):
     """Sets the weights of `model` (a built `CCMIMPretrainer`) from a
     preset or a pretraining workdir: a `ViTEncoder` preset gives the
     encoder; a `CCMIMPretrainer` preset (a converted `mae_visualize_*` or
-    ccMIM checkpoint, `tools/convert_mae.py`) gives every layer whose
+    ccMIM checkpoint, `ccmim-convert-mae`) gives every layer whose
     weights have the run's shapes (encoder and decoder, the ccMIM heads
     when the run has them), the rest keeping their initial values. A
     checkpointed run resumes from its checkpoint, which overrides this.
