@@ -206,3 +206,45 @@ def test_selectivity_study_writes_its_table_and_curves(tmp_path):
     # Finished runs are kept: a second call trains nothing and gives the same table.
     _run("selectivity_study.py", args)
     assert (out / "results.md").read_text() == table
+
+
+def test_keras_path_variant_swaps_the_backend_specific_function_while_open():
+    from benchmarks.step_models import check_variant, keras_path
+    from keras_ccmim import backend_specific
+
+    library = backend_specific.layer_norm_fn
+    with keras_path("mae-keras_layer_norm"):
+        assert backend_specific.layer_norm_fn() is None  # Keras' own LayerNorm runs
+    assert backend_specific.layer_norm_fn is library
+    with keras_path("mae"):
+        assert backend_specific.layer_norm_fn is library
+    assert check_variant("ccmim-keras_layer_norm") is None
+    assert "unknown path 'keras_softmax'" in check_variant("mae-keras_softmax")
+    assert "unknown step" in check_variant("vit-keras_layer_norm")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the path is JAX-on-CPU's")
+def test_step_throughput_times_keras_layer_norm_beside_the_library(tmp_path):
+    output = tmp_path / "paths.json"
+    flags = [f"--{k}={v}" for k, v in TINY.items()]
+    stdout = _run("step_throughput.py", [
+        *flags, f"--batch_size={BATCH}", "--backends=jax", "--variants=mae,mae-keras_layer_norm",
+        "--cpu_threads=1", "--warmup_steps=1", "--steps=2", "--repeats=2", "--matmul_size=128",
+        "--matmul_repeats=2", f"--output={output}"])
+    (result,) = json.loads(output.read_text())["results"]
+    ratio = result["keras_path_to_library"]["mae-keras_layer_norm"]
+    records = result["variants"]
+    assert len(ratio["round_ratios"]) == len(ratio["cpu_round_ratios"]) == 2
+    for index in range(2):
+        assert ratio["round_ratios"][index] == pytest.approx(
+            records["mae-keras_layer_norm"]["step_seconds"][index]
+            / records["mae"]["step_seconds"][index])
+        assert ratio["cpu_round_ratios"][index] == pytest.approx(
+            records["mae-keras_layer_norm"]["cpu_step_seconds"][index]
+            / records["mae"]["cpu_step_seconds"][index])
+    assert "jax mae with keras_layer_norm:" in stdout and "CPU time" in stdout
+    refused = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "step_throughput.py"),
+         "--variants=mae-keras_softmax"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO))
+    assert refused.returncode != 0 and "unknown path 'keras_softmax'" in refused.stderr
