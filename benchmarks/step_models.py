@@ -25,15 +25,7 @@ REFERENCE = "reference_mae"
 # backend-specific path stays only while it saves 15% of the step).
 KERAS_PATHS = {
     "keras_layer_norm": ("layer_norm_fn", lambda: lambda: None),
-    "keras_gelu": ("gelu_fn", lambda: lambda: None),
-    "keras_attention": ("dot_product_attention", lambda: _keras_attention),
 }
-
-
-def _keras_attention(query, key, value, scale):
-    import keras
-
-    return keras.ops.dot_product_attention(query, key, value, scale=scale)
 
 
 def split_variant(variant):

@@ -43,9 +43,9 @@ How it measures:
 * Recompilation: the Python `train_step` runs only while TF or JAX trace it,
   so its call count after warm-up must not change during the timed fits
   (`retraces` in the JSON; torch runs it eagerly every step).
-* Backend-specific paths: a variant `mae-keras_layer_norm` (also
-  `keras_gelu`, `keras_attention`, and with `ccmim`) is the step with Keras'
-  own path in place of the library's JAX-on-CPU one (`keras_ccmim.backend_specific`), built,
+* Backend-specific paths: a variant `mae-keras_layer_norm` (or
+  `ccmim-keras_layer_norm`) is the step with Keras' own LayerNorm in place of
+  the library's JAX-on-CPU one (`keras_ccmim.backend_specific`), built,
   traced and timed in the same rounds as the library's step; printed as its
   step time over the library's, wall clock and the process's CPU time (with
   `--cpu_threads=1` the CPU time of a step hardly moves with the load of
@@ -66,10 +66,9 @@ Typical runs:
         --num_heads=6 --decoder_hidden_dim=256 --decoder_num_layers=4 \
         --decoder_num_heads=8 --batch_size=32
 
-    # do the JAX-on-CPU paths pay? (docs/performance/cpu_investigation.md)
+    # does the JAX-on-CPU LayerNorm still pay? (docs/performance/cpu_investigation.md)
     KERAS_BACKEND=jax python benchmarks/step_throughput.py --backends=jax \
-        --variants=mae,mae-keras_layer_norm,mae-keras_gelu,mae-keras_attention \
-        --cpu_threads=1 --steps=3 --repeats=9
+        --variants=mae,mae-keras_layer_norm --cpu_threads=1 --steps=3 --repeats=9
 
 `benchmarks/gpu_run.py` runs it on a GPU at ViT-B/16, bfloat16, with the rest of a GPU check.
 """
@@ -106,9 +105,8 @@ flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_list("backends", list(BACKENDS), "Backends to run, each in its own subprocess.")
 flags.DEFINE_list(
     "variants", list(VARIANTS),
-    "Steps to time: mae, ccmim; `<step>-<path>` (e.g. mae-keras_layer_norm) is the step with "
-    "Keras' own path in place of the library's JAX-on-CPU one (keras_layer_norm, keras_gelu, "
-    "keras_attention), timed in the same rounds.")
+    "Steps to time: mae, ccmim; `<step>-keras_layer_norm` is the step with Keras' own "
+    "LayerNorm in place of the library's JAX-on-CPU one, timed in the same rounds.")
 flags.DEFINE_integer("warmup_steps", 2, "Steps after compilation before timing.")
 flags.DEFINE_integer("steps", 2, "Steps per timed fit (one repeat).")
 flags.DEFINE_integer("repeats", 5, "Timed rounds; the reported time is the median.")
