@@ -198,8 +198,9 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     unknown = sorted(set(FLAGS.parts) - {"steps", "pipeline", *SCIENCE_PARTS})
     if unknown:
-        raise app.UsageError(f"--parts: unknown {', '.join(unknown)}; choose from steps, "
-                             f"{', '.join(SCIENCE_PARTS)}, pipeline.")
+        print(f"Error: --parts: unknown {', '.join(unknown)}; choose from steps, "
+              f"{', '.join(SCIENCE_PARTS)}, pipeline.", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     gpu = None if FLAGS.dry_run else gpu_name()
     if not FLAGS.dry_run and gpu is None:
@@ -339,9 +340,9 @@ def pipeline_part(out, limits, left, run, summary, log_dir):
     """The `tf.data` input pipeline against the fastest step (TensorFlow)."""
     path = os.path.join(out, "pipeline.json")
     have_cifar = os.path.isdir(os.path.join(FLAGS.data_dir, "cifar10_jpeg"))
+    datasets = "cifar10_jpeg,synthetic_objects" if have_cifar else "synthetic_objects"
     argv = ["benchmarks/input_pipeline.py", f"--output={path}", f"--data_dir={FLAGS.data_dir}",
-            f"--image_size={16 if FLAGS.dry_run else 224}",
-            "--datasets=" + ("cifar10_jpeg,synthetic_objects" if have_cifar else "synthetic_objects")]
+            f"--image_size={16 if FLAGS.dry_run else 224}", f"--datasets={datasets}"]
     argv += (["--batch_size=8", "--warmup_batches=1", "--batches=3", "--repeats=2"]
              if FLAGS.dry_run else [f"--batch_size={FLAGS.batch_size}", "--batches=20",
                                     "--repeats=3"])

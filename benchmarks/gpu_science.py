@@ -28,6 +28,7 @@ images (through the same JPEG file format).
 
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -189,7 +190,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.part or not FLAGS.output:
-        raise app.UsageError("Pass --part and --output.")
+        print("Error: pass --part=selectivity|cifar10 and --output=FILE.", file=sys.stderr)
+        return 2
     import keras
 
     record = {"part": FLAGS.part, "backend": keras.backend.backend(), "dry_run": FLAGS.dry_run}

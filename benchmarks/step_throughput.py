@@ -181,7 +181,8 @@ def main(argv):
                 f"Unknown callback arm {arm!r}; choose from {', '.join(CALLBACK_ARMS)}.")
     for variant in FLAGS.variants:
         if check_variant(variant):
-            raise app.UsageError(f"--variants: {check_variant(variant)}.")
+            print(f"Error: --variants: {check_variant(variant)}.", file=sys.stderr)
+            return 2
     for backend in FLAGS.backends:
         if backend not in BACKENDS:
             raise app.UsageError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")
