@@ -65,6 +65,16 @@ def download_wheels(folder, names):
     return sorted(os.listdir(folder))
 
 
+def kit_files(kit):
+    """What in an existing `kit` folder this script would not have written."""
+    wheels = os.path.join(kit, "wheels")
+    foreign = [name for name in os.listdir(kit) if name not in ("wheels", "cifar10_subset.npz")]
+    if os.path.isdir(wheels):
+        foreign += [os.path.join("wheels", name) for name in os.listdir(wheels)
+                    if not name.endswith(".whl")]
+    return foreign
+
+
 def folder_bytes(folder):
     return sum(os.path.getsize(os.path.join(root, name))
                for root, _, names in os.walk(folder) for name in names)
@@ -91,11 +101,12 @@ def main(argv):
         return 2
     kit = os.path.abspath(FLAGS.kit_dir)
     if os.path.exists(kit):
-        if not os.path.exists(os.path.join(kit, "cifar10_subset.npz")):
-            print(f"Error: --kit_dir={kit} exists and is not a kit this script wrote; "
-                  "name another folder.", file=sys.stderr)
+        foreign = kit_files(kit)
+        if foreign:
+            print(f"Error: --kit_dir={kit} holds {foreign[0]}, which this script did not "
+                  "write; name another folder.", file=sys.stderr)
             return 2
-        shutil.rmtree(kit)
+        shutil.rmtree(kit)  # only what an earlier call wrote
     os.makedirs(os.path.join(kit, "wheels"))
     wheels = download_wheels(os.path.join(kit, "wheels"), FLAGS.wheels) if FLAGS.wheels else []
     subset = write_subset_from_tfds(

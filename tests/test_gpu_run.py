@@ -160,7 +160,14 @@ def test_carry_kit_writes_the_tfds_images_and_sizes_the_kit(tmp_path):
     # pillow and TensorFlow decode the same JPEG within a few levels.
     decoded = np.stack([e["image"] for e in examples]).astype(int)
     assert np.abs(data["heldout"][0].astype(int) - decoded).max() <= 8
-    # A folder it did not write is never replaced.
+    # Its own kit it rebuilds; a folder it did not write it never replaces.
+    (kit / "wheels" / "an-old-0.1-py3-none-any.whl").write_text("old")
+    proc = _run("gpu_carry_kit.py", [f"--kit_dir={kit}", f"--data_dir={SHARED_TFDS_DIR}",
+                                     "--wheels=", "--train_images=8",
+                                     "--heldout_split=train[45000:45008]"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.listdir(kit / "wheels") == [] and len(read_subset(kit / "cifar10_subset.npz")[0][
+        "train"][1]) == 8
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     proc = _run("gpu_carry_kit.py", [f"--kit_dir={tmp_path / 'mine'}", "--wheels=",
