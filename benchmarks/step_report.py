@@ -4,6 +4,7 @@ overhead and attention kernels, from the workers' results."""
 from absl import flags
 
 from benchmarks.step_backend import _median
+from benchmarks.step_models import split_variant
 
 FLAGS = flags.FLAGS
 
@@ -28,7 +29,7 @@ def summarize(results):
     peaks = [p for p in peaks if p]
     if peaks and FLAGS.dtype_policy == "float32":
         summary["machine_fp32_matmul_gflops"] = max(peaks)
-    for variant in FLAGS.variants:
+    for variant in [v for v in FLAGS.variants if split_variant(v)[1] is None]:
         rates = {b: r["variants"][variant]["images_per_second"]
                  for b, r in ok.items() if variant in r["variants"]}
         if not rates:
@@ -103,6 +104,15 @@ def print_table(results, summary, machine=None):
             print(f"{r['backend']} reference MAE (plain Keras, benchmarks/reference_mae.py): "
                   f"{reference['images_per_second']:.1f} img/s; the library's MAE step takes "
                   f"{_fmt(ratio, '.3f')}x its time (median of the round ratios)")
+    for r in results:
+        for variant, ratio in r.get("keras_path_to_library", {}).items():
+            base, path = split_variant(variant)
+            rate = r["variants"][variant]["images_per_second"]
+            print(f"{r['backend']} {base} with {path}: {rate:.1f} img/s, step time "
+                  f"{ratio['median_of_round_ratios']:.3f}x the library's, CPU time "
+                  f"{ratio['cpu_median_of_round_ratios']:.3f}x (medians of the round ratios; "
+                  f"rounds: {', '.join(f'{x:.3f}' for x in ratio['round_ratios'])}; CPU: "
+                  f"{', '.join(f'{x:.3f}' for x in ratio['cpu_round_ratios'])})")
     for r in results:
         if "error" in r:
             continue

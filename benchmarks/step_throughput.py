@@ -43,6 +43,13 @@ How it measures:
 * Recompilation: the Python `train_step` runs only while TF or JAX trace it,
   so its call count after warm-up must not change during the timed fits
   (`retraces` in the JSON; torch runs it eagerly every step).
+* Backend-specific paths: a variant `mae-keras_layer_norm` (or
+  `ccmim-keras_layer_norm`) is the step with Keras' own LayerNorm in place of
+  the library's JAX-on-CPU one (`keras_ccmim.backend_specific`), built,
+  traced and timed in the same rounds as the library's step; printed as its
+  step time over the library's, wall clock and the process's CPU time (with
+  `--cpu_threads=1` the CPU time of a step hardly moves with the load of
+  other jobs, its wall time does).
 * Fused attention: on torch a profiled step lists the
   `scaled_dot_product_attention` kernels it ran; with `--xla_dump` the
   compiled XLA programs of TF and JAX are searched for cuDNN fused-attention
@@ -59,6 +66,10 @@ Typical runs:
         --num_heads=6 --decoder_hidden_dim=256 --decoder_num_layers=4 \
         --decoder_num_heads=8 --batch_size=32
 
+    # does the JAX-on-CPU LayerNorm still pay? (docs/performance/cpu_investigation.md)
+    KERAS_BACKEND=jax python benchmarks/step_throughput.py --backends=jax \
+        --variants=mae,mae-keras_layer_norm --cpu_threads=1 --steps=3 --repeats=9
+
 `benchmarks/gpu_run.py` runs it on a GPU at ViT-B/16, bfloat16, with the rest of a GPU check.
 """
 
@@ -74,7 +85,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.hardware import machine_info  # noqa: E402
 from benchmarks.step_backend import BACKENDS  # noqa: E402
-from benchmarks.step_models import CALLBACK_ARMS, VARIANTS  # noqa: E402
+from benchmarks.step_models import CALLBACK_ARMS, VARIANTS, check_variant  # noqa: E402
 from benchmarks.step_parent import kill_workers, run_backends  # noqa: E402
 from benchmarks.step_report import print_table, summarize  # noqa: E402
 from benchmarks.step_worker import worker_main  # noqa: E402
@@ -92,7 +103,10 @@ flags.DEFINE_integer("decoder_num_layers", None, "Override: decoder blocks.")
 flags.DEFINE_integer("decoder_num_heads", None, "Override: decoder heads.")
 flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_list("backends", list(BACKENDS), "Backends to run, each in its own subprocess.")
-flags.DEFINE_list("variants", list(VARIANTS), "Steps to time: mae, ccmim.")
+flags.DEFINE_list(
+    "variants", list(VARIANTS),
+    "Steps to time: mae, ccmim; `<step>-keras_layer_norm` is the step with Keras' own "
+    "LayerNorm in place of the library's JAX-on-CPU one, timed in the same rounds.")
 flags.DEFINE_integer("warmup_steps", 2, "Steps after compilation before timing.")
 flags.DEFINE_integer("steps", 2, "Steps per timed fit (one repeat).")
 flags.DEFINE_integer("repeats", 5, "Timed rounds; the reported time is the median.")
@@ -165,6 +179,10 @@ def main(argv):
         if arm not in CALLBACK_ARMS:
             raise app.UsageError(
                 f"Unknown callback arm {arm!r}; choose from {', '.join(CALLBACK_ARMS)}.")
+    for variant in FLAGS.variants:
+        if check_variant(variant):
+            print(f"Error: --variants: {check_variant(variant)}.", file=sys.stderr)
+            return 2
     for backend in FLAGS.backends:
         if backend not in BACKENDS:
             raise app.UsageError(f"Unknown backend {backend!r}; choose from {', '.join(BACKENDS)}.")

@@ -15,7 +15,8 @@ from benchmarks.step_backend import (
     measure_matmul,
 )
 from benchmarks.step_models import (
-    _arm_callbacks, _count_traces, _FitTimer, build_model, timed_variants,
+    _arm_callbacks, _count_traces, _FitTimer, build_model, keras_path, split_variant,
+    timed_variants,
 )
 
 FLAGS = flags.FLAGS
@@ -42,7 +43,7 @@ class Worker:
         }
         self.models, self.timers, self.counters, self.records = {}, {}, {}, {}
         self.arm_callbacks = {}
-        self.per_round = []
+        self.per_round, self.per_round_cpu = [], []
         self.matmul_samples = []
 
     def setup(self):
@@ -87,8 +88,9 @@ class Worker:
             )
             self.counters[variant] = _count_traces(model)
             self.timers[variant] = _FitTimer(backend, model)
+            self.models[variant] = model
             start = time.perf_counter()
-            self._fit(model, self.timers[variant], warmup)
+            self._fit(variant, warmup)
             state = sum(int(np.prod(v.shape)) * 4 for v in model.variables)
             state += sum(int(np.prod(v.shape)) * 4 for v in model.optimizer.variables)
             description["config"]["parameters"] = int(model.count_params())
@@ -98,18 +100,20 @@ class Worker:
                 "traces_after_warmup": self.counters[variant]["calls"],
                 "state_mb": state / 2**20,
                 "step_seconds": [],
+                "cpu_step_seconds": [],
                 "round_utilisation": [],
                 "memory": [],
             }
-            self.models[variant] = model
             for _, callbacks in self._arms(variant):  # their first calls trace and open files
-                self._fit(model, self.timers[variant], warmup, callbacks)
+                self._fit(variant, warmup, callbacks)
 
-    def _fit(self, model, timer, steps, callbacks=()):
+    def _fit(self, variant, steps, callbacks=()):
         # The timer first: its epoch end (the end of the timed span) runs
         # before the epoch-end work of the others (checkpoint, logs).
-        model.fit(self.backend.batches(self.images), steps_per_epoch=steps, epochs=1,
-                  verbose=0, shuffle=False, callbacks=[timer.callback, *callbacks])
+        with keras_path(variant):
+            self.models[variant].fit(
+                self.backend.batches(self.images), steps_per_epoch=steps, epochs=1, verbose=0,
+                shuffle=False, callbacks=[self.timers[variant].callback, *callbacks])
 
     def _arms(self, variant):
         """`(arm, callbacks)` of every callback arm but "none", built once."""
@@ -140,7 +144,7 @@ class Worker:
         order = timed_variants()
         if index % 2:
             order.reverse()
-        times = {}
+        times, cpu_times = {}, {}
         before = self._matmul_sample()
         for variant in order:
             timer, record = self.timers[variant], self.records[variant]
@@ -149,23 +153,26 @@ class Worker:
                 arms = arms[::-1]
             if arms and index % 2:  # the arms' order alternates around the bare fit
                 self._timed_arms(variant, arms, times)
-            self._fit(self.models[variant], timer, self.steps)
+            self._fit(variant, self.steps)
             times[variant] = timer.seconds / self.steps
+            cpu_times[variant] = timer.cpu_seconds / self.steps
             if arms and not index % 2:
                 self._timed_arms(variant, arms, times)
             after = self._matmul_sample()
             record["step_seconds"].append(times[variant])
+            record["cpu_step_seconds"].append(cpu_times[variant])
             record["memory"].append(timer.memory)
             if before and after and FLAGS.dtype_policy == "float32":
                 achieved = record["flops_per_image"] * FLAGS.batch_size / times[variant]
                 record["round_utilisation"].append(achieved / ((before + after) / 2))
             before = after
         self.per_round.append(times)
+        self.per_round_cpu.append(cpu_times)
 
     def _timed_arms(self, variant, arms, times):
         timer, record = self.timers[variant], self.records[variant]
         for arm, callbacks in arms:
-            self._fit(self.models[variant], timer, self.steps, callbacks)
+            self._fit(variant, self.steps, callbacks)
             seconds = timer.seconds / self.steps
             record.setdefault("arm_step_seconds", {}).setdefault(arm, []).append(seconds)
             times[f"{variant}+{arm}"] = seconds
@@ -180,6 +187,7 @@ class Worker:
         for variant, record in records.items():
             seconds = _median(record["step_seconds"])
             record["median_step_seconds"] = seconds
+            record["median_cpu_step_seconds"] = _median(record["cpu_step_seconds"])
             record["images_per_second"] = FLAGS.batch_size / seconds
             rate = record["flops_per_image"] * FLAGS.batch_size / seconds
             record["model_gflops_per_second"] = rate / 1e9
@@ -209,6 +217,14 @@ class Worker:
                 / records["mae"]["median_step_seconds"],
                 "flop_floor": records["ccmim"]["flops_per_image"] / records["mae"]["flops_per_image"],
             }
+        for variant in records:
+            base, path = split_variant(variant)
+            if path is not None and base in records:
+                ratios = [r[variant] / r[base] for r in self.per_round]
+                cpu = [r[variant] / r[base] for r in self.per_round_cpu]
+                result.setdefault("keras_path_to_library", {})[variant] = {
+                    "median_of_round_ratios": _median(ratios), "round_ratios": ratios,
+                    "cpu_median_of_round_ratios": _median(cpu), "cpu_round_ratios": cpu}
         if "mae" in records and "reference_mae" in records:
             ratios = [r["mae"] / r["reference_mae"] for r in self.per_round]
             result["mae_to_reference"] = {"median_of_round_ratios": _median(ratios),

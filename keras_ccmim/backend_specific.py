@@ -15,27 +15,11 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   are: JAX's exported module (`XlaCallModule`) refuses another static size
   itself.
 * `layer_norm_fn()`: the backend's own LayerNorm over the last axis, or
-  `None` to use Keras'. On JAX on CPU, XLA compiles the automatic backward pass of
-  LayerNorm very poorly on CPU (the tiny32 MAE gradient took about twice as
-  long with it), so JAX gets a `jax.custom_vjp` with a hand-written
-  backward pass whose row reductions sit behind `jax.lax.optimization_barrier`
-  (used by `keras_ccmim.layers.layer_norm.LayerNormalization`).
-* `gelu_fn()`: the backend's exact GELU for the MLP, or `None` to use Keras'
-  `"gelu"`. On JAX on CPU: JAX's exact GELU is written with `erfc`, which XLA expands into
-  a long, slow sequence on CPU; JAX gets the same function written with
-  `erf` (as TensorFlow's is) and a one-pass hand-written derivative.
-* `dot_product_attention(q, k, v, scale)`: `keras.ops.dot_product_attention`
-  (the fused kernel: torch SDPA, cuDNN on GPU), except on JAX on CPU, where
-  no fused kernel exists and `jax.nn.dot_product_attention`'s XLA path spent
-  most of its time in the softmax and its gradient (the row reductions
-  again); there heads-first batched matmuls and a softmax with a
-  hand-written gradient took 40% less time (under JAX 0.10.2 on an AMD EPYC
-  Keras' path took 1-6% longer, `benchmarks/jax_cpu_ab.py`; the LayerNorm
-  and GELU paths still save 35% and 5% of the step there).
-
-  These three JAX paths were measured faster on CPU only, so each is chosen
-  only when JAX's platform (`jax_platform()`) is `"cpu"`; on GPU and TPU
-  the stock Keras paths run.
+  `None` to use Keras'. On JAX on CPU, where XLA compiles the automatic
+  LayerNorm gradient poorly, it is a `jax.custom_vjp` with a hand-written
+  backward pass whose row reductions sit behind
+  `jax.lax.optimization_barrier` (used by
+  `keras_ccmim.layers.layer_norm.LayerNormalization`); elsewhere Keras' runs.
 * `cross_replica_gather()`: under `tf.distribute` with several replicas,
   `(gather, replica_id)` where `gather(x)` concatenates `x` of every replica
   along the batch axis (`ReplicaContext.all_gather`, whose gradient sends
@@ -93,6 +77,8 @@ def _jax_on_cpu():
     return jax_platform() == "cpu"
 
 
+# Kept: it saves more than the 15% of a JAX CPU step that a backend-specific
+# path must (measured in docs/performance/cpu_investigation.md).
 def layer_norm_fn():
     """A fast LayerNorm over the last axis for this backend, or `None`.
 
@@ -209,88 +195,3 @@ def sync_batch_norm():
     import tensorflow as tf
 
     return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
-
-
-def gelu_fn():
-    """An exact GELU `0.5 * x * (1 + erf(x / sqrt(2)))` for this backend, or `None`.
-
-    Only JAX on CPU has one (see the module docstring); TensorFlow's
-    `tf.nn.gelu` already uses `erf` and torch's is a fused kernel.
-    """
-    if _jax_on_cpu():
-        return _jax_gelu()
-    return None
-
-
-@functools.lru_cache(maxsize=None)
-def _jax_gelu():
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    inv_sqrt2 = float(1.0 / np.sqrt(2.0))
-    inv_sqrt2pi = float(1.0 / np.sqrt(2.0 * np.pi))
-
-    def cdf(x):
-        return 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(inv_sqrt2, x.dtype)))
-
-    @jax.custom_vjp
-    def gelu(x):
-        return x * cdf(x)
-
-    def gelu_fwd(x):
-        phi = cdf(x)
-        return x * phi, (x, phi)
-
-    def gelu_bwd(residuals, dy):
-        x, phi = residuals
-        pdf = jnp.exp(-0.5 * jnp.square(x)) * jnp.asarray(inv_sqrt2pi, x.dtype)
-        return (dy * (phi + x * pdf),)
-
-    gelu.defvjp(gelu_fwd, gelu_bwd)
-    return gelu
-
-
-def dot_product_attention(query, key, value, scale):
-    """Softmax attention `[B, T, H, Dh]` x3 -> `[B, T, H, Dh]` (no mask).
-
-    `keras.ops.dot_product_attention` everywhere except JAX on CPU (see the
-    module docstring); the same function either way.
-    """
-    if _jax_on_cpu():
-        return _jax_cpu_attention()(query, key, value, float(scale))
-    return keras.ops.dot_product_attention(query, key, value, scale=scale)
-
-
-@functools.lru_cache(maxsize=None)
-def _jax_cpu_attention():
-    import jax
-    import jax.numpy as jnp
-
-    @jax.custom_vjp
-    def softmax(logits):
-        exp = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-        return exp * (1.0 / jnp.sum(exp, axis=-1, keepdims=True))
-
-    def softmax_fwd(logits):
-        probs = softmax(logits)
-        return probs, probs
-
-    def softmax_bwd(probs, d_probs):
-        # The row reduction behind a barrier, as in the LayerNorm gradient.
-        row = jax.lax.optimization_barrier(jnp.sum(d_probs * probs, axis=-1, keepdims=True))
-        return (probs * (d_probs - row),)
-
-    softmax.defvjp(softmax_fwd, softmax_bwd)
-
-    def attention(query, key, value, scale):
-        dtype = query.dtype
-        q, k, v = (jnp.swapaxes(t, 1, 2) for t in (query, key, value))  # [B, H, T, Dh]
-        logits = jnp.matmul(
-            q * jnp.asarray(scale, dtype), jnp.swapaxes(k, -1, -2),
-            preferred_element_type=jnp.float32,
-        )
-        probs = softmax(logits).astype(dtype)
-        return jnp.swapaxes(jnp.matmul(probs, v), 1, 2)
-
-    return attention

@@ -6,7 +6,6 @@ the speed itself is never asserted (that is what the scripts are for).
 """
 
 import json
-import re
 import os
 import subprocess
 import sys
@@ -36,15 +35,6 @@ def _run(script, args, timeout=600):
     )
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
-
-
-def _run_refused(script, args, backend):
-    """`(returncode, stdout + stderr)` of a run of `script` on `backend` that
-    is meant to be refused."""
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=REPO)
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def _block_flops(tokens, width):
@@ -186,104 +176,6 @@ def test_cifar10_study_writes_its_table_and_curves(tmp_path):
     assert [r["variant"] for r in summary["rows"]] == ["ccmim", "random init"]
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="profiles the XLA step; JAX's trace has per-op events")
-def test_profile_step_groups_op_time_by_kind():
-    stdout = _run("profile_step.py", ["--batch_size=4", "--warmup_steps=1", "--steps=1", "--top=5"])
-    assert "| op kind | ms per step | share |" in stdout
-    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "%" in line]
-    assert rows, stdout
-    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in rows]
-    assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
-
-
-@pytest.mark.skipif(keras.backend.backend() == "torch", reason="joins an XLA trace with XLA's HLO dump")
-def test_profile_step_hlo_breakdown_counts_the_steps_matmul_flops():
-    # The dots XLA compiled must add up to the FLOPs keras_ccmim.flops counts
-    # for the same MAE step (an independent formula); a dot missed or counted
-    # twice moves the ratio by a block's share.
-    stdout = _run("profile_step.py", ["--batch_size=4", "--warmup_steps=1", "--steps=1", "--top=5",
-                                      "--hlo_breakdown"])
-    match = re.search(r"dots: (\d+) per step, .* ([\d.]+) MFLOP per image against "
-                      r"keras_ccmim.flops' ([\d.]+) \(ratio ([\d.]+)\)", stdout)
-    assert match, stdout
-    assert int(match.group(1)) > 12 * 6  # six dots per block and direction at least
-    assert 0.97 < float(match.group(4)) < 1.03, stdout
-    assert "| lhs | rhs | contracting (lhs; rhs) |" in stdout and "| op kind | source op |" in stdout
-    assert "block_N" in stdout  # the other ops grouped by their source op, blocks folded
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="needs an XLA backend")
-def test_profile_step_hlo_breakdown_refuses_torch():
-    returncode, output = _run_refused("profile_step.py", ["--hlo_breakdown"], "torch")
-    assert returncode != 0 and "needs an XLA backend" in output
-
-
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="A/B of the JAX step's compiled variants")
-def test_jax_cpu_ab_times_path_and_option_variants_side_by_side(tmp_path):
-    out = tmp_path / "ab.json"
-    stdout = _run("jax_cpu_ab.py", [
-        "--batch_size=4", "--num_layers=1", "--rounds=2", "--steps=1",
-        "--paths=library,stock_layer_norm",
-        "--xla_options=serial:xla_cpu_enable_concurrency_optimized_scheduler=false",
-        f"--output={out}"])
-    rows = [line for line in stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [r.split("|")[1].strip() for r in rows] == ["library", "serial", "stock_layer_norm"], stdout
-    result = json.loads(out.read_text())
-    assert [r["variant"] for r in result["rows"]] == ["library", "serial", "stock_layer_norm"]
-    assert result["rows"][0]["time_ratio"] == 1.0
-    assert result["rows"][1]["options"] == {"xla_cpu_enable_concurrency_optimized_scheduler": False}
-    assert all(len(r["step_seconds"]) == 2 and r["median_step_seconds"] > 0 for r in result["rows"])
-    assert "cores" in result["machine"]
-
-
-@only_on_plumbing_backend
-@pytest.mark.parametrize("args, message", [
-    (["--paths=library,stock_softmax"], "unknown 'stock_softmax'"),
-    (["--xla_options=serial"], "is not name:key=value"),
-    (["--xla_options=library:xla_cpu_ftz=true"], "used twice"),
-])
-def test_jax_cpu_ab_refuses_bad_variants(args, message):
-    returncode, output = _run_refused("jax_cpu_ab.py", args, "jax")
-    assert returncode != 0 and message in output, output[-2000:]
-
-
-@pytest.mark.skipif(keras.backend.backend() == "torch", reason="times XLA-compiled kernels")
-def test_kernel_alone_reports_rates_that_match_its_times():
-    stdout = _run("kernel_alone.py", ["--matmul_shapes=256x64x128,64x256x32", "--gelu_shape=64x32",
-                                      "--repeats=3"])
-    matmuls = re.findall(r"matmul \[(\d+),(\d+)\] x \[\d+,(\d+)\]: ([\d.]+) ms, (\d+) GFLOP/s", stdout)
-    assert [m[:3] for m in matmuls] == [("256", "64", "128"), ("64", "256", "32")], stdout
-    for m, k, n, ms, rate in matmuls:
-        expected = 2 * int(m) * int(k) * int(n) / (float(ms) / 1e3) / 1e9
-        assert abs(float(rate) - expected) <= 0.02 * expected + 1, stdout
-    gelu = re.search(r"erf GELU \[64,32\]: ([\d.]+) ms, ([\d.]+) ns per element", stdout)
-    assert gelu and abs(float(gelu.group(2)) - 1e6 * float(gelu.group(1)) / (64 * 32)) < 0.01 * float(
-        gelu.group(2)) + 0.002, stdout
-    assert "machine: " in stdout
-
-
-@only_on_plumbing_backend
-@pytest.mark.parametrize("backend, args, message", [
-    ("torch", [], "KERAS_BACKEND=jax or tensorflow"),
-    ("jax", ["--matmul_shapes=4x4"], "is not 3 positive integers"),
-])
-def test_kernel_alone_refuses_bad_input(backend, args, message):
-    returncode, output = _run_refused("kernel_alone.py", args, backend)
-    assert returncode != 0 and message in output, output[-2000:]
-
-
-@pytest.mark.skipif(keras.backend.backend() != "torch", reason="profiles the eager torch step")
-@pytest.mark.parametrize("model", ["library", "reference"])
-def test_profile_step_splits_the_torch_step_into_aten_ops(model):
-    stdout = _run("profile_step.py", ["--batch_size=4", "--warmup_steps=1", "--steps=1",
-                                      "--top=5", f"--model={model}"])
-    assert f"torch mae step ({model})" in stdout and "aten ops dispatched per step" in stdout
-    rows = [line for line in stdout.splitlines() if line.startswith("| aten::")]
-    assert len(rows) == 5, stdout
-    shares = [float(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in rows]
-    assert all(0 < s <= 100 for s in shares) and shares == sorted(shares, reverse=True)
-
-
 @only_on_plumbing_backend
 def test_selectivity_study_writes_its_table_and_curves(tmp_path):
     out = tmp_path / "selectivity"
@@ -316,18 +208,43 @@ def test_selectivity_study_writes_its_table_and_curves(tmp_path):
     assert (out / "results.md").read_text() == table
 
 
-@only_on_plumbing_backend
-def test_plain_torch_mae_has_the_library_shapes(tmp_path):
-    """benchmarks/plain_torch_mae.py: the plain-PyTorch MAE has exactly the
-    library's MAE parameters and both steps are timed."""
-    output = tmp_path / "plain.json"
-    stdout = _run("plain_torch_mae.py", ["--batch_size=4", "--repeats=1", "--steps=1",
-                                          "--warmup_steps=1", "--profile_steps=1",
-                                          f"--output={output}"])
-    summary = json.loads(output.read_text())
-    assert summary["parameters"]["plain"] == summary["parameters"]["library"] == 5_776_176
-    assert all(rate > 0 for rate in summary["images_per_second"].values())
-    assert "library / plain PyTorch step time" in stdout
-    profiles = summary["profiles"]
-    assert set(profiles) == {"library", "plain"}
-    assert profiles["plain"]["ops"]["aten::addmm"] > 0 and "| aten::mm |" in stdout
+def test_keras_path_variant_swaps_the_backend_specific_function_while_open():
+    from benchmarks.step_models import check_variant, keras_path
+    from keras_ccmim import backend_specific
+
+    library = backend_specific.layer_norm_fn
+    with keras_path("mae-keras_layer_norm"):
+        assert backend_specific.layer_norm_fn() is None  # Keras' own LayerNorm runs
+    assert backend_specific.layer_norm_fn is library
+    with keras_path("mae"):
+        assert backend_specific.layer_norm_fn is library
+    assert check_variant("ccmim-keras_layer_norm") is None
+    assert "unknown path 'keras_softmax'" in check_variant("mae-keras_softmax")
+    assert "unknown step" in check_variant("vit-keras_layer_norm")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="the path is JAX-on-CPU's")
+def test_step_throughput_times_keras_layer_norm_beside_the_library(tmp_path):
+    output = tmp_path / "paths.json"
+    flags = [f"--{k}={v}" for k, v in TINY.items()]
+    stdout = _run("step_throughput.py", [
+        *flags, f"--batch_size={BATCH}", "--backends=jax", "--variants=mae,mae-keras_layer_norm",
+        "--cpu_threads=1", "--warmup_steps=1", "--steps=2", "--repeats=2", "--matmul_size=128",
+        "--matmul_repeats=2", f"--output={output}"])
+    (result,) = json.loads(output.read_text())["results"]
+    ratio = result["keras_path_to_library"]["mae-keras_layer_norm"]
+    records = result["variants"]
+    assert len(ratio["round_ratios"]) == len(ratio["cpu_round_ratios"]) == 2
+    for index in range(2):
+        assert ratio["round_ratios"][index] == pytest.approx(
+            records["mae-keras_layer_norm"]["step_seconds"][index]
+            / records["mae"]["step_seconds"][index])
+        assert ratio["cpu_round_ratios"][index] == pytest.approx(
+            records["mae-keras_layer_norm"]["cpu_step_seconds"][index]
+            / records["mae"]["cpu_step_seconds"][index])
+    assert "jax mae with keras_layer_norm:" in stdout and "CPU time" in stdout
+    refused = subprocess.run(
+        [sys.executable, os.path.join(REPO, "benchmarks", "step_throughput.py"),
+         "--variants=mae-keras_softmax"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO))
+    assert refused.returncode == 2 and refused.stderr.startswith("Error: --variants: unknown path")

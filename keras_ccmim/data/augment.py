@@ -4,11 +4,11 @@ Every random choice comes from TF's stateless random ops and an explicit
 `seed` (an int tensor of shape `[2]`), so a pipeline is repeatable. A
 foreground mask, when given, receives exactly the crop box and flip of its
 image: it is cut with the same box, resized on the same pixel grid (bilinear,
-then thresholded at 0.5) and flipped with the same coin.
+then thresholded at 0.5) and flipped with the same coin. TensorFlow is imported
+inside the transforms, so the constants and `unnormalize` load without it.
 """
 
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
@@ -26,6 +26,8 @@ def normalize(images):
     Returns:
         float32 `tf.Tensor` of the same shape: `(images / 255 - mean) / std`.
     """
+    import tensorflow as tf
+
     images = tf.cast(images, tf.float32) / 255.0
     return (images - IMAGENET_MEAN) / IMAGENET_STD
 
@@ -82,6 +84,8 @@ def random_resized_crop_box(
     Returns:
         `(top, left, crop_height, crop_width)`, int32 scalar tensors.
     """
+    import tensorflow as tf
+
     area_seed, ratio_seed, top_seed, left_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=4)
     )
@@ -141,6 +145,8 @@ def random_resized_crop_box(
 
 def _resize_image(image, size):
     """Bicubic resize, antialiased when shrinking (as PIL's), clipped."""
+    import tensorflow as tf
+
     image = tf.cast(image, tf.float32)
     shape = tf.shape(image)
     size = tf.convert_to_tensor(size, tf.int32)
@@ -156,6 +162,8 @@ def _resize_image(image, size):
 
 def _resize_mask(mask, size):
     """Bilinear resize on the image's sampling grid, thresholded at 0.5."""
+    import tensorflow as tf
+
     mask = tf.cast(mask[..., None], tf.float32)
     mask = tf.image.resize(mask, size, method="bilinear")
     return tf.cast(mask[..., 0] >= 0.5, tf.float32)
@@ -184,6 +192,8 @@ def random_resized_crop(
         `mask` is given, `(image, mask)` with mask float32
         `[image_size, image_size]` of 0/1.
     """
+    import tensorflow as tf
+
     shape = tf.shape(image)
     top, left, crop_h, crop_w = random_resized_crop_box(
         seed, shape[0], shape[1], scale=scale, ratio=ratio
@@ -222,6 +232,8 @@ def pretrain_transform(
         `IMAGENET_MEAN` / `IMAGENET_STD`, and float32 `[image_size,
         image_size]` (0/1) or `None` when no mask was given.
     """
+    import tensorflow as tf
+
     crop_seed, flip_seed = tf.unstack(
         tf.random.experimental.stateless_split(seed, num=2)
     )
@@ -257,6 +269,8 @@ def eval_transform(image, image_size, mask=None, crop_fraction=1.0):
         `(image, mask)`: float32 `[image_size, image_size, 3]` normalised, and
         float32 `[image_size, image_size]` (0/1) or `None`.
     """
+    import tensorflow as tf
+
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(
             f"crop_fraction must be in (0, 1], got {crop_fraction!r}."

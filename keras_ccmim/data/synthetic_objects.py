@@ -12,7 +12,6 @@ and "foreground lift" of a masking strategy is measurable.
 import functools
 
 import numpy as np
-import tensorflow as tf
 
 from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.splits import parse_split, split_bounds
@@ -307,6 +306,8 @@ def load_synthetic_objects(*, split="train", image_size=32, num_images=None):
         [image_size, image_size, 3], "label": int32 scalar, "foreground":
         uint8 [image_size, image_size]}` and its `DatasetInfo`.
     """
+    import tensorflow as tf  # here alone: the numpy generator runs without TensorFlow
+
     data, info = synthetic_objects_arrays(
         split=split, image_size=image_size, num_images=num_images
     )

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from keras_ccmim import backend_specific
 from keras_ccmim.layers.drop_path import DropPath
 from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.layer_scale import LayerScale
@@ -19,9 +18,7 @@ CLS_LOGIT_SCALES = ("head_dim", "hidden_dim")
 class TransformerBlock(keras.layers.Layer):
     """`x + DropPath(LS(MHSA(LN(x))))`, then `x + DropPath(LS(MLP(LN(x))))`.
 
-    Self-attention uses the fused `keras.ops.dot_product_attention` (through
-    `backend_specific.dot_product_attention`, which on JAX on CPU, where no
-    fused kernel exists, substitutes a formulation XLA compiles better). With
+    Self-attention uses the fused `keras.ops.dot_product_attention`. With
     `return_cls_attention=True` the block also returns the softmax attention
     of the first token ([CLS]) over all other tokens, averaged over heads,
     computed from that one query row (`q_cls . K^T`) so the full attention
@@ -90,7 +87,7 @@ class TransformerBlock(keras.layers.Layer):
         )
         self.fc1 = keras.layers.Dense(
             int(hidden_dim * self.mlp_ratio),
-            activation=backend_specific.gelu_fn() or "gelu",
+            activation="gelu",
             name="fc1",
             **dense,
         )
@@ -160,7 +157,7 @@ class TransformerBlock(keras.layers.Layer):
         if cls_attention_only:
             return self._cls_attention(q, k, cls_attention_kind, cls_attention_scale)
         t = ops.shape(x)[1]
-        attn = backend_specific.dot_product_attention(q, k, v, self.head_dim**-0.5)
+        attn = ops.dot_product_attention(q, k, v, scale=self.head_dim**-0.5)
         branch = self.proj(ops.reshape(attn, (-1, t, self.hidden_dim)))
         if self.ls1 is not None:
             branch = self.ls1(branch)

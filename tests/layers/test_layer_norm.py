@@ -1,5 +1,5 @@
 """`keras_ccmim.layers.layer_norm.LayerNormalization` against Keras' layer, and the
-JAX fast paths of `backend_specific` it and the transformer block use."""
+JAX fast path of `backend_specific` it uses."""
 
 import keras
 import numpy as np
@@ -131,49 +131,9 @@ def test_jax_custom_gradient_equals_autodiff_of_plain_layer_norm():
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(expected[0]), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX custom gradient")
-def test_jax_gelu_equals_exact_gelu_with_its_gradient():
-    """The transformer block's JAX GELU (erf form, hand-written derivative)."""
-    import jax
-    import jax.numpy as jnp
-
-    gelu = backend_specific.gelu_fn()
-    x = jnp.linspace(-8.0, 8.0, 1001, dtype="float32")
-    exact = lambda v: jax.nn.gelu(v, approximate=False)  # noqa: E731
-    np.testing.assert_allclose(np.asarray(gelu(x)), np.asarray(exact(x)), atol=1e-6)
-    got = jax.grad(lambda v: jnp.sum(jnp.sin(v) * gelu(v)))(x)
-    want = jax.grad(lambda v: jnp.sum(jnp.sin(v) * exact(v)))(x)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX CPU attention")
-def test_jax_cpu_attention_equals_keras_attention_with_its_gradient():
-    """The transformer block's attention on JAX CPU against jax.nn's."""
-    import jax
-    import jax.numpy as jnp
-
-    rng = np.random.RandomState(5)
-    q, k, v, cotangent = (jnp.asarray(rng.randn(2, 7, 3, 4).astype("float32")) for _ in range(4))
-    scale = 4**-0.5
-
-    def ours(q, k, v):
-        return backend_specific.dot_product_attention(q, k, v, scale)
-
-    def reference(q, k, v):
-        return jax.nn.dot_product_attention(q, k, v, scale=scale, implementation="xla")
-
-    np.testing.assert_allclose(np.asarray(ours(q, k, v)), np.asarray(reference(q, k, v)),
-                               rtol=1e-5, atol=1e-5)
-    got = jax.vjp(ours, q, k, v)[1](cotangent)
-    want = jax.vjp(reference, q, k, v)[1](cotangent)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-5)
-
-
 def test_fast_path_only_on_jax():
     on_jax = keras.backend.backend() == "jax"
     assert (backend_specific.layer_norm_fn() is not None) == on_jax
-    assert (backend_specific.gelu_fn() is not None) == on_jax
 
 
 @pytest.mark.parametrize(
@@ -262,24 +222,9 @@ def test_encoder_checkpoint_paths_are_keras_paths(tmp_path):
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX platform gating")
 @pytest.mark.parametrize("platform", ["gpu", "tpu"])
 def test_jax_off_cpu_uses_the_stock_paths(platform, monkeypatch):
-    """The hand-written LayerNorm, GELU and attention were measured faster on
-    CPU only: on any other JAX platform Keras' own paths run."""
+    """The hand-written LayerNorm was measured faster on CPU only: on any
+    other JAX platform Keras' own runs."""
     monkeypatch.setattr(backend_specific, "jax_platform", lambda: platform)
     assert backend_specific.layer_norm_fn() is None
-    assert backend_specific.gelu_fn() is None
-    calls = []
-    stock = keras.ops.dot_product_attention
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("scale"))
-        return stock(*args, **kwargs)
-
-    monkeypatch.setattr(keras.ops, "dot_product_attention", spy)
-    q = keras.ops.ones((1, 3, 2, 4))
-    backend_specific.dot_product_attention(q, q, q, 0.5)
-    assert calls == [0.5]
     monkeypatch.setattr(backend_specific, "jax_platform", lambda: "cpu")
     assert backend_specific.layer_norm_fn() is not None
-    assert backend_specific.gelu_fn() is not None
-    backend_specific.dot_product_attention(q, q, q, 0.5)
-    assert calls == [0.5]  # the CPU attention, not Keras'
