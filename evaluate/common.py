@@ -165,7 +165,7 @@ def load_encoder():
 
 
 def fine_tuning_arguments():
-    """The keyword arguments `evaluation.finetune` and `evaluation.segment`
+    """The keyword arguments `evaluation.finetune` and `evaluation.finetune_segmenter`
     take from the same flags: data, schedule, optimiser, seed, output and
     checkpoints."""
     return dict(

@@ -104,7 +104,7 @@ def with_flag_names(error):
     """A refused rerun's error (`FinetuneConfigError`, which lists the
     changed fields by their library names) with the flags of the fields
     whose flags are named otherwise; any other error as it is."""
-    module = sys.modules.get("keras_ccmim.evaluation.finetune_run_folder")
+    module = sys.modules.get("keras_ccmim.evaluation.finetune_run")
     if module is None or not isinstance(error, module.FinetuneConfigError):
         return error
     text = str(error)

@@ -93,11 +93,11 @@ def main(argv):
             raise ValueError(f"--output_dir {FLAGS.output_dir!r} is a file; pass a folder "
                              "(created if missing).")
         common.encoder_source()  # checked before the slow imports
-        from keras_ccmim.evaluation.segment import segment
+        from keras_ccmim.evaluation.segmentation import finetune_segmenter
         from keras_ccmim.cli.console import run_messages_to_stdout
 
         with run_messages_to_stdout():  # the library logs resumes and restores
-            result = segment(
+            result = finetune_segmenter(
                 common.load_encoder(),
                 FLAGS.dataset,
                 image_size=FLAGS.segment_image_size,

@@ -1,5 +1,5 @@
-"""Evaluating pretrained encoders: features, k-NN, linear probe, fine-tuning,
-SavedModel export and reconstruction pictures.
+"""Evaluating pretrained encoders: features, k-NN, linear probe, fine-tuning
+(a classifier or a segmenter), SavedModel export and reconstruction pictures.
 
 Protocols follow MAE / ccMIM (see the spec's "Recipes"): the image feature is
 the mean patch embedding by default; k-NN is cosine with k=20 and T=0.07; the
@@ -22,8 +22,8 @@ from keras_ccmim.evaluation.features import (
     extract_saved_model_features,
     whole_batch_size,
 )
-from keras_ccmim.evaluation.finetune import finetune
-from keras_ccmim.evaluation.finetune_result import FinetuneResult
+from keras_ccmim.evaluation.finetune import FinetuneResult, finetune
+from keras_ccmim.evaluation.finetune_run import FinetuneConfigError
 from keras_ccmim.models.vit_classifier import ViTClassifier, layer_ids
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.evaluation.knn import knn_classify, knn_scores
@@ -38,7 +38,7 @@ from keras_ccmim.evaluation.visualize import (
     denormalize_prediction,
     reconstruction_grid,
 )
-from keras_ccmim.evaluation.segment import SegmentResult, segment
+from keras_ccmim.evaluation.segmentation import SegmentationResult, finetune_segmenter
 from keras_ccmim.evaluation.segmentation_metrics import (
     SegmentationScores,
     evaluate_segmenter,
