@@ -3,6 +3,7 @@
 run, refusing a different one, starting afresh with the earlier outputs
 moved aside (`fresh`), and the history its earlier calls left."""
 
+import fcntl
 import json
 import logging
 import os
@@ -228,3 +229,28 @@ def merged_history(earlier, history, initial_step):
     for key, values in history.items():
         merged.setdefault(key, []).extend(float(v) for v in values)
     return merged
+
+
+LOCK_FILE = "run.lock"
+
+
+def workdir_in_use(path):
+    """The PID of the run holding the lock of `path` or of a folder above it, else None."""
+    folder = os.path.realpath(os.fspath(path))
+    while True:
+        try:
+            fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDONLY)
+        except OSError:  # no lock here (or none this user may read)
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 64).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() else "unknown"
+            finally:
+                os.close(fd)  # closing releases the shared lock, if taken
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent

@@ -7,9 +7,12 @@ Each test runs one subprocess per binary that imports it once and calls its
 cases cost one start-up.
 """
 
+import contextlib
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -321,3 +324,52 @@ def test_export_never_writes_into_the_workdir(tmp_path):
         assert message in error_line(run)
     assert "Pass a folder outside it, e.g. --saved_model=" in error_line(runs[0])
     assert _snapshot(tmp_path) == before
+
+
+# Holds the lock of a running pretraining on sys.argv[1] (run.lock) until
+# its stdin closes, with its PID in the file when sys.argv[2] is "pid".
+_HOLD_LOCK = r"""
+import fcntl, os, sys
+lock = open(sys.argv[1], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX)
+lock.truncate(0)
+if sys.argv[2] == "pid":
+    lock.write(str(os.getpid()))
+lock.flush()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held(workdir, write_pid=True):
+    """Another process holds `workdir`'s run.lock within the block; yields
+    its PID."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(workdir / "run.lock"),
+         "pid" if write_pid else "none"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_workdir_in_use_names_the_process_holding_the_lock(tmp_path):
+    from keras_ccmim.training.workdir import workdir_in_use
+
+    workdir = tmp_path / "run"
+    with lock_held(workdir) as pid:
+        for path in (workdir, workdir / "finetune", workdir / "new" / "deeper" / "out.json"):
+            assert workdir_in_use(path) == pid, path
+        assert workdir_in_use(tmp_path) is None
+        assert workdir_in_use(tmp_path / "run_2" / "out.json") is None
+        (tmp_path / "link").symlink_to(workdir)
+        assert workdir_in_use(tmp_path / "link" / "out.json") == pid
+    # The run ended: its lock file stays behind, held by nobody.
+    assert (workdir / "run.lock").exists() and workdir_in_use(workdir) is None
+    with lock_held(workdir, write_pid=False):
+        assert workdir_in_use(workdir / "out.json") == "unknown"
