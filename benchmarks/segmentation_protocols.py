@@ -35,10 +35,10 @@ SCORES = ("miou", "aacc", "macc")
 def measure(encoder, protocol="linear_probe", seed=0, eval_num_images=300, **overrides):
     """mIoU, aAcc and mAcc (percent) of `encoder` under `protocol` (a key
     of `PROTOCOLS`) with fine-tuning `seed`, on `eval_num_images` images of
-    the "test" split; `overrides` replace the protocol's `segment`
-    arguments (a smaller run for a smoke test)."""
-    from keras_ccmim.evaluation.segment import segment
+    the "test" split; `overrides` replace the protocol's
+    `finetune_segmenter` arguments (a smaller run for a smoke test)."""
+    from keras_ccmim.evaluation.segmentation import finetune_segmenter
 
     run = dict(PROTOCOLS[protocol], **overrides)
-    result = segment(encoder, seed=seed, eval_num_images=eval_num_images, **run)
+    result = finetune_segmenter(encoder, seed=seed, eval_num_images=eval_num_images, **run)
     return {name: getattr(result, name) for name in SCORES}

@@ -8,7 +8,7 @@ the key test's pretraining (`PRETRAIN_RUN` in benchmarks/key_pretraining.py:
 32 px, patch 8, width 64, 2 blocks, 1000 steps of 64 on 10,000 images),
 then every encoder, and a randomly initialised one, goes through the
 protocols of `benchmarks/segmentation_protocols.py` with
-`keras_ccmim.evaluation.segment` and is scored on the separate "test" split
+`keras_ccmim.evaluation.finetune_segmenter` and is scored on the separate "test" split
 (mIoU, aAcc and mAcc): `finetune` (a `ViTSegmenter` with the simple feature
 pyramid and FPN head, the encoder fine-tuned with layer decay 0.65 and drop
 path 0.1, 50 steps of 32) and `linear_probe` (the encoder frozen, the linear

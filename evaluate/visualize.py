@@ -1,76 +1,10 @@
-r"""Draws masks, reconstructions and importance maps of a pretrainer as a PNG.
-
-Rows are images; columns: original, visible patches (masked ones grey),
-reconstruction (visible patches pasted back), importance heat map (or the
-mask, for random / block masking).
-
-    python evaluate/visualize.py --workdir=runs/demo --output=runs/demo/recon.png
-"""
+"""The `ccmim-visualize` program from a checkout: see `keras_ccmim.cli.visualize`."""
 
 import os
 
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from evaluate import common  # noqa: E402
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Pretraining workdir (pretrainer.keras).")
-flags.DEFINE_boolean("random_init", False, "Draw a randomly initialised pretrainer.")
-flags.DEFINE_string("preset", "vit_tiny_patch4_32", "Preset of --random_init.")
-for _name in ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads"):
-    flags.DEFINE_integer(_name, None, f"{_name} of --random_init; default: the preset's.")
-flags.DEFINE_string("masking", "importance_sampling", "Masking of --random_init.")
-flags.DEFINE_integer("seed", 0, "Seed of --random_init and of the masks.")
-flags.DEFINE_string("dataset", "synthetic_objects", "synthetic_objects, folder:/path or TFDS.")
-flags.DEFINE_string("data_dir", None, "Folder of prepared TFDS datasets.")
-flags.DEFINE_string("split", "test", "Split the images come from.")
-flags.DEFINE_integer("num_images", 8, "Images (rows) in the picture.")
-flags.DEFINE_integer("scale", None, "Upscaling factor; default: at least 96 px per image.")
-flags.DEFINE_string("output", None, "Output PNG path (required).")
-
-
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
-    try:
-        if not FLAGS.output:
-            raise ValueError("Pass --output=PATH.png.")
-        common.check_output_path(FLAGS.output)
-        common.encoder_source(random_init_flags=common.RANDOM_INIT_FLAGS + ("masking",))
-        if FLAGS.num_images < 1:
-            raise ValueError(f"--num_images must be >= 1, got {FLAGS.num_images}.")
-        import keras
-
-        from keras_ccmim import data, evaluation
-
-        if FLAGS.workdir:
-            model = evaluation.load_pretrainer(FLAGS.workdir)
-        else:
-            sizes = {n: FLAGS[n].value for n in ("image_size", "patch_size", "hidden_dim",
-                                                 "num_layers", "num_heads")}
-            model = evaluation.random_pretrainer(
-                FLAGS.preset, seed=FLAGS.seed, encoder_overrides=sizes, masking=FLAGS.masking
-            )
-        keras.utils.set_random_seed(FLAGS.seed)
-        dataset = data.make_dataset(
-            FLAGS.dataset,
-            split=FLAGS.split,
-            batch_size=FLAGS.num_images,
-            image_size=model.encoder.image_size[0],
-            data_dir=FLAGS.data_dir,
-            training=False,
-        )
-        images, _ = next(iter(dataset))
-        picture = evaluation.reconstruction_grid(
-            model, images.numpy(), FLAGS.output, scale=FLAGS.scale
-        )
-    except (ValueError, OSError) as error:
-        return common.fail(error)
-    print(f"Wrote {FLAGS.output} ({picture.shape[1]}x{picture.shape[0]} px).")
-    return 0
-
+from keras_ccmim.cli import visualize  # noqa: E402
 
 if __name__ == "__main__":
-    app.run(main)
+    visualize.run()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow  # pretrains in a subprocess: see pyproject.toml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# The study's plumbing is backend-independent; segment() itself is tested on
+# The study's plumbing is backend-independent; finetune_segmenter() itself is tested on
 # every backend (tests/evaluation/test_segment.py).
 @only_on_plumbing_backend
 def test_tiny_study(tmp_path):

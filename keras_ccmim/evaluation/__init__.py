@@ -1,5 +1,5 @@
-"""Evaluating pretrained encoders: features, k-NN, linear probe, fine-tuning,
-SavedModel export and reconstruction pictures.
+"""Evaluating pretrained encoders: features, k-NN, linear probe, fine-tuning
+(a classifier or a segmenter), SavedModel export and reconstruction pictures.
 
 Protocols follow MAE / ccMIM (see the spec's "Recipes"): the image feature is
 the mean patch embedding by default; k-NN is cosine with k=20 and T=0.07; the
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr__` loads them
     from keras_ccmim.evaluation.encoders import (
-        load_encoder,
         load_pretrainer,
         random_encoder,
         random_pretrainer,
@@ -33,9 +32,10 @@ if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr_
         extract_saved_model_features,
         whole_batch_size,
     )
-    from keras_ccmim.evaluation.finetune import finetune
-    from keras_ccmim.evaluation.finetune_result import FinetuneResult
+    from keras_ccmim.evaluation.finetune import FinetuneResult, finetune
+    from keras_ccmim.evaluation.finetune_run import FinetuneConfigError
     from keras_ccmim.models.vit_classifier import ViTClassifier, layer_ids
+    from keras_ccmim.models.vit_encoder import load_encoder
     from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
     from keras_ccmim.evaluation.knn import knn_classify, knn_scores
     from keras_ccmim.evaluation.linear_probe import (
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr_
         denormalize_prediction,
         reconstruction_grid,
     )
-    from keras_ccmim.evaluation.segment import SegmentResult, segment
+    from keras_ccmim.evaluation.segmentation import SegmentationResult, finetune_segmenter
     from keras_ccmim.evaluation.segmentation_metrics import (
         SegmentationScores,
         evaluate_segmenter,
@@ -84,7 +84,7 @@ def __dir__():
 
 
 class _Package(types.ModuleType):
-    """`finetune`, `segment` and `linear_probe` name both a module and its
+    """`finetune` and `linear_probe` name both a module and its
     function: when such a module loads, the import system sets the package's
     attribute to the module; this binds the function instead, as the eager
     imports did."""

@@ -15,7 +15,6 @@ import zipfile
 import keras
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
-from keras_ccmim.models.vit_encoder import load_encoder  # noqa: F401 (the one loader)
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
 

@@ -1,7 +1,10 @@
-"""Full fine-tuning with layer-wise learning-rate decay (MAE's recipe).
+"""Full fine-tuning of an encoder as a classifier, with layer-wise
+learning-rate decay (MAE's recipe).
 
-`finetune(encoder, ..., output_dir=...)` checkpoints and resumes the way
-pretraining does (`keras_ccmim.training.fit_resumable`). Its output folder:
+`finetune(encoder, ..., output_dir=...)` trains a `ViTClassifier` over a
+copy of the encoder through the run every fine-tuning shares
+(`keras_ccmim.evaluation.finetune_run`: checkpoints, resume, per-epoch
+validation, the best epoch, `fresh`). Its output folder:
 
     finetune_config.json   what the run trains (the recipe, the data, the
                            encoder's config and a digest of its weights)
@@ -11,53 +14,88 @@ pretraining does (`keras_ccmim.training.fit_resumable`). Its output folder:
     classifier.keras       the fine-tuned `ViTClassifier` (Keras format;
                            `keras.saving.load_model` loads it, safe_mode on)
     results.json           what `FinetuneResult.to_dict` gives
-
-Calling it again with the same arguments and folder resumes from the newest
-intact checkpoint (the batches and random draws are those an uninterrupted
-run would have had), or, once finished, only rewrites the outputs. Other
-arguments (any outside `RESUMABLE_CHANGES`) are refused with the changed
-fields named, unless `fresh=True`, which moves the earlier run's files to
-`previous-<n>/` first. Nothing is deleted but old checkpoints the run wrote
-itself (`keep_checkpoints`).
 """
 
+import dataclasses
 import functools
-import json
 import logging
-import math
-import os
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_ccmim.evaluation.epoch_validation import (
-    EpochValidation,
-    best_epoch,
-    evaluate_classifier,
-    history_lists,
+from keras_ccmim.evaluation.finetune_run import (
+    FinetuneRun,
+    FinetuneTask,
+    check_run_arguments,
+    run_finetuning,
 )
+from keras_ccmim.evaluation.metrics import accuracies
 from keras_ccmim.evaluation.train_eval_features import evaluation_batches
-from keras_ccmim.evaluation.finetune_result import FinetuneResult, finetune_summary
-from keras_ccmim.evaluation.finetune_run_folder import (
-    CLASSIFIER_FILE,
-    CONFIG_FILE,
-    HISTORY_FILE,
-    RESULTS_FILE,
-    encoder_digest,
-    prepare_output_dir,
-    read_history,
-    save_classifier,
-)
 from keras_ccmim.models.vit_classifier import ViTClassifier
 from keras_ccmim.models.vit_encoder import ViTEncoder
-from keras_ccmim.file_io import write_json_atomically
-from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
 from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS
-from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
-from keras_ccmim.training.checkpoints import fit_resumable
 
 logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "finetune_config.json"
+CLASSIFIER_FILE = "classifier.keras"
+
+
+@dataclasses.dataclass(kw_only=True)
+class FinetuneResult(FinetuneRun):
+    """What `finetune` returns: the fields of the run (`FinetuneRun`: its
+    length, lr, per-epoch `history` of `loss`, `val_top1` and `val_top5`,
+    `best_epoch`, the steps done, the folder and the `ViTClassifier`) and
+    the accuracies, in percent.
+
+    Attributes:
+        top1, top5, num_eval: the final classifier on the evaluation split.
+        best_top1, best_top5: the accuracies at `best_epoch`, the epoch of
+            the best evaluation top-1 (None when no epoch was recorded).
+    """
+
+    top1: float
+    top5: float
+    num_eval: int
+    best_top1: float
+    best_top5: float
+
+
+def finetune_summary(result):
+    """One line: the final and the best epoch's accuracies, where the
+    classifier went."""
+    best = "n/a"
+    if result.best_epoch is not None:
+        best = (f"{result.best_top1:.2f} (top-5 {result.best_top5:.2f}) at epoch "
+                f"{result.best_epoch} of {result.epochs}")
+    saved = ""
+    if result.paths:
+        saved = f" Classifier saved to {result.paths['classifier']}."
+    return (
+        f"Fine-tuned for {result.global_step} steps: final top-1 {result.top1:.2f} (top-5 "
+        f"{result.top5:.2f}) on {result.num_eval} images; best top-1 {best}.{saved}"
+    )
+
+
+def evaluate_classifier(model, dataset, max_batches=None):
+    """Top-1/top-5 (percent) and `num_eval` of a classifier over
+    `(images, extras)` batches."""
+    scores, labels = [], []
+    for index, (images, extras) in enumerate(dataset):
+        if max_batches is not None and index >= max_batches:
+            break
+        logits = model.predict_on_batch(np.asarray(images, dtype="float32"))
+        scores.append(ops.convert_to_numpy(logits))
+        labels.append(np.asarray(extras["label"]).reshape(-1))
+    if not scores:
+        raise ValueError("The evaluation dataset yielded no batch.")
+    labels = np.concatenate(labels)
+    if labels.min() < 0:
+        raise ValueError("The evaluation split is unlabelled (label -1).")
+    result = accuracies(np.concatenate(scores), labels)
+    result["num_eval"] = int(labels.shape[0])
+    return result
 
 
 def finetune_encoder(encoder, drop_path_rate=0.1):
@@ -68,11 +106,6 @@ def finetune_encoder(encoder, drop_path_rate=0.1):
     copy.build()
     copy.set_weights(encoder.get_weights())
     return copy
-
-
-def _check_count(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
 def finetune(
@@ -162,15 +195,11 @@ def finetune(
     from keras_ccmim.evaluation.finetune_data import check_augmentation, make_finetune_dataset
 
     image_size = int(image_size or encoder.image_size[0])
-    if int(epochs) < 1 or int(batch_size) < 1:
-        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}.")
-    if not 0 <= float(warmup_epochs) < int(epochs):
-        raise ValueError(f"warmup_epochs must be in [0, epochs), got {warmup_epochs}.")
-    _check_count("checkpoint_every_steps", checkpoint_every_steps, 0)
-    _check_count("keep_checkpoints", keep_checkpoints, 1)
-    _check_count("check_every_steps", check_every_steps, 1)
-    if not isinstance(fresh, bool):
-        raise ValueError(f"fresh must be True or False, got {fresh!r}.")
+    check_run_arguments(
+        epochs=epochs, batch_size=batch_size, warmup_epochs=warmup_epochs, fresh=fresh,
+        checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints,
+        check_every_steps=check_every_steps,
+    )
     info = describe_dataset(
         dataset,
         split=train_split,
@@ -190,6 +219,7 @@ def finetune(
             raise ValueError("The training split's size is unknown; pass steps_per_epoch.")
         steps_per_epoch = max(info.num_images // int(batch_size), 1)
     epochs, steps_per_epoch, batch_size = int(epochs), int(steps_per_epoch), int(batch_size)
+    num_classes = int(num_classes)
     recipe = dict(
         warmup_epochs=float(warmup_epochs),
         base_learning_rate=float(base_learning_rate),
@@ -206,32 +236,13 @@ def finetune(
         recipe["rand_augment_magnitude"], recipe["random_erasing_probability"],
         recipe["mixup_alpha"], recipe["cutmix_alpha"], recipe["label_smoothing"],
     )
-
-    config = None
-    if output_dir is not None:
-        encoder_config = {
-            k: v for k, v in encoder.get_config().items() if k not in ("name", "trainable")
-        }
-        config = dict(
-            dataset=dataset, train_split=train_split, eval_split=eval_split,
-            data_dir=data_dir, image_size=image_size, num_classes=int(num_classes),
-            train_num_images=train_num_images, eval_num_images=eval_num_images,
-            epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-            **recipe, seed=int(seed), encoder=encoder_config,
-            encoder_weights=encoder_digest(encoder), verbose=verbose,
-            checkpoint_every_steps=int(checkpoint_every_steps),
-            keep_checkpoints=int(keep_checkpoints), check_every_steps=int(check_every_steps),
-        )
-        config = json.loads(json.dumps(config))  # as read back from the file
-    keras.utils.set_random_seed(int(seed))
-
     train = functools.partial(
         make_finetune_dataset,
         dataset,
         split=train_split,
         batch_size=batch_size,
         image_size=image_size,
-        num_classes=int(num_classes),
+        num_classes=num_classes,
         data_dir=data_dir,
         seed=int(seed),
         num_images=train_num_images,
@@ -241,107 +252,48 @@ def finetune(
         cutmix_alpha=recipe["cutmix_alpha"],
         label_smoothing=recipe["label_smoothing"],
     )
-
-    def dataset_at(step):
-        return train(start_batch=step)
-
-    evaluation, eval_info = evaluation_batches(
+    evaluation, _ = evaluation_batches(
         dataset, split=eval_split, batch_size=batch_size, image_size=image_size,
         data_dir=data_dir, num_images=eval_num_images)
 
-    model = ViTClassifier(finetune_encoder(encoder, drop_path_rate), int(num_classes))
-    model.build()
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = min(int(round(recipe["warmup_epochs"] * steps_per_epoch)), total_steps - 1)
-    learning_rate = recipe["base_learning_rate"] * batch_size / 256.0
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup_steps else learning_rate,
-        decay_steps=total_steps - warmup_steps,
-        warmup_target=learning_rate if warmup_steps else None,
-        warmup_steps=warmup_steps,
-    )
-    optimizer = LayerDecayAdamW(
-        schedule, lr_scales=layer_decay_scales(model, layer_decay), weight_decay=weight_decay
-    )
-    model.compile(
-        optimizer=optimizer, loss=keras.losses.CategoricalCrossentropy(from_logits=True)
-    )
-    advice = functools.partial(_nan_advice, recipe["base_learning_rate"],
-                               recipe["warmup_epochs"])
-    # The folder is prepared once everything that checks the arguments ran.
-    checkpoint_dir = history_path = None
-    if output_dir is not None:
-        output_dir, checkpoint_dir = prepare_output_dir(output_dir, config, fresh)
-        history_path = os.path.join(output_dir, HISTORY_FILE)
-    validation = EpochValidation(evaluation, history_path=history_path)
-    if output_dir is None:
-        guard = StopOnNonFiniteLoss(advice=advice, check_every_steps=check_every_steps)
-        model.fit(
-            dataset_at(0), epochs=epochs, steps_per_epoch=steps_per_epoch,
-            callbacks=[guard, validation, *callbacks], verbose=verbose, shuffle=False,
-        )
-        if guard.failure:
-            raise NonFiniteLossError(guard.failure)
-        initial_step = 0
-        records = {r["epoch"]: r for r in validation.records}
-    else:
-        _, initial_step = fit_resumable(
-            model,
-            dataset_at,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            checkpoint_dir=checkpoint_dir,
-            callbacks=[validation, *callbacks],
-            save_every_steps=checkpoint_every_steps,
-            max_to_keep=keep_checkpoints,
-            verbose=verbose,
-            nan_advice=advice,
-            check_every_steps=check_every_steps,
-        )
-        records = read_history(history_path)
-    global_step = int(ops.convert_to_numpy(model.optimizer.iterations))
-    history = history_lists(records, global_step // steps_per_epoch)
-    best = best_epoch(history)
-    result = evaluate_classifier(model, evaluation)
-    losses = [v for v in history["loss"] if v is not None] or [math.nan]
-    paths = None
-    if output_dir is not None:
-        paths = {
-            "config": os.path.join(output_dir, CONFIG_FILE),
-            "checkpoints": checkpoint_dir,
-            "history": history_path,
-            "classifier": save_classifier(model, os.path.join(output_dir, CLASSIFIER_FILE)),
-            "results": os.path.join(output_dir, RESULTS_FILE),
-        }
-    results = FinetuneResult(
-        top1=result["top1"],
-        top5=result["top5"],
-        num_eval=result["num_eval"],
-        epochs=epochs,
-        steps=total_steps,
-        learning_rate=learning_rate,
-        final_loss=float(losses[-1]),
-        best_epoch=best[0],
-        best_top1=best[1],
-        best_top5=best[2],
-        history=history,
-        global_step=global_step,
-        initial_step=initial_step,
-        model=model,
-        output_dir=output_dir,
-        paths=paths,
-    )
-    if paths is not None:
-        write_json_atomically(paths["results"], results.to_dict())
-    logger.info(finetune_summary(results))
-    return results
+    def build_model():
+        model = ViTClassifier(finetune_encoder(encoder, drop_path_rate), num_classes)
+        model.build()
+        return model
 
-
-def _nan_advice(blr, warmup_epochs, step):
-    """The fix printed when the fine-tuning loss became NaN."""
-    return (
-        f"Lower the base learning rate (--blr / base_learning_rate, now {blr:g}) or "
-        f"lengthen the warmup (--warmup_epochs, now {warmup_epochs:g}), and start over: "
-        "pass --fresh (fresh=True; the earlier files are moved to previous-<n>/) or a new "
-        "--output_dir."
+    task = FinetuneTask(
+        what="fine-tuning",
+        config_file=CONFIG_FILE,
+        model_file=CLASSIFIER_FILE,
+        model_name="classifier",
+        lr_batch_size=256,
+        build_model=build_model,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        train_at=lambda step: train(start_batch=step),
+        score=lambda model: evaluate_classifier(model, evaluation),
+        score_names=("top1", "top5"),
     )
+    run = run_finetuning(
+        task, encoder,
+        data=dict(
+            dataset=dataset, train_split=train_split, eval_split=eval_split,
+            data_dir=data_dir, image_size=image_size, num_classes=num_classes,
+            train_num_images=train_num_images, eval_num_images=eval_num_images,
+        ),
+        recipe=recipe, epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+        seed=seed, verbose=verbose, output_dir=output_dir, fresh=fresh,
+        checkpoint_every_steps=checkpoint_every_steps, keep_checkpoints=keep_checkpoints,
+        check_every_steps=check_every_steps, callbacks=callbacks,
+    )
+    scores = evaluate_classifier(run.model, evaluation)
+    result = FinetuneResult.from_run(
+        run,
+        top1=scores["top1"],
+        top5=scores["top5"],
+        num_eval=scores["num_eval"],
+        best_top1=run.best("val_top1"),
+        best_top5=run.best("val_top5"),
+    )
+    result.write()
+    logger.info(finetune_summary(result))
+    return result

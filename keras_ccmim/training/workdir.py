@@ -85,26 +85,6 @@ class WorkdirLock:
             self._file = None
 
 
-def workdir_in_use(path):
-    """The PID (a string) of the run holding the lock of `path` or of a
-    folder above it, else None: what a program that writes into a folder
-    checks first, so that it never writes into a running pretraining's
-    workdir."""
-    folder = os.path.abspath(os.fspath(path))
-    while True:
-        lock = os.path.join(folder, LOCK_FILE)
-        if os.path.isfile(lock):
-            with open(lock) as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return handle.read().strip() or "unknown"
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return None
-        folder = parent
-
-
 def _comparable(name, value):
     """`value` as compared across reruns: lists and tuples (a list read back
     from config.json, a tuple passed in Python) by their items, a preset
@@ -311,3 +291,28 @@ def merged_history(earlier, history, initial_step):
     for key, values in history.items():
         merged.setdefault(key, []).extend(float(v) for v in values)
     return merged
+
+
+def workdir_in_use(path):
+    """The PID of the run holding the lock of `path` or of a folder above it
+    (its real path), else None: what a program that writes into a folder
+    checks first, so that it never writes into a running pretraining's
+    workdir."""
+    folder = os.path.realpath(os.fspath(path))
+    while True:
+        try:
+            fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDONLY)
+        except OSError:  # no lock here (or none this user may read)
+            fd = None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 64).decode("ascii", "replace").strip()
+                return int(text) if text.isdigit() else "unknown"
+            finally:
+                os.close(fd)  # closing releases the shared lock, if taken
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent

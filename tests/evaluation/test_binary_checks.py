@@ -1,15 +1,19 @@
-"""The evaluation binaries' checks: bad flags, contradicting flags, and
-file-system trouble each end in one `Error:` line (exit status 2), before
-any work and without a traceback; the export never writes into a workdir.
+"""The evaluation binaries' checks: bad flags, contradicting flags, a split
+the dataset lacks, and file-system trouble each end in one `Error:` line
+(exit status 2), before any work and without a traceback; the export never
+writes into a workdir, and no binary writes into a running pretraining's.
 
 Each test runs one subprocess per binary that imports it once and calls its
 `main` for every case (absl flags are parsed afresh per case), so the many
 cases cost one start-up.
 """
 
+import contextlib
 import json
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -18,18 +22,16 @@ from tests.evaluation.conftest import TINY_ENCODER, run_python
 TINY_FLAGS = [f"--{k}={v}" for k, v in TINY_ENCODER.items()]
 
 _DRIVER = r"""
-import contextlib, importlib.util, io, json, os, sys, traceback
+import contextlib, importlib, io, json, os, sys, traceback
 from absl import flags
 
-binary_path, cases, read_only = sys.argv[1:4]
+program, cases, read_only = sys.argv[1:4]
 if read_only:  # a location that os.access calls read-only (tests run as root)
     real_access = os.access
     os.access = lambda path, mode: (
         False if os.path.realpath(path) == read_only else real_access(path, mode))
-spec = importlib.util.spec_from_file_location("binary", binary_path)
-binary = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(binary)
-from evaluate import common
+binary = importlib.import_module(f"keras_ccmim.cli.{program}")
+from keras_ccmim.cli import evaluation_flags as common
 
 
 def raise_os_error(*args, **kwargs):
@@ -68,17 +70,17 @@ print("RESULTS " + json.dumps({"float_flags": float_flags, "runs": runs}))
 
 
 def run_cases(binary, cases, read_only=""):
-    """Runs `evaluate/{binary}.py`'s main once per argument list in `cases`
-    (an argument `OS_ERROR_IN=name` makes `evaluate.common.<name>` raise a
-    `PermissionError` in that case; `read_only` is a folder `os.access`
-    reports read-only).
+    """Runs the main of `keras_ccmim.cli.{binary}` (`evaluate/{binary}.py`)
+    once per argument list in `cases` (an argument `OS_ERROR_IN=name` makes
+    `keras_ccmim.cli.evaluation_flags.<name>` raise a `PermissionError` in
+    that case; `read_only` is a folder `os.access` reports read-only).
 
     Returns:
         `(float_flags, runs)`: the binary's float flags, and per case a dict
         with `code` (main's return value) and `stderr`.
     """
     process = run_python(
-        ["-c", _DRIVER, f"evaluate/{binary}.py", json.dumps(cases),
+        ["-c", _DRIVER, binary, json.dumps(cases),
          os.path.realpath(read_only) if read_only else ""],
         timeout=300,
     )
@@ -321,3 +323,111 @@ def test_export_never_writes_into_the_workdir(tmp_path):
         assert message in error_line(run)
     assert "Pass a folder outside it, e.g. --saved_model=" in error_line(runs[0])
     assert _snapshot(tmp_path) == before
+
+
+# Holds the lock of a running pretraining on sys.argv[1] (run.lock) until
+# its stdin closes, with its PID in the file when sys.argv[2] is "pid".
+_HOLD_LOCK = r"""
+import fcntl, os, sys
+lock = open(sys.argv[1], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX)
+lock.truncate(0)
+if sys.argv[2] == "pid":
+    lock.write(str(os.getpid()))
+lock.flush()
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def lock_held(workdir, write_pid=True):
+    """Another process holds `workdir`'s run.lock within the block; yields
+    its PID."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(workdir / "run.lock"),
+         "pid" if write_pid else "none"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder.pid
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_workdir_in_use_names_the_process_holding_the_lock(tmp_path):
+    from keras_ccmim.training.workdir import workdir_in_use
+
+    workdir = tmp_path / "run"
+    with lock_held(workdir) as pid:
+        for path in (workdir, workdir / "finetune", workdir / "new" / "deeper" / "out.json"):
+            assert workdir_in_use(path) == pid, path
+        assert workdir_in_use(tmp_path) is None
+        assert workdir_in_use(tmp_path / "run_2" / "out.json") is None
+        (tmp_path / "link").symlink_to(workdir)
+        assert workdir_in_use(tmp_path / "link" / "out.json") == pid
+    # The run ended: its lock file stays behind, held by nobody.
+    assert (workdir / "run.lock").exists() and workdir_in_use(workdir) is None
+    with lock_held(workdir, write_pid=False):
+        assert workdir_in_use(workdir / "out.json") == "unknown"
+
+
+def test_nothing_is_written_into_a_running_workdir(tmp_path):
+    workdir = tmp_path / "run"
+    random_init = ["--random_init", *TINY_FLAGS]
+    cases = {
+        "finetune": [[*random_init, f"--output_dir={workdir / 'finetune'}"],
+                     [*random_init, f"--output={workdir / 'finetune.json'}"]],
+        "segment": [[*random_init, f"--output_dir={workdir}"]],
+        "export": [[*random_init, f"--saved_model={workdir / 'saved_model'}"]],
+    }
+    with lock_held(workdir) as pid:
+        before = _snapshot(tmp_path)
+        for binary, arguments in cases.items():
+            _, runs = run_cases(binary, arguments)
+            for run in runs:
+                flag, path = run["args"][-1].split("=", 1)
+                assert error_line(run) == (
+                    f"Error: {flag} {path!r} is inside the workdir of a running pretraining "
+                    f"(PID {pid} holds its run.lock); the evaluation programs never write "
+                    "into a running run's folder. Pass a path outside that workdir, or wait "
+                    "for the run to end.")
+        assert _snapshot(tmp_path) == before
+
+
+def test_a_split_the_dataset_lacks_is_refused_before_the_encoder_is_read(tmp_path):
+    """An image folder has only `train`; the split is checked before the
+    encoder is read (the workdir does not exist)."""
+    workdir = f"--workdir={tmp_path / 'never_read'}"
+    folder = f"folder:{tmp_path}"
+    _, runs = run_cases("knn", [
+        [workdir, f"--dataset={folder}", "--eval_split=test"],
+        [workdir, "--train_split=validation[:50%]"],
+    ])
+    assert error_line(runs[0]) == (
+        f"Error: eval_split 'test': '{folder}' has no split 'test'; its splits are ['train']. "
+        "Slice one of them for a held-out set, e.g. 'train[:80%]' and 'train[80%:]' (the "
+        "default where there is no 'test' split).")
+    assert error_line(runs[1]).startswith(
+        "Error: train_split 'validation[:50%]': 'synthetic_objects' has no split "
+        "'validation'; its splits are ['test', 'train'].")
+
+
+def test_a_refused_rerun_names_the_flags_of_the_changed_fields():
+    from keras_ccmim.cli.evaluation_flags import FLAG_OF_ARGUMENT, with_flag_names
+    from keras_ccmim.evaluation.finetune_run import FinetuneConfigError
+
+    text = ("output_dir 'run' holds a segmentation run with a different configuration: "
+            "base_learning_rate: 0.05 -> 0.001, image_size: 16 -> 32, "
+            "encoder.drop_path_rate: 0.0 -> 0.1. Rerun with the same settings to resume it.")
+    named = with_flag_names(FinetuneConfigError(text),
+                            dict(FLAG_OF_ARGUMENT, image_size="segment_image_size"))
+    assert str(named) == text + (
+        " (Flags: base_learning_rate is --blr, image_size is --segment_image_size, "
+        "encoder_weights and encoder.* are the encoder's (--workdir, or --random_init with "
+        "its --seed and sizes).)")
+    other = ValueError("base_learning_rate: 1 -> 2")  # not a refused rerun: as it is
+    assert with_flag_names(other) is other
+

@@ -18,13 +18,11 @@ from keras_ccmim.evaluation import (
     layer_decay_scales,
     layer_ids,
 )
-from keras_ccmim.evaluation.epoch_validation import EpochValidation
-from keras_ccmim.evaluation.finetune import finetune_encoder
-from keras_ccmim.evaluation.finetune_run_folder import (
-    CLASSIFIER_FILE,
-    CONFIG_FILE,
+from keras_ccmim.evaluation.finetune import CLASSIFIER_FILE, CONFIG_FILE, finetune_encoder
+from keras_ccmim.evaluation.finetune_run import (
     HISTORY_FILE,
     RESULTS_FILE,
+    EpochValidation,
     FinetuneConfigError,
 )
 from keras_ccmim.evaluation.finetune_data import (

@@ -53,8 +53,8 @@ def test_a_second_run_is_refused_naming_the_pid_and_a_killed_holder_frees_it(
         tmp_path, holder):
     workdir = tmp_path / "run"
     first = holder(workdir)
-    assert workdir_in_use(workdir) == str(first.pid)
-    assert workdir_in_use(workdir / "encoder" / "deeper") == str(first.pid)
+    assert workdir_in_use(workdir) == first.pid
+    assert workdir_in_use(workdir / "encoder" / "deeper") == first.pid
     values = dict(TINY_RUN, workdir=str(workdir), epochs=1)
     with pytest.raises(ConfigError, match=rf"workdir '{workdir}' is in use by another run "
                        rf"\(PID {first.pid}\)\. Wait for it to end, or pass another --workdir"):

@@ -1,19 +1,35 @@
-"""The evaluation binaries' shared flags: their definitions, their checks
-(before any work), the library arguments they make, and the binaries' output
-(the results printed and written to --output, one `Error:` line). The logic
-they call lives in `keras_ccmim.evaluation`."""
+"""What the evaluation programs share: their common flags (the encoder, the
+data, the output, the fine-tuning run), the checks those flags get before
+any work, the library arguments they make, and the programs' output (the
+results printed and written to --output, one `Error:` line).
+
+The flags are defined by the `define_*` functions, which each program calls
+once at import; the logic the programs run lives in `keras_ccmim.evaluation`.
+"""
 
 import json
 import math
 import os
+import re
 import sys
 
-from absl import flags
+from absl import app, flags
+
+from keras_ccmim.cli import console
 
 FLAGS = flags.FLAGS
 # Flags that describe the --random_init encoder; an encoder read from a
 # workdir or a SavedModel has its own architecture.
 RANDOM_INIT_FLAGS = ("preset", "image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
+# The fine-tuning run's float flags (`define_fine_tuning_flags`) and their
+# ranges (see `check_float_flags`).
+FINE_TUNING_RANGES = {
+    "warmup_epochs": "[0, epochs)",
+    "blr": "(0, inf)",
+    "weight_decay": "[0, inf)",
+    "layer_decay": "(0, 1]",
+    "drop_path": "[0, 1)",
+}
 
 
 def define_encoder_flags(saved_model=False):
@@ -36,26 +52,78 @@ def define_encoder_flags(saved_model=False):
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and training.")
 
 
-def define_data_flags(eval_split="test"):
+def define_data_flags(batch_size=256):
+    """--dataset, --data_dir, the two splits, their sizes and --batch_size."""
     flags.DEFINE_string(
         "dataset", "synthetic_objects", "synthetic_objects, folder:/path or a TFDS name."
     )
     flags.DEFINE_string("data_dir", None, "Folder of prepared TFDS datasets.")
-    flags.DEFINE_string("train_split", "train", "Training split (TFDS slicing allowed).")
-    flags.DEFINE_string("eval_split", eval_split, "Evaluation split, e.g. 'train[45000:]'.")
+    flags.DEFINE_string(
+        "train_split", None,
+        "Training split (TFDS slicing allowed); default 'train', or 'train[:80%]' beside "
+        "a held-out --eval_split.",
+    )
+    flags.DEFINE_string(
+        "eval_split", None,
+        "Evaluation split, e.g. 'train[45000:]'; default 'test', or the held-out "
+        "'train[80%:]' for a dataset without a 'test' split (an image folder).",
+    )
     flags.DEFINE_integer("train_num_images", None, "num_images of the training split.")
     flags.DEFINE_integer("eval_num_images", None, "num_images of the evaluation split.")
-    flags.DEFINE_integer("batch_size", 256, "Batch size.")
+    flags.DEFINE_integer("batch_size", batch_size, "Batch size.")
 
 
 def define_output_flag():
     flags.DEFINE_string("output", None, "Write the results as JSON to this file.")
 
 
+def define_fine_tuning_flags(*, epochs, warmup_epochs, blr, lr_batch_size, verbose,
+                             outputs):
+    """The flags of a fine-tuning run (`keras_ccmim.evaluation.finetune_run`):
+    its length and optimiser, with the program's defaults, and its folder
+    (`outputs`: what the folder holds besides checkpoints, for the help)."""
+    flags.DEFINE_integer("epochs", epochs, "Fine-tuning epochs.")
+    flags.DEFINE_integer("steps_per_epoch", None, "Steps per epoch; default one pass.")
+    flags.DEFINE_float("warmup_epochs", warmup_epochs, "Linear warmup epochs.")
+    flags.DEFINE_float("blr", blr, f"Base learning rate: lr = blr * batch_size / "
+                       f"{lr_batch_size}.")
+    flags.DEFINE_float("weight_decay", 0.05, "AdamW weight decay.")
+    flags.DEFINE_float("layer_decay", 0.65, "Layer-wise learning-rate decay.")
+    flags.DEFINE_float("drop_path", 0.1, "Stochastic depth rate.")
+    flags.DEFINE_enum("verbose", verbose, ["0", "1", "2"],
+                      "Keras fit verbosity (1: progress bar).")
+    flags.DEFINE_string(
+        "output_dir", None,
+        f"Folder of the run: checkpoints, {outputs}; rerunning the same command resumes "
+        "it. Without it nothing is checkpointed or saved but --output.",
+    )
+    flags.DEFINE_boolean(
+        "fresh", False,
+        "Start over in an --output_dir that holds an earlier run; its files are moved to "
+        "<output_dir>/previous-<n>/, never deleted.",
+    )
+    flags.DEFINE_integer(
+        "checkpoint_every_steps", 0,
+        "Checkpoint every this many steps as well as at epoch ends (0: epoch ends only).",
+    )
+    flags.DEFINE_integer("keep_checkpoints", 2, "Checkpoints kept.")
+    flags.DEFINE_integer(
+        "check_every_steps", 20,
+        "Steps between two reads of the loss by the host (NaN guard); the steps between run "
+        "without waiting for the device.",
+    )
+
+
+def check_no_arguments(argv):
+    """Refuses words on the command line that are not flags."""
+    if len(argv) > 1:
+        raise ValueError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
+
+
 def encoder_source(random_init_flags=RANDOM_INIT_FLAGS, saved_model_input=False):
     """The flag naming the encoder: exactly one of them must be set, and
     `random_init_flags` only with --random_init. With `saved_model_input`
-    (a binary that called `define_encoder_flags(saved_model=True)`) the
+    (a program that called `define_encoder_flags(saved_model=True)`) the
     encoder may come from --saved_model, which must be a SavedModel folder."""
     options = {"workdir": FLAGS.workdir, "random_init": FLAGS.random_init}
     if saved_model_input:
@@ -125,9 +193,25 @@ def check_float_flags(ranges):
             raise ValueError(f"--{name} must be a finite number {shown}{where}, got {value!r}.")
 
 
+def check_not_in_a_running_workdir(path, what):
+    """Refuses `path` when it is, or lies inside, the workdir of a running
+    pretraining (one whose run.lock is held): the programs read a workdir
+    without its lock, but never write into a running one."""
+    from keras_ccmim.training.workdir import LOCK_FILE, workdir_in_use
+
+    pid = workdir_in_use(path)
+    if pid is not None:
+        raise ValueError(
+            f"{what} {path!r} is inside the workdir of a running pretraining (PID {pid} "
+            f"holds its {LOCK_FILE}); the evaluation programs never write into a running "
+            "run's folder. Pass a path outside that workdir, or wait for the run to end."
+        )
+
+
 def check_output_path(path, what="--output"):
-    """`path` can be written: not a folder, and its nearest existing parent
-    is a writable folder. Checked before any work."""
+    """`path` can be written: not a folder, its nearest existing parent is a
+    writable folder, and it is not inside a running pretraining's workdir.
+    Checked before any work."""
     if not path:
         return
     if os.path.isdir(path):
@@ -145,6 +229,29 @@ def check_output_path(path, what="--output"):
             f"{what} {path!r} cannot be written: {existing!r} is read-only (its "
             "permissions or a read-only file system). Pass a path in a writable location."
         )
+    check_not_in_a_running_workdir(path, what)
+
+
+def check_output_dir(path, what="--output_dir"):
+    """A run's folder: not a file, and not inside a running pretraining's
+    workdir."""
+    if not path:
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a file; pass a folder (created if missing).")
+    check_not_in_a_running_workdir(path, what)
+
+
+def choose_splits(segmentation=False):
+    """`(train_split, eval_split)` from --train_split and --eval_split, a
+    held-out slice of `train` for those unset where --dataset has no `test`
+    split (one line says so): see `keras_ccmim.evaluation.held_out`. The
+    splits are checked here, before the encoder is loaded."""
+    from keras_ccmim.evaluation.held_out import choose_splits
+
+    with console.run_messages_to_stdout():
+        return choose_splits(FLAGS.dataset, FLAGS.train_split, FLAGS.eval_split,
+                             data_dir=FLAGS.data_dir, segmentation=segmentation)
 
 
 def load_encoder():
@@ -164,13 +271,13 @@ def load_encoder():
     )
 
 
-def fine_tuning_arguments():
-    """The keyword arguments `evaluation.finetune` and `evaluation.segment`
-    take from the same flags: data, schedule, optimiser, seed, output and
-    checkpoints."""
+def fine_tuning_arguments(train_split, eval_split):
+    """The keyword arguments `evaluation.finetune` and
+    `evaluation.finetune_segmenter` take from the same flags: data,
+    schedule, optimiser, seed, output and checkpoints."""
     return dict(
-        train_split=FLAGS.train_split,
-        eval_split=FLAGS.eval_split,
+        train_split=train_split,
+        eval_split=eval_split,
         data_dir=FLAGS.data_dir,
         train_num_images=FLAGS.train_num_images,
         eval_num_images=FLAGS.eval_num_images,
@@ -192,6 +299,31 @@ def fine_tuning_arguments():
     )
 
 
+# The library's names of the fine-tuning arguments whose flags are named
+# otherwise, for its messages.
+FLAG_OF_ARGUMENT = {"base_learning_rate": "blr", "drop_path_rate": "drop_path"}
+
+
+def with_flag_names(error, flag_of_argument=FLAG_OF_ARGUMENT):
+    """A refused rerun's error (`FinetuneConfigError`, which lists the
+    changed fields by their library names) with the flags of the fields
+    whose flags are named otherwise (`flag_of_argument`); any other error
+    as it is."""
+    from keras_ccmim.evaluation.finetune_run import FinetuneConfigError
+
+    if not isinstance(error, FinetuneConfigError):
+        return error
+    text = str(error)
+    named = [f"{arg} is --{flag}" for arg, flag in flag_of_argument.items()
+             if re.search(rf"(?<![\w.]){arg}:", text)]
+    if re.search(r"\bencoder(_weights|\.\w+):", text):
+        named.append("encoder_weights and encoder.* are the encoder's (--workdir, or "
+                     "--random_init with its --seed and sizes)")
+    if not named:
+        return error
+    return ValueError(f"{text} (Flags: {', '.join(named)}.)")
+
+
 def describe_source(saved_model_input=False):
     """Where the encoder came from, for the results (`saved_model_input` as
     in `encoder_source`)."""
@@ -203,10 +335,10 @@ def describe_source(saved_model_input=False):
     return {"random_init": True, "preset": FLAGS.preset, "seed": FLAGS.seed}
 
 
-def extract_train_and_eval_features(feature):
-    """Features and labels of --train_split and --eval_split, from the encoder
-    the flags select (a workdir, a random init or a SavedModel): see
-    `keras_ccmim.evaluation.train_and_eval_features`."""
+def extract_train_and_eval_features(feature, train_split, eval_split):
+    """Features and labels of the two splits, from the encoder the flags
+    select (a workdir, a random init or a SavedModel): see
+    `keras_ccmim.evaluation.train_eval_features.train_and_eval_features`."""
     from keras_ccmim.evaluation.saved_model_input import load_saved_model
     from keras_ccmim.evaluation.train_eval_features import train_and_eval_features
 
@@ -218,8 +350,8 @@ def extract_train_and_eval_features(feature):
         FLAGS.dataset,
         **encoder,
         feature=feature,
-        train_split=FLAGS.train_split,
-        eval_split=FLAGS.eval_split,
+        train_split=train_split,
+        eval_split=eval_split,
         train_num_images=FLAGS.train_num_images,
         eval_num_images=FLAGS.eval_num_images,
         data_dir=FLAGS.data_dir,
@@ -238,14 +370,20 @@ def write_results(results):
             f.write(text + "\n")
 
 
-def fail(error):
-    """Prints `error` as one line (an `OSError` with its path and the fix)
-    and returns the exit status."""
+def report_error(error, code=2):
+    """Prints `error` as one `Error:` line (an `OSError` with its path and
+    the fix) and returns `code`, the exit status."""
     if isinstance(error, OSError):
         from keras_ccmim.file_io import describe_os_error
 
-        text = describe_os_error(error)
-    else:
-        text = " ".join(str(error).split())
-    print(f"Error: {text}", file=sys.stderr)
-    return 2
+        error = describe_os_error(error)
+    return console.fail(error, code)
+
+
+def run_program(main, doc):
+    """Runs `main` as absl does (`app.run`), its flags parsed by
+    `console.parse_flags`, with the program's `doc` as the text of --help
+    (absl shows the docstring of `__main__`: a thin script's or a console
+    script's, which say nothing)."""
+    sys.modules["__main__"].__doc__ = doc
+    app.run(main, flags_parser=console.parse_flags)

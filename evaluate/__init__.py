@@ -1,1 +1,0 @@
-"""Evaluation binaries: k-NN, linear probe, fine-tuning, export, pictures."""
