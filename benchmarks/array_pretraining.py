@@ -28,7 +28,7 @@ from keras_ccmim.evaluation.knn import knn_classify
 from keras_ccmim.evaluation.linear_probe import linear_probe
 from keras_ccmim.models.preset_files import save_to_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
-from keras_ccmim.training.foreground_lift import ForegroundLift
+from keras_ccmim.training.callbacks import ForegroundLift
 from keras_ccmim.training.optimizer import make_optimizer, scaled_learning_rate
 from keras_ccmim.training.schedules import warmup_cosine
 
@@ -63,7 +63,7 @@ def build_pretrainer(preset, encoder_overrides, steps, blr, batch_size, warmup_f
     keras.utils.set_random_seed(seed)
     if pretrainer_kwargs.get("sampling_temperature_start") is not None:
         pretrainer_kwargs["sampling_temperature_steps"] = steps
-    model = CCMIMPretrainer.from_preset(
+    model = CCMIMPretrainer.from_architecture(
         preset, encoder_overrides=dict(encoder_overrides, seed=seed), seed=seed,
         **pretrainer_kwargs)
     model.build()

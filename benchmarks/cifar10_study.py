@@ -28,7 +28,7 @@ reconstruction and contrastive losses and the foreground lift over training.
 Writes results.json, results.md, curves_synthetic.png and curves_cifar10.png
 to --output_dir.
 
-    python benchmarks/cifar10_study.py --epochs=1 --num_images=45000
+    python -m benchmarks.cifar10_study --epochs=1 --num_images=45000
 """
 
 import json

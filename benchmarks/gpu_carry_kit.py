@@ -23,10 +23,10 @@ access to download.
 The one command to run on the GPU machine, with `gpu_kit` carried (the
 device tool's `carry`), writing everything under `$OUT` in at most 8 files:
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --find-links gpu_kit/wheels --target /tmp/site gpu_kit/wheels/*.whl && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 benchmarks/gpu_run.py --output_dir=$OUT --cifar_npz=gpu_kit/cifar10_subset.npz 2>&1 | tee $OUT/gpu_run.log
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --find-links gpu_kit/wheels --target /tmp/site gpu_kit/wheels/*.whl && PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 python3 -m benchmarks.gpu_run --output_dir=$OUT --cifar_npz=gpu_kit/cifar10_subset.npz 2>&1 | tee $OUT/gpu_run.log
 
-    python benchmarks/gpu_carry_kit.py                      # builds gpu_kit/
-    python benchmarks/gpu_carry_kit.py --wheels= --train_images=64   # data only
+    python -m benchmarks.gpu_carry_kit                      # builds gpu_kit/
+    python -m benchmarks.gpu_carry_kit --wheels= --train_images=64   # data only
 """
 
 import importlib.metadata

@@ -34,8 +34,8 @@ pipeline.json where TensorFlow runs, and the log a caller may write there.
 Without a GPU it stops at once with exit status 2. `--dry_run` runs every
 part on the CPU at a tiny size, float32: that is how it is tested.
 
-    python benchmarks/gpu_run.py --output_dir=gpu_results --cifar_npz=gpu_kit/cifar10_subset.npz
-    python benchmarks/gpu_run.py --dry_run --output_dir=/tmp/gpu_dry
+    python -m benchmarks.gpu_run --output_dir=gpu_results --cifar_npz=gpu_kit/cifar10_subset.npz
+    python -m benchmarks.gpu_run --dry_run --output_dir=/tmp/gpu_dry
 """
 
 import json
@@ -150,7 +150,7 @@ class Part:
 
 
 def step_argv(out, backend, seconds):
-    argv = ["benchmarks/step_throughput.py", f"--backends={backend}", f"--output={out}",
+    argv = ["-m", "benchmarks.step_throughput", f"--backends={backend}", f"--output={out}",
             f"--worker_timeout={max(int(seconds) - 15, 10)}"]
     if FLAGS.dry_run:
         return argv + TINY + ["--batch_size=4", "--warmup_steps=1", "--steps=2", "--repeats=2",
@@ -277,7 +277,7 @@ def main(argv):
         overhead, runs = TRAINING_SHARE[name]
         training = FLAGS.selectivity_seconds if name == "selectivity" else FLAGS.cifar_seconds
         training = training or max(20.0, (seconds - overhead) / runs)
-        argv = ["benchmarks/gpu_science.py", f"--part={name}", f"--output={paths[name]}",
+        argv = ["-m", "benchmarks.gpu_science", f"--part={name}", f"--output={paths[name]}",
                 f"--seconds={training}", f"--dry_run={FLAGS.dry_run}"]
         if name == "cifar10":
             argv.append(f"--preset_dir={out}")
@@ -341,7 +341,7 @@ def pipeline_part(out, limits, left, run, summary, log_dir):
     path = os.path.join(out, "pipeline.json")
     have_cifar = os.path.isdir(os.path.join(FLAGS.data_dir, "cifar10_jpeg"))
     datasets = "cifar10_jpeg,synthetic_objects" if have_cifar else "synthetic_objects"
-    argv = ["benchmarks/input_pipeline.py", f"--output={path}", f"--data_dir={FLAGS.data_dir}",
+    argv = ["-m", "benchmarks.input_pipeline", f"--output={path}", f"--data_dir={FLAGS.data_dir}",
             f"--image_size={16 if FLAGS.dry_run else 224}", f"--datasets={datasets}"]
     argv += (["--batch_size=8", "--warmup_batches=1", "--batches=3", "--repeats=2"]
              if FLAGS.dry_run else [f"--batch_size={FLAGS.batch_size}", "--batches=20",

@@ -23,7 +23,7 @@ off at its time cap still leaves what it measured:
 CPU; without `--cifar_npz` it writes a stand-in subset of `synthetic_objects`
 images (through the same JPEG file format).
 
-    KERAS_BACKEND=jax python benchmarks/gpu_science.py --part=selectivity --output=/tmp/s.json
+    KERAS_BACKEND=jax python -m benchmarks.gpu_science --part=selectivity --output=/tmp/s.json
 """
 
 import json

@@ -14,7 +14,7 @@ training step:
   cores`): on a CPU-only machine the pipeline and the step share the cores,
   so this is the step time it would cost at worst.
 
-    python benchmarks/input_pipeline.py --step_json=/tmp/tiny32.json
+    python -m benchmarks.input_pipeline --step_json=/tmp/tiny32.json
 """
 
 import json

@@ -29,7 +29,7 @@ so neither ranking depends on it.
 Writes score_ranking.json, score_ranking.md and score_ranking.png to
 --output_dir.
 
-    python benchmarks/score_ranking.py --runs_dir=runs/selectivity_mask_ratio \
+    python -m benchmarks.score_ranking --runs_dir=runs/selectivity_mask_ratio \
         --output_dir=benchmarks/results/selectivity_study/mask_ratio
 """
 

@@ -20,7 +20,7 @@ Writes results.json and results.md (the README's "Dense transfer" table,
 with the wall time and the CPU) to --output_dir; pretraining workdirs go
 to --work_dir.
 
-    python benchmarks/segmentation_study.py \
+    python -m benchmarks.segmentation_study \
         --output_dir=benchmarks/results/segmentation
 """
 

@@ -22,8 +22,8 @@ Writes results.json (every run's curves and summary), results.md (the
 table) and selectivity.png (one panel per score definition, plus the
 losses) to --output_dir.
 
-    python benchmarks/selectivity_study.py
-    python benchmarks/selectivity_study.py --sweep=mask_ratio \
+    python -m benchmarks.selectivity_study
+    python -m benchmarks.selectivity_study --sweep=mask_ratio \
         --output_dir=runs/selectivity_mask_ratio
 """
 

@@ -13,11 +13,12 @@ from absl import flags
 from benchmarks.step_worker import TOKEN
 
 FLAGS = flags.FLAGS
-SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "step_throughput.py")
+# The worker runs as a module from the repository root, as the benchmarks do.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _worker_argv(backend, output):
-    argv = [sys.executable, SCRIPT]
+    argv = [sys.executable, "-m", "benchmarks.step_throughput"]
     for name in FLAGS:
         flag = FLAGS[name]
         if flag.present and name not in (
@@ -57,7 +58,7 @@ class WorkerProcess:
             env.pop("JAX_COMPILATION_CACHE_DIR", None)
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            _worker_argv(backend, self.output), env=env, text=True, bufsize=1,
+            _worker_argv(backend, self.output), env=env, text=True, bufsize=1, cwd=REPO_ROOT,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
         )
         _LIVE_WORKERS.append(self)

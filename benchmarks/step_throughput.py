@@ -58,16 +58,16 @@ How it measures:
 Typical runs:
 
     # tiny32 (the default preset), batch 128, all backends, ~10 min on 2 cores
-    python benchmarks/step_throughput.py --output=/tmp/tiny32.json
+    python -m benchmarks.step_throughput --output=/tmp/tiny32.json
 
     # ViT-B proportions on CPU (14x14 patches, half width and depth)
-    python benchmarks/step_throughput.py --preset=vit_base_patch16_224 \
+    python -m benchmarks.step_throughput --preset=vit_base_patch16_224 \
         --image_size=112 --patch_size=8 --hidden_dim=384 --num_layers=6 \
         --num_heads=6 --decoder_hidden_dim=256 --decoder_num_layers=4 \
         --decoder_num_heads=8 --batch_size=32
 
     # does the JAX-on-CPU LayerNorm still pay? (docs/performance/cpu_investigation.md)
-    KERAS_BACKEND=jax python benchmarks/step_throughput.py --backends=jax \
+    KERAS_BACKEND=jax python -m benchmarks.step_throughput --backends=jax \
         --variants=mae,mae-keras_layer_norm --cpu_threads=1 --steps=3 --repeats=9
 
 `benchmarks/gpu_run.py` runs it on a GPU at ViT-B/16, bfloat16, with the rest of a GPU check.

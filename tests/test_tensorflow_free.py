@@ -22,13 +22,13 @@ from keras_ccmim.data.synthetic_objects import make_synthetic_objects
 from keras_ccmim.evaluation.features import extract_features
 from keras_ccmim.evaluation.knn import knn_classify
 from keras_ccmim.evaluation.linear_probe import linear_probe
-from keras_ccmim.training.foreground_lift import ForegroundLift
+from keras_ccmim.training.callbacks import ForegroundLift
 from keras_ccmim.training.optimizer import make_optimizer
 
 objects = make_synthetic_objects(16, image_size=16, seed=0)
 images = (objects["image"].astype("float32") / 255.0 - np.float32(data.IMAGENET_MEAN)) / np.float32(
     data.IMAGENET_STD)
-model = CCMIMPretrainer.from_preset(
+model = CCMIMPretrainer.from_architecture(
     "vit_tiny_patch4_32", encoder_overrides=dict(image_size=16, hidden_dim=32, num_layers=1,
                                                  num_heads=2),
     decoder_hidden_dim=16, decoder_num_layers=1, decoder_num_heads=2, seed=0)

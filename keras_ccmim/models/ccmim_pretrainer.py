@@ -123,6 +123,9 @@ class CCMIMPretrainer(keras.Model):
                 f"decoder_num_heads ({decoder_num_heads}) and by 4 (sin-cos position "
                 "embedding)."
             )
+        # The encoder first: the model's variables (its SeedGenerators among
+        # them, whose order checkpoints record) follow the order of assignment.
+        self.encoder = encoder
         # The selector checks the masking arguments.
         self.selector = PatchSelector(
             encoder.grid_size,
@@ -135,7 +138,6 @@ class CCMIMPretrainer(keras.Model):
             seed=seed,
             name="selector",
         )
-        self.encoder = encoder
         self.decoder_hidden_dim = int(decoder_hidden_dim)
         self.decoder_num_layers = int(decoder_num_layers)
         self.decoder_num_heads = int(decoder_num_heads)

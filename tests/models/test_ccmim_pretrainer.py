@@ -314,3 +314,18 @@ def test_mixed_bfloat16_trains_with_float32_weights_and_losses():
     out = model(smooth_images(2))
     assert keras.backend.standardize_dtype(out["pred"].dtype) == "bfloat16"
     assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in model.trainable_weights)
+
+
+def test_the_seed_generators_keep_their_order():
+    # Checkpoints record the SeedGenerator states in model order, and the
+    # masking figures seed them by position (`fixed_seeds`): the encoder's
+    # generators come first, then the selector's, as in earlier versions.
+    from keras_ccmim.training.exact_resume import seed_states
+
+    model = tiny_pretrainer(seed=0)
+    model.build()
+    states = [id(v) for v in seed_states(model)]
+    encoder = [id(v) for v in seed_states(model.encoder)]
+    assert len(encoder) == model.encoder.num_layers  # one per block's drop path
+    assert states[:len(encoder)] == encoder
+    assert states[len(encoder)] == id(model.selector.seed_generator.state)
