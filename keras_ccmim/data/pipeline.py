@@ -152,10 +152,10 @@ def make_dataset(
         A `tf.data.Dataset` of `(images, extras)` (with `shard`, of
         `batch_size // count` images each):
         - `images`: float32 `[batch_size, image_size, image_size, 3]`,
-          normalised (see `augment.unnormalize`).
+            normalised (see `augment.unnormalize`).
         - `extras`: dict with `"label"` int32 `[batch_size]` (-1 when
-          unlabelled) and, for `synthetic_objects` only, `"foreground"`
-          float32 `[batch_size, image_size, image_size]` of 0/1.
+            unlabelled) and, for `synthetic_objects` only, `"foreground"`
+            float32 `[batch_size, image_size, image_size]` of 0/1.
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("image_size", image_size)

@@ -231,7 +231,7 @@ def make_synthetic_objects(num_images, image_size=32, seed=0):
         - `"image"`: uint8 `[num_images, image_size, image_size, 3]`.
         - `"label"`: int32 `[num_images]`, the shape class in `[0, 10)`.
         - `"foreground"`: uint8 `[num_images, image_size, image_size]`, 1 on
-          the shape's pixels and 0 elsewhere.
+            the shape's pixels and 0 elsewhere.
     """
     if int(num_images) != num_images or num_images < 0:
         raise ValueError(

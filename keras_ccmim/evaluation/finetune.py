@@ -159,16 +159,27 @@ def finetune(
 
     Args:
         encoder: the pretrained `ViTEncoder` (not modified; a copy is trained).
-        dataset, data_dir: as in `keras_ccmim.data.make_dataset`.
-        train_split, eval_split: split strings (TFDS slicing allowed).
+        dataset: as in `keras_ccmim.data.make_dataset`.
+        train_split: the training split (TFDS slicing allowed).
+        eval_split: the evaluation split (TFDS slicing allowed).
+        data_dir: as in `keras_ccmim.data.make_dataset`.
         image_size: default the encoder's.
         num_classes: default from the dataset description.
-        train_num_images, eval_num_images: `num_images` of each split.
-        epochs, steps_per_epoch: training length (steps default: one pass).
-        warmup_epochs, batch_size, base_learning_rate, weight_decay,
-        layer_decay, drop_path_rate, rand_augment_magnitude,
-        random_erasing_probability, mixup_alpha, cutmix_alpha,
-        label_smoothing: the recipe.
+        train_num_images: `num_images` of the training split.
+        eval_num_images: `num_images` of the evaluation split.
+        epochs: training length in epochs.
+        steps_per_epoch: steps per epoch (default: one pass).
+        warmup_epochs: linear warmup length.
+        batch_size: the global batch.
+        base_learning_rate: `lr = base_learning_rate * batch_size / 256`.
+        weight_decay: AdamW weight decay.
+        layer_decay: layer-wise learning-rate decay.
+        drop_path_rate: stochastic depth of the fine-tuned encoder.
+        rand_augment_magnitude: RandAugment magnitude (0: off).
+        random_erasing_probability: probability of random erasing.
+        mixup_alpha: MixUp alpha (0: off).
+        cutmix_alpha: CutMix alpha (0: off).
+        label_smoothing: label smoothing of the targets.
         seed: seeds initialisation, data order and augmentation.
         verbose: `fit` verbosity.
         output_dir: optional folder of the run (created); None trains in

@@ -84,10 +84,14 @@ def knn_classify(
     """Weighted k-NN accuracy (cosine, `k=20`, `T=0.07` by default).
 
     Args:
-        train_features, train_labels: the memory bank, `[M, D]` and `[M]`.
-        eval_features, eval_labels: the queries, `[Q, D]` and `[Q]`.
+        train_features: the memory bank's features, `[M, D]`.
+        train_labels: the memory bank's labels, `[M]`.
+        eval_features: the queries' features, `[Q, D]`.
+        eval_labels: the queries' labels, `[Q]`.
         num_classes: int; default `max(label) + 1` over both sets.
-        k, temperature, batch_size: see `knn_scores`.
+        k: neighbours (see `knn_scores`).
+        temperature: temperature of the vote weights (see `knn_scores`).
+        batch_size: queries scored at once (see `knn_scores`).
 
     Returns:
         dict: `top1`, `top5` (percent), `k`, `temperature`, `num_train`,

@@ -75,12 +75,16 @@ def linear_probe(
     cosine decay to 0.
 
     Args:
-        train_features, train_labels: `[M, D]`, `[M]` ints.
-        eval_features, eval_labels: `[Q, D]`, `[Q]` ints.
+        train_features: `[M, D]`.
+        train_labels: `[M]` ints.
+        eval_features: `[Q, D]`.
+        eval_labels: `[Q]` ints.
         num_classes: int; default `max(label) + 1` over both sets.
         epochs: passes over the training features.
         batch_size: int; capped at the number of training features.
-        base_learning_rate, momentum, weight_decay: SGD settings.
+        base_learning_rate: SGD's base learning rate (see above).
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
         warmup_epochs: linear warmup length (capped below `epochs`).
         seed: seeds initialisation and shuffling (sets Keras' global seed).
         verbose: `fit` verbosity.

@@ -30,7 +30,9 @@ class CCMIMPretrainer(keras.Model):
 
     Args:
         encoder: a `ViTEncoder`.
-        decoder_hidden_dim, decoder_num_layers, decoder_num_heads: decoder size.
+        decoder_hidden_dim: decoder width.
+        decoder_num_layers: decoder blocks.
+        decoder_num_heads: decoder attention heads.
         mask_ratio: fraction of patches masked.
         masking: `"importance_sampling"`, `"importance"`, `"random"` or `"block"`.
         sampler: `"gumbel"` or `"uniform_noise"` (importance sampling).
@@ -51,9 +53,10 @@ class CCMIMPretrainer(keras.Model):
             (`sqrt(D)`, the paper's formula as written). These three
             settings are the scorer's (`self.scorer`, an `ImportanceScorer`,
             their one home); the pretrainer reads them from there.
-        scoring_drop_path, teacher_drop_path: whether the encoder's drop
-            path is active in training in the no-gradient scoring pass and
-            teacher pass. Default `False`: the scores measure the model, and
+        scoring_drop_path: whether the encoder's drop path is active in
+            training in the no-gradient scoring pass. Default `False`: the
+            scores measure the model.
+        teacher_drop_path: the same for the teacher pass. Default `False`:
             the teacher sees the whole network, as a DINO teacher does.
         teacher_updates_moving_statistics: whether the teacher pass, as the
             student's, updates the projector's BatchNorm moving statistics

@@ -46,7 +46,8 @@ def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0
         model: a built or buildable `keras.Model` (e.g. a `CCMIMPretrainer`).
         learning_rate: float or a `LearningRateSchedule` (see `warmup_cosine`).
         weight_decay: decoupled weight decay of the decayed variables.
-        beta_1, beta_2: Adam moments (MAE uses 0.9, 0.95).
+        beta_1: Adam's first-moment decay (MAE uses 0.9).
+        beta_2: Adam's second-moment decay (MAE uses 0.95).
         accum_steps: int >= 1; above 1, Keras' `gradient_accumulation_steps`:
             the gradients of that many steps are averaged into one update.
 
