@@ -15,11 +15,11 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   are: JAX's exported module (`XlaCallModule`) refuses another static size
   itself.
 * `layer_norm_fn()`: the backend's own LayerNorm over the last axis, or
-  `None` to use Keras'. On JAX on CPU, XLA compiles the automatic backward pass of
-  LayerNorm very poorly on CPU (the tiny32 MAE gradient took about twice as
-  long with it), so JAX gets a `jax.custom_vjp` with a hand-written
-  backward pass whose row reductions sit behind `jax.lax.optimization_barrier`
-  (used by `keras_ccmim.layers.layer_norm.LayerNormalization`).
+  `None` to use Keras'. On JAX on CPU, where XLA compiles the automatic
+  LayerNorm gradient poorly, it is a `jax.custom_vjp` with a hand-written
+  backward pass whose row reductions sit behind
+  `jax.lax.optimization_barrier` (used by
+  `keras_ccmim.layers.layer_norm.LayerNormalization`); elsewhere Keras' runs.
 * `gelu_fn()`: the backend's exact GELU for the MLP, or `None` to use Keras'
   `"gelu"`. On JAX on CPU: JAX's exact GELU is written with `erfc`, which XLA expands into
   a long, slow sequence on CPU; JAX gets the same function written with
@@ -29,9 +29,7 @@ Everything else is written with `keras` and `keras.ops`. What lives here:
   no fused kernel exists and `jax.nn.dot_product_attention`'s XLA path spent
   most of its time in the softmax and its gradient (the row reductions
   again); there heads-first batched matmuls and a softmax with a
-  hand-written gradient took 40% less time (under JAX 0.10.2 on an AMD EPYC
-  Keras' path took 1-6% longer, `benchmarks/jax_cpu_ab.py`; the LayerNorm
-  and GELU paths still save 35% and 5% of the step there).
+  hand-written gradient run instead (their timings: docs/performance/).
 
   These three JAX paths were measured faster on CPU only, so each is chosen
   only when JAX's platform (`jax_platform()`) is `"cpu"`; on GPU and TPU
