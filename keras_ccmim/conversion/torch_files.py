@@ -115,7 +115,7 @@ def _torch_load(torch, path):
             if safe_globals is not None:
                 with safe_globals([argparse.Namespace]):
                     return torch.load(path, map_location="cpu", weights_only=True)
-            # torch < 2.5: the allow-list is process-wide.
+            # A torch without the `safe_globals` context has a process-wide allow-list.
             torch.serialization.add_safe_globals([argparse.Namespace])
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
