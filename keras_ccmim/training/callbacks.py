@@ -322,7 +322,14 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
         max_images: columns drawn (the first images).
     """
 
-    def __init__(self, log_dir, images, patch_size, seed=0, max_images=8):
+    def __init__(
+        self,
+        log_dir: PathLike,
+        images: Tensor,
+        patch_size: int,
+        seed: int = 0,
+        max_images: int = 8,
+    ):
         super().__init__()
         self.log_dir = os.fspath(log_dir)
         self.images = images
@@ -331,12 +338,12 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
         self.max_images = int(max_images)
         self._writer = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         import tensorflow as tf
 
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import tensorflow as tf
 
         outputs = seeded_predict_outputs(self.model, self.images, self.seed)
@@ -348,7 +355,7 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
             tf.summary.image("masks", picture[None], step=epoch)
         self._writer.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
