@@ -231,7 +231,9 @@ def scan(directory, max_pixels=DEFAULT_MAX_PIXELS):
     return folder, key
 
 
-def scan_image_folder(directory: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageFolder:
+def scan_image_folder(
+    directory: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> ImageFolder:
     """Lists and checks the images of a folder.
 
     The first call of a process on a folder (with a given `max_pixels`)
