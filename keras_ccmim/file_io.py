@@ -7,6 +7,8 @@ manifests; the binaries print `describe_os_error(error)` for an `OSError`
 instead of a traceback.
 """
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import gc
@@ -14,6 +16,10 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from keras_ccmim.type_aliases import PathLike
 
 _FIXES = {
     errno.EACCES: "change its permissions or choose a location this user can write",
@@ -28,7 +34,7 @@ _FIXES = {
 }
 
 
-def describe_os_error(error):
+def describe_os_error(error: OSError) -> str:
     """`error` (an `OSError`) as one line: what failed, on which path, and
     what to do."""
     reason = error.strerror or str(error) or type(error).__name__
@@ -39,7 +45,7 @@ def describe_os_error(error):
     return " ".join(text.split())
 
 
-def nearest_existing(path):
+def nearest_existing(path: str) -> str:
     """`path` itself, or its nearest ancestor that exists: where a folder
     that is still to be created would go, to check it is a writable folder."""
     while not os.path.lexists(path):
@@ -47,7 +53,7 @@ def nearest_existing(path):
     return path
 
 
-def write_json_atomically(path, data):
+def write_json_atomically(path: PathLike, data: Any) -> None:
     """Writes `data` as JSON to `path` through a synced temporary file, so a
     kill leaves the old file or the new one, never half of one."""
     tmp = f"{path}.tmp"
@@ -58,7 +64,7 @@ def write_json_atomically(path, data):
     os.replace(tmp, path)
 
 
-def append_json_line(path, record):
+def append_json_line(path: PathLike, record: Any) -> None:
     """Appends `record` as one JSON line to `path`, flushed to disk before it
     returns (a history a killed run resumes from)."""
     with open(path, "a") as f:
@@ -67,7 +73,7 @@ def append_json_line(path, record):
         os.fsync(f.fileno())
 
 
-def move_aside(folder, names):
+def move_aside(folder: PathLike, names: Iterable[str]) -> str | None:
     """Moves those of `names` present in `folder` into `folder/previous-<n>/`
     (the first free n) and returns that folder, or None when none was
     there. Nothing is deleted, and files not named are left alone."""
@@ -98,7 +104,7 @@ def _no_space(path, needed=None):
 
 
 @contextlib.contextmanager
-def large_write(path, needed_bytes=0):
+def large_write(path: PathLike, needed_bytes: int = 0) -> Iterator[None]:
     """Guards the writing of a large file of ours (a checkpoint, a saved
     model) at `path`: refuses before writing when the disk has less than
     `needed_bytes` free, and turns a failed write into one `OSError` naming

@@ -46,21 +46,30 @@ The library's default (used by the benchmarks) is the spec's: blocks with
 [CLS] plus the patch embedding.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from keras_ccmim.layers.importance_scorer import resolve_score_layers
 from keras_ccmim.layers.patch_selector import num_masked_patches
 
+if TYPE_CHECKING:
+    from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
+
 TRAINING_MULTIPLIER = 3  # forward + backward (grads w.r.t. inputs and weights)
 
 
-def block_forward_flops(num_tokens, width, mlp_ratio=4.0):
+def block_forward_flops(num_tokens: int, width: int, mlp_ratio: float = 4.0) -> int:
     """Forward FLOPs of one pre-norm ViT block over `num_tokens` tokens."""
     n, d = int(num_tokens), int(width)
     return int(round(2 * n * d * d * (4 + 2 * float(mlp_ratio)))) + 4 * n * n * d
 
 
-def encoder_forward_flops(num_tokens, width, num_layers, mlp_ratio=4.0):
+def encoder_forward_flops(
+    num_tokens: int, width: int, num_layers: int, mlp_ratio: float = 4.0
+) -> int:
     """Forward FLOPs of `num_layers` blocks over `num_tokens` tokens."""
     return int(num_layers) * block_forward_flops(num_tokens, width, mlp_ratio)
 
@@ -88,34 +97,34 @@ class StepFlops:
     ccmim_teacher: int
 
     @property
-    def full_forward(self):
+    def full_forward(self) -> int:
         """Encoder forward over the whole image ([CLS] + all patches)."""
         return self.patch_embedding + self.full_encoder
 
     @property
-    def with_gradient(self):
+    def with_gradient(self) -> int:
         return self.patch_embedding + self.student + self.decoder + self.decoder_io
 
     @property
-    def mae_step(self):
+    def mae_step(self) -> int:
         """Training FLOPs per image of the MAE step (no scoring, no teacher)."""
         return TRAINING_MULTIPLIER * self.with_gradient
 
     @property
-    def step(self):
+    def step(self) -> int:
         """Training FLOPs per image of the configured step."""
         return self.mae_step + self.scoring + self.teacher
 
     @property
-    def ccmim_step(self):
+    def ccmim_step(self) -> int:
         """Training FLOPs per image of the ccMIM step (defaults: score, teach)."""
         return self.mae_step + self.ccmim_scoring + self.ccmim_teacher
 
     @property
-    def ccmim_to_mae_ratio(self):
+    def ccmim_to_mae_ratio(self) -> float:
         return self.ccmim_step / self.mae_step
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int | float]:
         out = dataclasses.asdict(self)
         out.update(
             full_forward=self.full_forward,
@@ -128,22 +137,22 @@ class StepFlops:
 
 
 def step_flops(
-    image_size,
-    patch_size,
-    hidden_dim,
-    num_layers,
-    decoder_hidden_dim,
-    decoder_num_layers,
-    mlp_ratio=4.0,
-    num_channels=3,
-    mask_ratio=0.75,
-    score_layers="all",
-    scoring=True,
-    teacher=True,
-    count_patch_embedding=True,
-    count_decoder_io=False,
-    **unused,
-):
+    image_size: int | Sequence[int],
+    patch_size: int,
+    hidden_dim: int,
+    num_layers: int,
+    decoder_hidden_dim: int,
+    decoder_num_layers: int,
+    mlp_ratio: float = 4.0,
+    num_channels: int = 3,
+    mask_ratio: float = 0.75,
+    score_layers: Literal["all", "last"] | Sequence[int] = "all",
+    scoring: bool = True,
+    teacher: bool = True,
+    count_patch_embedding: bool = True,
+    count_decoder_io: bool = False,
+    **unused: Any,
+) -> StepFlops:
     """FLOPs per image of each pass of a pretraining step.
 
     Args:
@@ -194,7 +203,12 @@ def step_flops(
     )
 
 
-def preset_step_flops(name, encoder_overrides=None, decoder_overrides=None, **kwargs):
+def preset_step_flops(
+    name: str,
+    encoder_overrides: Mapping[str, Any] | None = None,
+    decoder_overrides: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> StepFlops:
     """`step_flops` for a named preset (see `keras_ccmim.models.presets`).
 
     `encoder_overrides` / `decoder_overrides` change the preset's sizes
@@ -214,7 +228,7 @@ def preset_step_flops(name, encoder_overrides=None, decoder_overrides=None, **kw
     )
 
 
-def model_step_flops(model, **kwargs):
+def model_step_flops(model: CCMIMPretrainer, **kwargs: Any) -> StepFlops:
     """`step_flops` of a built or unbuilt `CCMIMPretrainer`, as configured."""
     enc = model.encoder
     return step_flops(

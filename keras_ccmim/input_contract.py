@@ -7,7 +7,9 @@ them scaled to `[0, 1]` and normalised by ImageNet's channel mean and std:
 (`keras_ccmim.layers.ImageNormalization`) both read these values from here.
 """
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-VALUE_RANGE = (0, 255)
-CHANNEL_ORDER = "rgb"
+from typing import Final
+
+IMAGENET_MEAN: Final = (0.485, 0.456, 0.406)
+IMAGENET_STD: Final = (0.229, 0.224, 0.225)
+VALUE_RANGE: Final = (0, 255)
+CHANNEL_ORDER: Final = "rgb"

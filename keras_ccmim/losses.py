@@ -4,12 +4,22 @@ All functions take and return backend tensors through `keras.ops` and compute
 in float32.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, get_args
+
 from keras import ops
 
-CONTRASTIVE_LOSSES = ("infonce", "infonce_cross", "align", "none")
+from keras_ccmim.type_aliases import Tensor
+
+ContrastiveLoss = Literal["infonce", "infonce_cross", "align", "none"]
+CONTRASTIVE_LOSSES = get_args(ContrastiveLoss)
+# `backend_specific.cross_replica_gather()`: `(gather, replica_id)`.
+CrossReplica = tuple[Callable[[Tensor], Tensor], Tensor]
 
 
-def normalize_patches(patches, epsilon=1e-6):
+def normalize_patches(patches: Tensor, epsilon: float = 1e-6) -> Tensor:
     """Per-patch `(t - mean) / sqrt(var + eps)`, var unbiased (MAE's norm_pix).
 
     Args:
@@ -22,7 +32,9 @@ def normalize_patches(patches, epsilon=1e-6):
     return (patches - mean) / ops.sqrt(var + epsilon)
 
 
-def reconstruction_loss(target, pred, mask, norm_pix_loss=True):
+def reconstruction_loss(
+    target: Tensor, pred: Tensor, mask: Tensor, norm_pix_loss: bool = True
+) -> Tensor:
     """Mean squared error per patch, averaged over masked patches only.
 
     Args:
@@ -40,7 +52,7 @@ def reconstruction_loss(target, pred, mask, norm_pix_loss=True):
     return ops.sum(per_patch * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
-def l2_normalize(x, epsilon=1e-12):
+def l2_normalize(x: Tensor, epsilon: float = 1e-12) -> Tensor:
     x = ops.cast(x, "float32")
     return x / ops.sqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
 
@@ -59,7 +71,12 @@ def _global_rows(u, t, cross_replica):
     return u_all, t_all, ops.one_hot(columns, ops.shape(u_all)[0], dtype="float32")
 
 
-def infonce_loss(student, teacher, temperature, cross_replica=None):
+def infonce_loss(
+    student: Tensor,
+    teacher: Tensor,
+    temperature: float,
+    cross_replica: CrossReplica | None = None,
+) -> Tensor:
     """Paper eq. 7, with in-batch negatives from both views.
 
     `l_i = -log( e^{u_i.t_i/tau} /
@@ -90,7 +107,12 @@ def infonce_loss(student, teacher, temperature, cross_replica=None):
     return ops.mean(denominator - positives)
 
 
-def infonce_cross_loss(student, teacher, temperature, cross_replica=None):
+def infonce_cross_loss(
+    student: Tensor,
+    teacher: Tensor,
+    temperature: float,
+    cross_replica: CrossReplica | None = None,
+) -> Tensor:
     """The public code's variant: cross-entropy over `u_i.t_j/tau` with the
     target `j = i`, times `2*tau` (`j` over the global batch with
     `cross_replica`, as `infonce_loss`).
@@ -103,14 +125,20 @@ def infonce_cross_loss(student, teacher, temperature, cross_replica=None):
     return 2.0 * temperature * ops.mean(ops.logsumexp(logits, axis=-1) - positives)
 
 
-def align_loss(prediction, teacher):
+def align_loss(prediction: Tensor, teacher: Tensor) -> Tensor:
     """Paper eq. 8: `1 - cos(stop_gradient(teacher_i), prediction_i)`, mean."""
     p = l2_normalize(prediction)
     z = ops.stop_gradient(l2_normalize(teacher))
     return ops.mean(1.0 - ops.sum(p * z, axis=-1))
 
 
-def contrastive_loss(kind, student, teacher, temperature, cross_replica=None):
+def contrastive_loss(
+    kind: ContrastiveLoss,
+    student: Tensor,
+    teacher: Tensor,
+    temperature: float,
+    cross_replica: CrossReplica | None = None,
+) -> Tensor:
     """Dispatch by name; `student` is the predictor output for `align`
     (which has no negatives, so `cross_replica` does not change it)."""
     if kind == "infonce":

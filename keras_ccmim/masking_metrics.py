@@ -16,8 +16,12 @@ they weigh each masked patch the same.
   between).
 """
 
+from __future__ import annotations
+
 import numpy as np
 from keras import ops
+
+from keras_ccmim.type_aliases import Tensor
 
 # Names under which these enter logs, metrics.csv, TensorBoard and results.json.
 MASKING_METRICS = ("foreground_lift", "foreground_lift_max", "mask_selectivity")
@@ -28,7 +32,7 @@ def _masked_and_foreground(mask, foreground_patches):
     return ops.cast(mask, "float32"), ops.cast(foreground_patches, "float32")
 
 
-def foreground_lift(mask, foreground_patches):
+def foreground_lift(mask: Tensor, foreground_patches: Tensor) -> Tensor:
     """(fraction of masked patches that are foreground) /
     (fraction of all patches that are foreground), over a batch.
 
@@ -41,7 +45,7 @@ def foreground_lift(mask, foreground_patches):
     return masked_fg / ops.maximum(ops.mean(fg), 1e-6)
 
 
-def foreground_lift_max(mask, foreground_patches):
+def foreground_lift_max(mask: Tensor, foreground_patches: Tensor) -> Tensor:
     """The highest `foreground_lift` any selector of the same number of masked
     patches per image (`K_i = sum_j mask[i, j]`) can reach on these images:
     every image masks `min(K_i, F_i)` foreground patches."""
@@ -52,14 +56,14 @@ def foreground_lift_max(mask, foreground_patches):
     return masked_fg / ops.maximum(ops.mean(fg), 1e-6)
 
 
-def mask_selectivity(lift, lift_max):
+def mask_selectivity(lift: Tensor, lift_max: Tensor) -> Tensor:
     """`(lift - 1) / (lift_max - 1)`; 0 where `lift_max - 1 < 1e-6`."""
     span = lift_max - 1.0
     safe = ops.where(span < _MIN_SPAN, 1.0, span)
     return ops.where(span < _MIN_SPAN, 0.0, (lift - 1.0) / safe)
 
 
-def masking_metrics(mask, foreground_patches):
+def masking_metrics(mask: Tensor, foreground_patches: Tensor) -> dict[str, float]:
     """The three metrics of a `[B, N]` mask as Python floats, keyed by
     `MASKING_METRICS`."""
     lift = foreground_lift(mask, foreground_patches)
@@ -71,7 +75,9 @@ def masking_metrics(mask, foreground_patches):
     }
 
 
-def random_masking_metrics(mask, foreground_patches, draws=100, seed=0):
+def random_masking_metrics(
+    mask: Tensor, foreground_patches: Tensor, draws: int = 100, seed: int = 0
+) -> dict[str, dict[str, float]]:
     """What uniformly random masking with the same per-image K gets on the
     same images: the mean and standard deviation of each metric over
     `draws` random masks (numpy, seeded).
@@ -83,7 +89,7 @@ def random_masking_metrics(mask, foreground_patches, draws=100, seed=0):
     fg = np.asarray(ops.convert_to_numpy(foreground_patches), dtype="float32")
     per_image_k = mask.sum(axis=-1).astype("int64")
     rng = np.random.default_rng(seed)
-    samples = {name: [] for name in MASKING_METRICS}
+    samples: dict[str, list[float]] = {name: [] for name in MASKING_METRICS}
     for _ in range(int(draws)):
         ranks = np.argsort(np.argsort(rng.random(mask.shape), axis=-1), axis=-1)
         random_mask = (ranks < per_image_k[:, None]).astype("float32")

@@ -28,9 +28,15 @@ and its name checks `mae_architecture`, where each weight goes
 `weight_mapping`.
 """
 
+from __future__ import annotations
+
 import argparse
 import logging
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
 
 from keras_ccmim.conversion.mae_architecture import (
     array_shape,
@@ -61,23 +67,24 @@ from keras_ccmim.models.preset_files import (
     save_to_preset,
 )
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
 
 def convert_mae_state_dict(
-    state_dict,
+    state_dict: Mapping[str, np.ndarray],
     *,
-    args=None,
-    num_heads=None,
-    decoder_num_heads=None,
-    image_size=None,
-    with_decoder="auto",
-    layer_norm_epsilon=1e-6,
-    pretrainer_kwargs=None,
-    prefix=None,
-    position_embedding_atol=1e-4,
-):
+    args: Mapping[str, Any] | argparse.Namespace | None = None,
+    num_heads: int | None = None,
+    decoder_num_heads: int | None = None,
+    image_size: int | Sequence[int] | None = None,
+    with_decoder: Literal["auto"] | bool = "auto",
+    layer_norm_epsilon: float = 1e-6,
+    pretrainer_kwargs: Mapping[str, Any] | None = None,
+    prefix: str | None = None,
+    position_embedding_atol: float = 1e-4,
+) -> ViTEncoder | CCMIMPretrainer:
     """Builds this project's model from an MAE / ccMIM state dict.
 
     The architecture is read from the weights: width `D`, channels and patch
@@ -337,7 +344,7 @@ def _build_encoder(image_size, patch_size, width, depth, heads, mlp_ratio, chann
     return encoder
 
 
-def convert_mae_checkpoint(path, **kwargs):
+def convert_mae_checkpoint(path: PathLike, **kwargs: Any) -> ViTEncoder | CCMIMPretrainer:
     """`load_mae_state_dict(path)` then `convert_mae_state_dict` with the
     file's `args` (keyword arguments as for `convert_mae_state_dict`)."""
     checkpoint = load_mae_state_dict(path)
@@ -345,7 +352,9 @@ def convert_mae_checkpoint(path, **kwargs):
     return convert_mae_state_dict(checkpoint.state_dict, **kwargs)
 
 
-def save_converted(model, folder, overwrite=False):
+def save_converted(
+    model: ViTEncoder | CCMIMPretrainer, folder: PathLike, overwrite: bool = False
+) -> dict[str, str]:
     """Writes `model` to `folder` as a preset (`config.json`,
     `model.weights.h5`, `metadata.json`; see `keras_ccmim.models.preset_files`).
 
@@ -372,7 +381,7 @@ def save_converted(model, folder, overwrite=False):
     return {"weights": weights, "config": config}
 
 
-def load_converted(folder):
+def load_converted(folder: PathLike) -> ViTEncoder | CCMIMPretrainer:
     """The model `save_converted` wrote to `folder` (a preset), built, with
     its weights."""
     return load_from_preset(folder, (ViTEncoder, CCMIMPretrainer))

@@ -21,8 +21,13 @@ as MAE writes it. The exported weights convert back with
 `convert_mae_state_dict` to the same encoder.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any
+
+import numpy as np
 
 from keras_ccmim.conversion.torch_files import save_state_dict, state_dict_format
 from keras_ccmim.conversion.weight_mapping import encoder_state_dict, encoder_variables
@@ -30,6 +35,7 @@ from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
 from keras_ccmim.models.vit_encoder import load_encoder
 from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.file_io import write_json_atomically
+from keras_ccmim.type_aliases import PathLike
 
 NAMING = "timm vit_* / MAE mae_pretrain_vit_* state dict"
 
@@ -53,7 +59,7 @@ def _check_expressible(encoder):
         )
 
 
-def timm_state_dict(encoder):
+def timm_state_dict(encoder: ViTEncoder) -> dict[str, np.ndarray]:
     """The encoder's weights in timm's `vit_*` / MAE's naming.
 
     Args:
@@ -72,7 +78,7 @@ def timm_state_dict(encoder):
     return encoder_state_dict(encoder)
 
 
-def timm_config(encoder):
+def timm_config(encoder: ViTEncoder) -> dict[str, Any]:
     """What the JSON beside the weights records: timm's `VisionTransformer`
     arguments that rebuild the architecture, the LayerNorm epsilon (timm's
     `norm_layer`), and the input normalisation (RGB in `[0, 1]`, then
@@ -116,7 +122,9 @@ def _encoder_of(source):
     )
 
 
-def export_to_timm(source, output, overwrite=False):
+def export_to_timm(
+    source: ViTEncoder | PathLike, output: PathLike, overwrite: bool = False
+) -> dict[str, str]:
     """Writes an encoder's weights in timm's `vit_*` / MAE's naming, and a
     JSON file of its architecture beside them.
 

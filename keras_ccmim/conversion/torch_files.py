@@ -27,11 +27,12 @@ import pickle
 import re
 import struct
 import warnings
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from keras_ccmim.conversion.mae_architecture import listing
+from keras_ccmim.type_aliases import PathLike
 
 # How each format's files begin: torch.save's zip archive, its older pickle
 # format (pickle protocol 2's first byte), safetensors' 8-byte header length
@@ -51,8 +52,8 @@ class MAECheckpoint(NamedTuple):
     """What `load_mae_state_dict` read: `state_dict` (`{name: np.ndarray}`)
     and `args` (the training arguments as a dict, or None)."""
 
-    state_dict: dict
-    args: Optional[dict]
+    state_dict: dict[str, np.ndarray]
+    args: dict[str, Any] | None
 
 
 def _import_torch(what):
@@ -114,7 +115,7 @@ def _torch_load(torch, path):
             if safe_globals is not None:
                 with safe_globals([argparse.Namespace]):
                     return torch.load(path, map_location="cpu", weights_only=True)
-            # torch < 2.5: the allow-list is process-wide.
+            # A torch without the `safe_globals` context has a process-wide allow-list.
             torch.serialization.add_safe_globals([argparse.Namespace])
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -153,7 +154,7 @@ def _read_safetensors(path):
         ) from error
 
 
-def load_mae_state_dict(path):
+def load_mae_state_dict(path: PathLike) -> MAECheckpoint:
     """Reads an MAE / ccMIM `.pth` checkpoint, or a `.safetensors` state
     dict, into numpy arrays.
 

@@ -8,16 +8,19 @@ then thresholded at 0.5) and flipped with the same coin. TensorFlow is imported
 inside the transforms, so the constants and `unnormalize` load without it.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 from keras import ops
 
 from keras_ccmim.input_contract import IMAGENET_MEAN, IMAGENET_STD
+from keras_ccmim.type_aliases import Tensor
 
 DEFAULT_CROP_SCALE = (0.2, 1.0)
 DEFAULT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def normalize(images):
+def normalize(images: Tensor) -> Tensor:
     """Maps uint8-range images to ImageNet-normalised float32 (TensorFlow).
 
     Args:
@@ -32,7 +35,7 @@ def normalize(images):
     return (images - IMAGENET_MEAN) / IMAGENET_STD
 
 
-def unnormalize(images, clip=True):
+def unnormalize(images: Tensor, clip: bool = True) -> Tensor:
     """Inverts `normalize`, to `[0, 1]`, for showing images.
 
     Numpy input gives numpy output (what plotting wants); a backend tensor
@@ -58,13 +61,13 @@ def unnormalize(images, clip=True):
 
 
 def random_resized_crop_box(
-    seed,
-    height,
-    width,
-    scale=DEFAULT_CROP_SCALE,
-    ratio=DEFAULT_CROP_RATIO,
-    attempts=10,
-):
+    seed: Tensor,
+    height: Tensor,
+    width: Tensor,
+    scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    ratio: Sequence[float] = DEFAULT_CROP_RATIO,
+    attempts: int = 10,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Samples a RandomResizedCrop box, as torchvision does.
 
     Up to `attempts` candidates draw an area fraction uniformly from `scale`
@@ -170,13 +173,13 @@ def _resize_mask(mask, size):
 
 
 def random_resized_crop(
-    image,
-    seed,
-    image_size,
-    mask=None,
-    scale=DEFAULT_CROP_SCALE,
-    ratio=DEFAULT_CROP_RATIO,
-):
+    image: Tensor,
+    seed: Tensor,
+    image_size: int,
+    mask: Tensor | None = None,
+    scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    ratio: Sequence[float] = DEFAULT_CROP_RATIO,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Crops a random box (see `random_resized_crop_box`), resizes bicubically.
 
     Args:
@@ -210,13 +213,13 @@ def random_resized_crop(
 
 
 def pretrain_transform(
-    image,
-    seed,
-    image_size,
-    mask=None,
-    scale=DEFAULT_CROP_SCALE,
-    ratio=DEFAULT_CROP_RATIO,
-):
+    image: Tensor,
+    seed: Tensor,
+    image_size: int,
+    mask: Tensor | None = None,
+    scale: Sequence[float] = DEFAULT_CROP_SCALE,
+    ratio: Sequence[float] = DEFAULT_CROP_RATIO,
+) -> tuple[Tensor, Tensor | None]:
     """The pretraining augmentation: RandomResizedCrop, flip, normalise.
 
     Args:
@@ -252,7 +255,9 @@ def pretrain_transform(
     return normalize(image), mask
 
 
-def eval_transform(image, image_size, mask=None, crop_fraction=1.0):
+def eval_transform(
+    image: Tensor, image_size: int, mask: Tensor | None = None, crop_fraction: float = 1.0
+) -> tuple[Tensor, Tensor | None]:
     """The evaluation transform: resize, center crop, normalise; no randomness.
 
     The shorter side is resized (bicubic) to `image_size / crop_fraction`,

@@ -25,6 +25,6 @@ class DatasetInfo:
     split: str
     num_images: int | None
     num_classes: int | None
-    class_names: tuple | None = None
+    class_names: tuple[str, ...] | None = None
     has_foreground: bool = False
-    image_shape: tuple | None = None
+    image_shape: tuple[int, int, int] | None = None

@@ -17,8 +17,11 @@ pass in which nothing is readable raises `NoReadableRecordError`, one line
 that `describe_data_error` finds in the error `fit` raises.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -82,13 +85,13 @@ def report_damaged_file(path, lost, records, source):
     )
 
 
-def count_lost(source, count):
+def count_lost(source: str, count: int) -> None:
     """Adds `count` records lost in damaged files to `source`'s count."""
     with _SKIPPED_LOCK:
         _LOST[source] = _LOST.get(source, 0) + count
 
 
-def lost_records():
+def lost_records() -> dict[str, int]:
     """The TFDS records lost in damaged files that this process's input
     pipelines have met.
 
@@ -100,7 +103,7 @@ def lost_records():
         return dict(_LOST)
 
 
-def describe_data_error(error):
+def describe_data_error(error: BaseException) -> str | None:
     """The one line of a `NoReadableRecordError` inside `error` (the
     `tf.errors.OpError` an input pipeline raises through `fit` or an
     iterator), or None for any other error."""
@@ -111,13 +114,13 @@ def describe_data_error(error):
     return text.split(marker, 1)[1].splitlines()[0]
 
 
-def count_skipped(source, count):
+def count_skipped(source: str, count: int) -> None:
     """Adds `count` undecodable records to `source`'s count."""
     with _SKIPPED_LOCK:
         _SKIPPED[source] = _SKIPPED.get(source, 0) + count
 
 
-def skipped_records():
+def skipped_records() -> dict[str, int]:
     """The undecodable TFDS records this process's input pipelines have met.
 
     Returns:
@@ -130,7 +133,7 @@ def skipped_records():
         return dict(_SKIPPED)
 
 
-def report_skipped_records():
+def report_skipped_records() -> dict[str, int]:
     """Logs one warning with the undecodable TFDS records skipped since the
     last report (of any source), if there were any.
 
@@ -164,5 +167,5 @@ class SkippedRecordsReport(keras.callbacks.Callback):
     with the undecodable TFDS records skipped since the last report, nothing
     when there were none."""
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         report_skipped_records()

@@ -8,12 +8,16 @@ later process reuse it while the folder is unchanged, so its scan decodes
 nothing.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
+from typing import Any
 
 from keras_ccmim.data.image_folder_scan import adopt_scan, scan, scan_key
 from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS
+from keras_ccmim.type_aliases import PathLike
 
 MANIFEST_FORMAT = "keras_ccmim.image_folder_manifest"
 # 2: the pixel cap and the files over it (version 1 had no cap: its folders
@@ -23,7 +27,9 @@ MANIFEST_VERSION = 2
 logger = logging.getLogger(__name__)
 
 
-def image_folder_manifest(directory, max_pixels=DEFAULT_MAX_PIXELS):
+def image_folder_manifest(
+    directory: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> dict[str, Any]:
     """The manifest of a folder as a JSON-ready dict (scans it if this
     process has not, with cap `max_pixels`): its absolute path and
     fingerprint, the class names, the readable files (relative paths) with
@@ -58,7 +64,9 @@ def _is_inside(path, directory):
         return False
 
 
-def write_image_folder_manifest(directory, path, max_pixels=DEFAULT_MAX_PIXELS):
+def write_image_folder_manifest(
+    directory: PathLike, path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> str | None:
     """Writes the manifest of a folder (see `image_folder_manifest`, with
     cap `max_pixels`) as JSON.
 
@@ -96,7 +104,7 @@ def write_image_folder_manifest(directory, path, max_pixels=DEFAULT_MAX_PIXELS):
     return path
 
 
-def read_image_folder_manifest(path):
+def read_image_folder_manifest(path: PathLike) -> bool:
     """Reuses a manifest `write_image_folder_manifest` wrote, if it still
     describes its folder: the next scan of the folder then decodes nothing.
 

@@ -5,6 +5,8 @@ The folder's readable images and labels come from its scan
 sliced) selects a fixed random part of them.
 """
 
+from __future__ import annotations
+
 import numpy as np
 import tensorflow as tf
 
@@ -12,6 +14,7 @@ from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.image_folder_scan import scan_image_folder
 from keras_ccmim.data.image_header import DEFAULT_MAX_PIXELS
 from keras_ccmim.data.splits import split_bounds
+from keras_ccmim.type_aliases import PathLike
 
 # Fixed seed of the permutation applied before slicing, so that
 # "train[:90%]" and "train[90%:]" are disjoint random halves in every run.
@@ -34,8 +37,12 @@ def _slice(folder, split):
 
 
 def describe_image_folder(
-    directory, split="train", num_images=None, name=None, max_pixels=DEFAULT_MAX_PIXELS
-):
+    directory: PathLike,
+    split: str = "train",
+    num_images: int | None = None,
+    name: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> DatasetInfo:
     """A `DatasetInfo` for a split of an image folder (decodes every file
     within `max_pixels` unless this process has scanned the unchanged folder
     already)."""
@@ -57,15 +64,15 @@ def _read(path, label):
 
 
 def load_image_folder(
-    directory,
+    directory: PathLike,
     *,
-    split="train",
-    num_images=None,
-    shuffle_files=False,
-    seed=0,
-    name=None,
-    max_pixels=DEFAULT_MAX_PIXELS,
-):
+    split: str = "train",
+    num_images: int | None = None,
+    shuffle_files: bool = False,
+    seed: int = 0,
+    name: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Builds a dataset of encoded images from a folder.
 
     Args:
@@ -100,8 +107,13 @@ def load_image_folder(
 
 
 def image_folder_files(
-    directory, *, split="train", num_images=None, name=None, max_pixels=DEFAULT_MAX_PIXELS
-):
+    directory: PathLike,
+    *,
+    split: str = "train",
+    num_images: int | None = None,
+    name: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[list[str], np.ndarray, DatasetInfo]:
     """The readable files of a split of an image folder (within
     `max_pixels`), for reading them by index: `(files, labels, info)`,
     `files` a list of paths, `labels` int32 numpy array (-1 when

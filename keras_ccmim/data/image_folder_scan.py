@@ -17,6 +17,8 @@ changed folder is scanned again (see `keras_ccmim.data.folder_manifest` to
 keep it across processes).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
@@ -32,6 +34,7 @@ from keras_ccmim.data.image_header import (
     check_max_pixels,
     decoded_pixels,
 )
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -63,15 +66,15 @@ class ImageFolder:
     """
 
     directory: str
-    files: tuple
+    files: tuple[str, ...]
     labels: np.ndarray
-    class_names: tuple | None
+    class_names: tuple[str, ...] | None
     num_skipped: int
-    skipped: tuple = ()
-    too_large: tuple = ()
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    not_followed: tuple = ()
-    duplicates: tuple = ()
+    skipped: tuple[str, ...] = ()
+    too_large: tuple[str, ...] = ()
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    not_followed: tuple[str, ...] = ()
+    duplicates: tuple[str, ...] = ()
 
 
 # (absolute folder, fingerprint, max_pixels) -> relative paths of the
@@ -228,7 +231,9 @@ def scan(directory, max_pixels=DEFAULT_MAX_PIXELS):
     return folder, key
 
 
-def scan_image_folder(directory, max_pixels=DEFAULT_MAX_PIXELS):
+def scan_image_folder(
+    directory: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> ImageFolder:
     """Lists and checks the images of a folder.
 
     The first call of a process on a folder (with a given `max_pixels`)

@@ -6,7 +6,10 @@ training stream in `keras_ccmim.data.training_stream`; sharding between
 processes in `keras_ccmim.data.sharding`.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -26,6 +29,7 @@ from keras_ccmim.data.sources import (
 )
 from keras_ccmim.data.tfds_records import decode_records, end_of_pass
 from keras_ccmim.data.training_stream import training_stream
+from keras_ccmim.type_aliases import PathLike
 
 # Salt that keeps the augmentation drawn from one `seed` apart from the order.
 _AUGMENT_SALT = 0xA06
@@ -54,23 +58,23 @@ def _extras(example, mask):
 
 
 def make_dataset(
-    name,
+    name: str,
     *,
-    split="train",
-    batch_size,
-    image_size,
-    data_dir=None,
-    training=True,
-    seed=0,
-    shuffle_buffer=10_000,
-    repeat=False,
-    num_images=None,
-    crop_scale=augment.DEFAULT_CROP_SCALE,
-    crop_fraction=1.0,
-    start_batch=0,
-    shard=None,
-    max_pixels=DEFAULT_MAX_PIXELS,
-):
+    split: str = "train",
+    batch_size: int,
+    image_size: int,
+    data_dir: PathLike | None = None,
+    training: bool = True,
+    seed: int = 0,
+    shuffle_buffer: int = 10_000,
+    repeat: bool = False,
+    num_images: int | None = None,
+    crop_scale: Sequence[float] = augment.DEFAULT_CROP_SCALE,
+    crop_fraction: float = 1.0,
+    start_batch: int = 0,
+    shard: tuple[int, int] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tf.data.Dataset:
     """Builds the batched input pipeline of images and their extras.
 
     Training (`training=True`) shuffles, then applies

@@ -12,6 +12,8 @@ position in the training stream, so `start_batch` resumes a run on the
 batches an uninterrupted one would have read.
 """
 
+from __future__ import annotations
+
 import tensorflow as tf
 
 from keras_ccmim.data.augment import (
@@ -20,7 +22,8 @@ from keras_ccmim.data.augment import (
     normalize,
     random_resized_crop_box,
 )
-from keras_ccmim.data.segmentation_sources import load_segmentation_source
+from keras_ccmim.data.segmentation_sources import SegmentationInfo, load_segmentation_source
+from keras_ccmim.type_aliases import PathLike
 
 SEGMENTATION_CROP_SCALE = (0.25, 1.0)
 # Examples kept by the training shuffle buffer.
@@ -67,9 +70,19 @@ def resize_example(image, mask, image_size):
     return normalize(image), tf.ensure_shape(_resize_mask(mask, size), [image_size, image_size])
 
 
-def make_segmentation_dataset(name, *, split, batch_size, image_size, training, seed=0,
-                              start_batch=0, data_dir=None, num_images=None,
-                              num_classes=None):
+def make_segmentation_dataset(
+    name: str,
+    *,
+    split: str,
+    batch_size: int,
+    image_size: int,
+    training: bool,
+    seed: int = 0,
+    start_batch: int = 0,
+    data_dir: PathLike | None = None,
+    num_images: int | None = None,
+    num_classes: int | None = None,
+) -> tuple[tf.data.Dataset, SegmentationInfo]:
     """`(dataset, info)`: batches `(images float32 [B, S, S, 3], labels
     int32 [B, S, S])` of a segmentation source (see
     `keras_ccmim.data.segmentation_sources`).

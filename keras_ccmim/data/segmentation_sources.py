@@ -23,6 +23,8 @@ in `[0, num_classes)` or `IGNORE_LABEL` (255: not scored, no loss).
   `num_classes`) and a bad one is named with the fix.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 
@@ -30,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_ccmim.data.splits import parse_split, split_bounds
+from keras_ccmim.type_aliases import PathLike
 
 IGNORE_LABEL = 255
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -44,7 +47,7 @@ class SegmentationInfo:
     split: str
     num_images: int
     num_classes: int
-    class_names: tuple = None
+    class_names: tuple[str, ...] | None = None
 
 
 def oxford_pet_labels(trimap):
@@ -255,8 +258,17 @@ def load_synthetic_segmentation(*, split="train", image_size=32, num_images=None
     return dataset, SegmentationInfo(name, split, info.num_images, len(classes), classes)
 
 
-def load_segmentation_source(name, *, split="train", data_dir=None, image_size=32,
-                             num_images=None, num_classes=None, shuffle_files=False, seed=0):
+def load_segmentation_source(
+    name: str,
+    *,
+    split: str = "train",
+    data_dir: PathLike | None = None,
+    image_size: int = 32,
+    num_images: int | None = None,
+    num_classes: int | None = None,
+    shuffle_files: bool = False,
+    seed: int = 0,
+) -> tuple[tf.data.Dataset, SegmentationInfo]:
     """`(dataset, info)` of any source above (`image_size` is the size
     `synthetic_objects` is drawn at; other sources keep their own)."""
     if name in ("synthetic_objects", "synthetic_objects_foreground"):

@@ -13,8 +13,12 @@ Dataset names:
 Splits accept TFDS slicing everywhere: `"train[:90%]"`, `"train[45000:]"`.
 """
 
-import numbers
+from __future__ import annotations
 
+import numbers
+from typing import TYPE_CHECKING, Any
+
+from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.folder_manifest import (
     read_image_folder_manifest,
     write_image_folder_manifest,
@@ -26,12 +30,16 @@ from keras_ccmim.data.synthetic_objects import (
     load_synthetic_objects,
 )
 from keras_ccmim.data.tfds_source import describe_tfds, load_tfds
+from keras_ccmim.type_aliases import PathLike
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 SYNTHETIC_OBJECTS = "synthetic_objects"
 FOLDER_PREFIX = "folder:"
 
 
-def check_positive_int(argument, value):
+def check_positive_int(argument: str, value: Any) -> None:
     """Raises a ValueError naming `argument` unless `value` is an int > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(
@@ -40,7 +48,7 @@ def check_positive_int(argument, value):
         )
 
 
-def folder_path(name):
+def folder_path(name: str) -> str:
     """The path of a `"folder:<path>"` dataset name."""
     path = name[len(FOLDER_PREFIX) :]
     if not path:
@@ -50,7 +58,7 @@ def folder_path(name):
     return path
 
 
-def check_name(name):
+def check_name(name: Any) -> None:
     """Raises a ValueError unless `name` is a non-empty string."""
     if not isinstance(name, str) or not name:
         raise ValueError(
@@ -59,12 +67,14 @@ def check_name(name):
         )
 
 
-def is_folder(name):
+def is_folder(name: Any) -> bool:
     """Whether `name` names an image folder (`"folder:<path>"`)."""
     return isinstance(name, str) and name.startswith(FOLDER_PREFIX)
 
 
-def write_dataset_manifest(name, path, max_pixels=DEFAULT_MAX_PIXELS):
+def write_dataset_manifest(
+    name: str, path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> str | None:
     """Writes the manifest of a `"folder:..."` dataset's image folder (its
     readable files with labels, the count and names of the skipped ones)
     as JSON to `path`, from this process's scan of the folder with cap
@@ -79,7 +89,7 @@ def write_dataset_manifest(name, path, max_pixels=DEFAULT_MAX_PIXELS):
     return write_image_folder_manifest(folder_path(name), path, max_pixels)
 
 
-def read_dataset_manifest(name, path):
+def read_dataset_manifest(name: str, path: PathLike) -> bool:
     """Lets this process reuse the manifest `write_dataset_manifest` wrote
     to `path` for a `"folder:..."` dataset, while the folder is unchanged.
 
@@ -93,14 +103,14 @@ def read_dataset_manifest(name, path):
 
 
 def describe_dataset(
-    name,
+    name: str,
     *,
-    split="train",
-    data_dir=None,
-    num_images=None,
-    image_size=None,
-    max_pixels=DEFAULT_MAX_PIXELS,
-):
+    split: str = "train",
+    data_dir: PathLike | None = None,
+    num_images: int | None = None,
+    image_size: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> DatasetInfo:
     """Describes a split of a dataset without building a pipeline.
 
     Args:
@@ -132,16 +142,16 @@ def describe_dataset(
 
 
 def load_source(
-    name,
+    name: str,
     *,
-    split="train",
-    data_dir=None,
-    image_size=32,
-    num_images=None,
-    shuffle_files=False,
-    seed=0,
-    max_pixels=DEFAULT_MAX_PIXELS,
-):
+    split: str = "train",
+    data_dir: PathLike | None = None,
+    image_size: int = 32,
+    num_images: int | None = None,
+    shuffle_files: bool = False,
+    seed: int = 0,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Reads a split of a dataset, unbatched and untransformed.
 
     Args:

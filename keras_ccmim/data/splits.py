@@ -5,9 +5,15 @@ or of `synthetic_objects` selects the examples the same slice of a TFDS
 split would.
 """
 
+from __future__ import annotations
+
 import collections
 import dataclasses
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tensorflow_datasets as tfds
 
 # TFDS's grammar has no spaces; split strings here always allowed them
 # around the name, the brackets and the colon.
@@ -48,7 +54,9 @@ def _bound(split, name, text, side):
     return instruction
 
 
-def parse_split(split):
+def parse_split(
+    split: str,
+) -> tuple[str, tfds.core.ReadInstruction | None, tfds.core.ReadInstruction | None]:
     """Reads a split string with TFDS's `ReadInstruction.from_spec`.
 
     Accepts `"name"` and `"name[start:stop]"`, where each bound is an integer
@@ -102,7 +110,7 @@ def _absolute(instruction, side, num_examples, default):
     return default if value is None else value
 
 
-def split_bounds(split, num_examples):
+def split_bounds(split: str, num_examples: int) -> tuple[str, int, int]:
     """Resolves a split string to absolute `[start, stop)` indices with
     TFDS's `ReadInstruction.to_absolute`.
 

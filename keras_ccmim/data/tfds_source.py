@@ -10,6 +10,8 @@ a damaged file: its lost records are counted and stood in for (see
 `keras_ccmim.data.decode_failures` and `keras_ccmim.data.tfds_records`).
 """
 
+from __future__ import annotations
+
 import difflib
 import os
 
@@ -18,6 +20,7 @@ import tensorflow as tf
 from keras_ccmim.data.dataset_info import DatasetInfo
 from keras_ccmim.data.splits import parse_split
 from keras_ccmim.data.tfds_files import read_record_files
+from keras_ccmim.type_aliases import PathLike
 
 # Names `make_dataset` resolves without TFDS, listed in error messages.
 BUILTIN_SOURCES = ("synthetic_objects", "folder:<path>")
@@ -169,12 +172,22 @@ def _describe(builder, name, split, num_images):
     )
 
 
-def describe_tfds(name, *, split, data_dir, num_images=None):
+def describe_tfds(
+    name: str, *, split: str, data_dir: PathLike | None, num_images: int | None = None
+) -> DatasetInfo:
     """A `DatasetInfo` for a split of a prepared TFDS dataset."""
     return _describe(tfds_builder(name, data_dir), name, split, num_images)
 
 
-def load_tfds(name, *, split, data_dir, shuffle_files=False, seed=0, num_images=None):
+def load_tfds(
+    name: str,
+    *,
+    split: str,
+    data_dir: PathLike | None,
+    shuffle_files: bool = False,
+    seed: int = 0,
+    num_images: int | None = None,
+) -> tuple[tf.data.Dataset, DatasetInfo]:
     """Reads a split of a prepared TFDS image dataset.
 
     A file that cannot be read to its end (a record that fails its checksum,

@@ -1,9 +1,15 @@
 """The projector and predictor of the contrastive branch (ccMIM step 8)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
 from keras_ccmim import backend_specific
+from keras_ccmim.type_aliases import Tensor
 
 
 def _mlp(hidden_dim, output_dim, affine_output, dtype, prefix):
@@ -36,13 +42,13 @@ class _TwoLayerMLP(keras.layers.Layer):
 
     affine_output = False
 
-    def __init__(self, hidden_dim=None, output_dim=256, **kwargs):
+    def __init__(self, hidden_dim: int | None = None, output_dim: int = 256, **kwargs: Any):
         super().__init__(**kwargs)
         self.hidden_dim = None if hidden_dim is None else int(hidden_dim)
         self.output_dim = int(output_dim)
         self.mlp = None
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         hidden = self.hidden_dim or int(input_shape[-1])
         self.mlp = _mlp(hidden, self.output_dim, self.affine_output, self.dtype_policy, "")
         shape = tuple(input_shape)
@@ -50,7 +56,9 @@ class _TwoLayerMLP(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
 
-    def call(self, x, training=None, update_moving_statistics=True):
+    def call(
+        self, x: Tensor, training: bool | None = None, update_moving_statistics: bool = True
+    ) -> Tensor:
         if training and not update_moving_statistics:
             # Keras' BatchNormalization has no "batch statistics without the
             # update" mode: keep the moving values and put them back after.
@@ -69,10 +77,10 @@ class _TwoLayerMLP(keras.layers.Layer):
                 variable.assign(value)
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return tuple(input_shape[:-1]) + (self.output_dim,)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"hidden_dim": self.hidden_dim, "output_dim": self.output_dim})
         return config

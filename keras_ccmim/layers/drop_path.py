@@ -1,7 +1,14 @@
 """Stochastic depth: drop a whole residual branch per sample."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
+
+from keras_ccmim.type_aliases import Tensor
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -16,7 +23,7 @@ class DropPath(keras.layers.Layer):
         seed: optional int seed for the layer's `SeedGenerator`.
     """
 
-    def __init__(self, rate=0.0, seed=None, **kwargs):
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         if not 0.0 <= float(rate) < 1.0:
             raise ValueError(f"DropPath rate must be in [0, 1), got {rate}.")
@@ -24,7 +31,7 @@ class DropPath(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: Tensor, training: bool | None = False) -> Tensor:
         if not training or self.rate == 0.0:
             return inputs
         keep = 1.0 - self.rate
@@ -32,10 +39,10 @@ class DropPath(keras.layers.Layer):
         noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
         return inputs * ops.cast(noise < keep, inputs.dtype) / keep
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> Sequence[int | None]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"rate": self.rate, "seed": self.seed})
         return config

@@ -1,15 +1,24 @@
 """Raw images to an encoder's input: the preprocessing a preset records."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_ccmim.input_contract import CHANNEL_ORDER, IMAGENET_MEAN, IMAGENET_STD, VALUE_RANGE
+from keras_ccmim.type_aliases import Tensor
 
-CHANNEL_ORDERS = ("rgb", "bgr")
+ChannelOrder = Literal["rgb", "bgr"]
+CHANNEL_ORDERS = get_args(ChannelOrder)
 
 
-def check_image_shape(shape, image_size, num_channels, owner):
+def check_image_shape(
+    shape: Sequence[int | None], image_size: Sequence[int], num_channels: int, owner: str
+) -> None:
     """Checks the static `[B, H, W, C]` `shape` against `image_size` and
     `num_channels`; unknown (None) sizes pass.
 
@@ -67,12 +76,12 @@ class ImageNormalization(keras.layers.Layer):
 
     def __init__(
         self,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        value_range=VALUE_RANGE,
-        image_size=None,
-        channel_order=CHANNEL_ORDER,
-        **kwargs,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        value_range: Sequence[float] = VALUE_RANGE,
+        image_size: int | Sequence[int] | None = None,
+        channel_order: ChannelOrder = CHANNEL_ORDER,
+        **kwargs: Any,
     ):
         kwargs.setdefault("autocast", False)  # float32 from raw values under any policy
         super().__init__(**kwargs)
@@ -106,7 +115,7 @@ class ImageNormalization(keras.layers.Layer):
         self.image_size = image_size
         self.channel_order = channel_order
 
-    def call(self, images):
+    def call(self, images: Tensor) -> Tensor:
         if self.image_size is not None:
             check_image_shape(
                 images.shape, self.image_size, len(self.mean), f"ImageNormalization {self.name!r}"
@@ -122,7 +131,7 @@ class ImageNormalization(keras.layers.Layer):
         std = ops.convert_to_tensor(np.asarray(self.std, "float32"))
         return (images - mean) / std
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

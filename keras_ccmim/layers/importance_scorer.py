@@ -1,18 +1,33 @@
 """Patch importance from [CLS] attention (ccMIM step 2)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
 import keras
 from keras import ops
 
 from keras_ccmim import checks
-from keras_ccmim.layers.transformer_block import CLS_LOGIT_SCALES
+from keras_ccmim.layers.transformer_block import (
+    CLS_LOGIT_SCALES,
+    ClsAttentionKind,
+    ClsLogitScale,
+)
+from keras_ccmim.type_aliases import Tensor
 
-# What the score is computed from (`ImportanceScorer(score_from=...)`).
-SCORE_SOURCES = ("probabilities", "logits")
+# What the score is computed from (`ImportanceScorer(score_from=...)`): the
+# kinds of [CLS] attention row a block returns.
+ScoreSource = ClsAttentionKind
+SCORE_SOURCES = get_args(ScoreSource)
 # What divides the logits of the logit score (`ImportanceScorer(score_scale=...)`).
+ScoreScale = ClsLogitScale
 SCORE_SCALES = CLS_LOGIT_SCALES
+# Which blocks' [CLS] attention the score combines.
+ScoreLayers = Literal["all", "last"] | Sequence[int]
 
 
-def resolve_score_layers(score_layers, num_layers):
+def resolve_score_layers(score_layers: ScoreLayers, num_layers: int) -> tuple[int, ...]:
     """Turn `"all"`, `"last"` or a list of indices into sorted layer indices.
 
     Negative indices count from the end, as in Python.
@@ -86,7 +101,11 @@ class ImportanceScorer(keras.layers.Layer):
     """
 
     def __init__(
-        self, score_layers="all", score_from="probabilities", score_scale="head_dim", **kwargs
+        self,
+        score_layers: ScoreLayers = "all",
+        score_from: ScoreSource = "probabilities",
+        score_scale: ScoreScale = "head_dim",
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if isinstance(score_layers, str):
@@ -105,10 +124,10 @@ class ImportanceScorer(keras.layers.Layer):
         self.score_from = score_from
         self.score_scale = score_scale
 
-    def layer_indices(self, num_layers):
+    def layer_indices(self, num_layers: int) -> tuple[int, ...]:
         return resolve_score_layers(self.score_layers, num_layers)
 
-    def call(self, attention_maps):
+    def call(self, attention_maps: Tensor | Sequence[Tensor]) -> dict[str, Tensor]:
         if not isinstance(attention_maps, (list, tuple)):
             attention_maps = [attention_maps]
         total = attention_maps[0]
@@ -119,7 +138,7 @@ class ImportanceScorer(keras.layers.Layer):
             total = total / float(len(attention_maps))
         return {"scores": ops.softmax(total, axis=-1), "attention_sum": total}
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

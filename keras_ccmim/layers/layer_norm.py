@@ -1,9 +1,12 @@
 """LayerNormalization with a fast JAX gradient, a drop-in for Keras' layer."""
 
+from __future__ import annotations
+
 import keras
 from keras import ops
 
 from keras_ccmim import backend_specific
+from keras_ccmim.type_aliases import Tensor
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -13,9 +16,10 @@ class LayerNormalization(keras.layers.LayerNormalization):
     Same constructor, config, weights (`gamma`, `beta`) and results as
     Keras' layer. Normalising over the last axis with both `gamma` and
     `beta` (the ViT case), it uses `backend_specific.layer_norm_fn()` where
-    the backend has one: on JAX a `jax.custom_vjp` whose backward pass XLA
-    compiles well on CPU (the automatic one is about 2x slower there over a
-    whole ViT step). Other backends and configurations run Keras' `call`.
+    the backend has one: on JAX on CPU a `jax.custom_vjp` with a
+    hand-written backward pass, which XLA compiles better there than the
+    automatic one (measured in docs/performance/). Other backends and
+    configurations run Keras' `call`.
 
     The class keeps Keras' name on purpose: a `.weights.h5` file addresses
     a layer held in a list (e.g. `keras.Model.layers`) by its snake-cased
@@ -34,7 +38,7 @@ class LayerNormalization(keras.layers.LayerNormalization):
             and list(self.axis) in ([-1], [len(inputs.shape) - 1])
         )
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         fn = backend_specific.layer_norm_fn()
         if fn is None or not self._has_fast_path(inputs):
             return super().call(inputs)

@@ -1,5 +1,10 @@
 """The MAE-style decoder (ccMIM step 6)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -7,6 +12,7 @@ from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.position_embedding import sincos_2d_position_embedding
 from keras_ccmim.layers.token_ops import gather_tokens
 from keras_ccmim.layers.transformer_block import TransformerBlock
+from keras_ccmim.type_aliases import Tensor
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -35,14 +41,14 @@ class MAEDecoder(keras.layers.Layer):
 
     def __init__(
         self,
-        grid_size,
-        patch_dim,
-        hidden_dim=512,
-        num_layers=8,
-        num_heads=16,
-        mlp_ratio=4.0,
-        layer_norm_epsilon=1e-6,
-        **kwargs,
+        grid_size: int | Sequence[int],
+        patch_dim: int,
+        hidden_dim: int = 512,
+        num_layers: int = 8,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        layer_norm_epsilon: float = 1e-6,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.grid_size = (
@@ -76,7 +82,11 @@ class MAEDecoder(keras.layers.Layer):
         )
         self.head = keras.layers.Dense(self.patch_dim, dtype=policy, name="head")
 
-    def build(self, latent_shape, ids_restore_shape=None):
+    def build(
+        self,
+        latent_shape: Sequence[int | None],
+        ids_restore_shape: Sequence[int | None] | None = None,
+    ) -> None:
         d = self.hidden_dim
         self.embed.build(latent_shape)
         self.mask_token = self.add_weight(
@@ -96,7 +106,7 @@ class MAEDecoder(keras.layers.Layer):
         self.norm.build((None, None, d))
         self.head.build((None, None, d))
 
-    def call(self, latent, ids_restore, training=None):
+    def call(self, latent: Tensor, ids_restore: Tensor, training: bool | None = None) -> Tensor:
         x = self.embed(latent)
         batch = ops.shape(x)[0]
         num_masked = self.num_patches + 1 - ops.shape(x)[1]
@@ -111,10 +121,14 @@ class MAEDecoder(keras.layers.Layer):
             x = block(x, training=training)
         return self.head(self.norm(x))[:, 1:]
 
-    def compute_output_shape(self, latent_shape, ids_restore_shape=None):
+    def compute_output_shape(
+        self,
+        latent_shape: Sequence[int | None],
+        ids_restore_shape: Sequence[int | None] | None = None,
+    ) -> tuple[int | None, ...]:
         return (latent_shape[0], self.num_patches, self.patch_dim)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

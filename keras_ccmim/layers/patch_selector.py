@@ -1,18 +1,25 @@
 """Choosing which patches to mask (ccMIM step 3), always with static shapes."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 import keras
 from keras import ops
 
 from keras_ccmim import checks
+from keras_ccmim.type_aliases import Tensor
 
-MASKING_STRATEGIES = ("importance_sampling", "importance", "random", "block")
-SAMPLERS = ("gumbel", "uniform_noise")
+MaskingStrategy = Literal["importance_sampling", "importance", "random", "block"]
+MASKING_STRATEGIES = get_args(MaskingStrategy)
+Sampler = Literal["gumbel", "uniform_noise"]
+SAMPLERS = get_args(Sampler)
 _EPS = 1e-12
 
 
-def num_masked_patches(num_patches, mask_ratio):
+def num_masked_patches(num_patches: int, mask_ratio: float) -> int:
     """`K = round(N * r)`, kept within `[1, N - 1]` so both sets are non-empty."""
     return int(min(max(round(num_patches * mask_ratio), 1), num_patches - 1))
 
@@ -65,15 +72,15 @@ class PatchSelector(keras.layers.Layer):
 
     def __init__(
         self,
-        grid_size,
-        mask_ratio=0.75,
-        masking="importance_sampling",
-        sampler="gumbel",
-        sampling_temperature=1.0,
-        sampling_temperature_start=None,
-        sampling_temperature_steps=0,
-        seed=None,
-        **kwargs,
+        grid_size: int | Sequence[int],
+        mask_ratio: float = 0.75,
+        masking: MaskingStrategy = "importance_sampling",
+        sampler: Sampler = "gumbel",
+        sampling_temperature: float = 1.0,
+        sampling_temperature_start: float | None = None,
+        sampling_temperature_steps: int = 0,
+        seed: int | None = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.grid_size = (
@@ -115,14 +122,14 @@ class PatchSelector(keras.layers.Layer):
         self.num_visible = self.num_patches - self.num_masked
 
     @property
-    def needs_scores(self):
+    def needs_scores(self) -> bool:
         return self.masking in ("importance_sampling", "importance")
 
     @property
-    def scheduled(self):
+    def scheduled(self) -> bool:
         return self.temperature_start is not None
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         if self.scheduled and self.temperature_step is None:
             # float32: exact to 2**24 steps, and no integer-variable placement
             # issues under tf.distribute; only the first replica counts.
@@ -136,7 +143,7 @@ class PatchSelector(keras.layers.Layer):
             )
         self.built = True
 
-    def current_temperature(self):
+    def current_temperature(self) -> float | Tensor:
         """`T` now: the constant, or the schedule at `temperature_step`."""
         if not self.scheduled:
             return self.temperature
@@ -209,7 +216,13 @@ class PatchSelector(keras.layers.Layer):
         noise = self._uniform((batch, self.num_patches))
         return 2.0 * in_union + in_next + noise
 
-    def call(self, patch_tokens, scores=None, attention_sum=None, training=None):
+    def call(
+        self,
+        patch_tokens: Tensor,
+        scores: Tensor | None = None,
+        attention_sum: Tensor | None = None,
+        training: bool | None = None,
+    ) -> dict[str, Tensor]:
         batch = ops.shape(patch_tokens)[0]
         temperature = self.current_temperature()
         if self.scheduled and training:
@@ -229,7 +242,7 @@ class PatchSelector(keras.layers.Layer):
             "mask": mask,
         }
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {

@@ -1,7 +1,14 @@
 """Splitting images into patches and back, and the linear patch embedding."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
+
+from keras_ccmim.type_aliases import Tensor
 
 
 def _static_dim(value, what):
@@ -13,7 +20,7 @@ def _static_dim(value, what):
     return int(value)
 
 
-def patchify(images, patch_size):
+def patchify(images: Tensor, patch_size: int) -> Tensor:
     """Cut images into non-overlapping square patches, row-major.
 
     Args:
@@ -41,7 +48,9 @@ def patchify(images, patch_size):
     return ops.reshape(x, (-1, gh * gw, patch_size * patch_size * channels))
 
 
-def unpatchify(patches, patch_size, grid_size, channels=3):
+def unpatchify(
+    patches: Tensor, patch_size: int, grid_size: int | Sequence[int], channels: int = 3
+) -> Tensor:
     """Inverse of `patchify`.
 
     Args:
@@ -79,7 +88,7 @@ class PatchEmbedding(keras.layers.Layer):
     Call: `images [B, H, W, C]` -> `[B, N, D]`.
     """
 
-    def __init__(self, patch_size, hidden_dim, **kwargs):
+    def __init__(self, patch_size: int, hidden_dim: int, **kwargs: Any):
         super().__init__(**kwargs)
         self.patch_size = int(patch_size)
         self.hidden_dim = int(hidden_dim)
@@ -90,20 +99,20 @@ class PatchEmbedding(keras.layers.Layer):
             name="projection",
         )
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         channels = input_shape[-1]
         self.projection.build((None, None, self.patch_size**2 * channels))
 
-    def call(self, images):
+    def call(self, images: Tensor) -> Tensor:
         return self.projection(patchify(images, self.patch_size))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         b, h, w, _ = input_shape
         p = self.patch_size
         n = None if h is None or w is None else (h // p) * (w // p)
         return (b, n, self.hidden_dim)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"patch_size": self.patch_size, "hidden_dim": self.hidden_dim})
         return config

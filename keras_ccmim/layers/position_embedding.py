@@ -1,11 +1,19 @@
 """Fixed 2-D sine-cosine position embedding (MAE's) and a layer adding it."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
+
+from keras_ccmim.type_aliases import Tensor
 
 
-def sincos_1d(dim, positions):
+def sincos_1d(dim: int, positions: ArrayLike) -> np.ndarray:
     """`[M]` positions -> `[M, dim]`: sines in the first half, cosines after."""
     if dim % 2:
         raise ValueError(f"The 1-D sin-cos embedding needs an even width, got {dim}.")
@@ -15,7 +23,9 @@ def sincos_1d(dim, positions):
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
 
-def sincos_2d_position_embedding(grid_size, dim, cls_token=False):
+def sincos_2d_position_embedding(
+    grid_size: int | Sequence[int], dim: int, cls_token: bool = False
+) -> np.ndarray:
     """MAE's fixed 2-D sin-cos position embedding.
 
     Half of the channels encode the column of a patch, the other half its row
@@ -58,7 +68,7 @@ class SinCosPositionEmbedding(keras.layers.Layer):
     Call: `tokens [B, rows*cols, D]` -> same shape.
     """
 
-    def __init__(self, grid_size, **kwargs):
+    def __init__(self, grid_size: int | Sequence[int], **kwargs: Any):
         super().__init__(**kwargs)
         self.grid_size = (
             (int(grid_size), int(grid_size))
@@ -66,7 +76,7 @@ class SinCosPositionEmbedding(keras.layers.Layer):
             else tuple(int(g) for g in grid_size)
         )
 
-    def build(self, input_shape):
+    def build(self, input_shape: Sequence[int | None]) -> None:
         dim = int(input_shape[-1])
         table = sincos_2d_position_embedding(self.grid_size, dim)
         self.embedding = self.add_weight(
@@ -76,10 +86,10 @@ class SinCosPositionEmbedding(keras.layers.Layer):
             trainable=False,
         )
 
-    def call(self, tokens):
+    def call(self, tokens: Tensor) -> Tensor:
         return tokens + ops.cast(self.embedding, tokens.dtype)[None]
 
-    def load_own_variables(self, store):
+    def load_own_variables(self, store: Any) -> None:
         # The saved table is the same function of another (or the same)
         # grid: recomputing it for this grid is what loading it means.
         if len(store.keys()) != 1:
@@ -95,10 +105,10 @@ class SinCosPositionEmbedding(keras.layers.Layer):
                 "by an encoder of the same hidden_dim."
             )
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> Sequence[int | None]:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"grid_size": list(self.grid_size)})
         return config

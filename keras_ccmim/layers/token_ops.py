@@ -1,10 +1,16 @@
 """Small token helpers shared by the encoder, the decoder and the heads:
 selecting tokens per sample and pooling them."""
 
+from __future__ import annotations
+
+from typing import Literal, get_args
+
 from keras import ops
 
+from keras_ccmim.type_aliases import Tensor
 
-def gather_tokens(tokens, ids):
+
+def gather_tokens(tokens: Tensor, ids: Tensor) -> Tensor:
     """Select tokens per sample.
 
     Args:
@@ -17,10 +23,12 @@ def gather_tokens(tokens, ids):
     return ops.take_along_axis(tokens, ops.expand_dims(ids, -1), axis=1)
 
 
-POOLINGS = (None, "cls", "mean")
+# What `pool_tokens` (and `ViTEncoder(pooling=...)`) makes of the tokens.
+Pooling = Literal[None, "cls", "mean"]
+POOLINGS = get_args(Pooling)
 
 
-def pool_tokens(tokens, pooling):
+def pool_tokens(tokens: Tensor, pooling: Pooling) -> Tensor:
     """An encoder's tokens pooled to one vector per image.
 
     Args:

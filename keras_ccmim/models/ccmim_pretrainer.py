@@ -1,18 +1,29 @@
 """The ccMIM pretrainer: one training step on every Keras backend."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
 from keras_ccmim import backend_specific, checks
 from keras_ccmim import losses as ccmim_losses
 from keras_ccmim.layers.contrastive_heads import PredictionHead, ProjectionHead
-from keras_ccmim.layers.importance_scorer import ImportanceScorer
+from keras_ccmim.layers.importance_scorer import (
+    ImportanceScorer,
+    ScoreLayers,
+    ScoreScale,
+    ScoreSource,
+)
 from keras_ccmim.layers.mae_decoder import MAEDecoder
-from keras_ccmim.layers.patch_selector import PatchSelector
+from keras_ccmim.layers.patch_selector import MaskingStrategy, PatchSelector, Sampler
 from keras_ccmim.layers.patching import patchify
 from keras_ccmim.models.preset_files import load_from_preset
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import PathLike, Tensor
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -80,29 +91,29 @@ class CCMIMPretrainer(keras.Model):
 
     def __init__(
         self,
-        encoder,
-        decoder_hidden_dim=512,
-        decoder_num_layers=8,
-        decoder_num_heads=16,
-        mask_ratio=0.75,
-        masking="importance_sampling",
-        sampler="gumbel",
-        sampling_temperature=1.0,
-        sampling_temperature_start=None,
-        sampling_temperature_steps=0,
-        score_layers="all",
-        score_from="probabilities",
-        score_scale="head_dim",
-        scoring_drop_path=False,
-        teacher_drop_path=False,
-        teacher_updates_moving_statistics=True,
-        contrastive="infonce",
-        contrastive_weight=0.2,
-        temperature=0.5,
-        projection_dim=256,
-        norm_pix_loss=True,
-        seed=None,
-        **kwargs,
+        encoder: ViTEncoder,
+        decoder_hidden_dim: int = 512,
+        decoder_num_layers: int = 8,
+        decoder_num_heads: int = 16,
+        mask_ratio: float = 0.75,
+        masking: MaskingStrategy = "importance_sampling",
+        sampler: Sampler = "gumbel",
+        sampling_temperature: float = 1.0,
+        sampling_temperature_start: float | None = None,
+        sampling_temperature_steps: int = 0,
+        score_layers: ScoreLayers = "all",
+        score_from: ScoreSource = "probabilities",
+        score_scale: ScoreScale = "head_dim",
+        scoring_drop_path: bool = False,
+        teacher_drop_path: bool = False,
+        teacher_updates_moving_statistics: bool = True,
+        contrastive: ccmim_losses.ContrastiveLoss = "infonce",
+        contrastive_weight: float = 0.2,
+        temperature: float = 0.5,
+        projection_dim: int = 256,
+        norm_pix_loss: bool = True,
+        seed: int | None = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if not isinstance(encoder, ViTEncoder):
@@ -197,7 +208,9 @@ class CCMIMPretrainer(keras.Model):
         self.contrastive_tracker = keras.metrics.Mean(name="contrastive_loss")
 
     @classmethod
-    def from_architecture(cls, name, encoder_overrides=None, **kwargs):
+    def from_architecture(
+        cls, name: str, encoder_overrides: Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> CCMIMPretrainer:
         """A pretrainer of a named architecture (encoder and decoder sizes,
         `keras_ccmim.models.presets`) with random weights.
 
@@ -215,7 +228,7 @@ class CCMIMPretrainer(keras.Model):
         return cls(encoder, **kwargs)
 
     @classmethod
-    def from_preset(cls, preset):
+    def from_preset(cls, preset: PathLike) -> CCMIMPretrainer:
         """A trained pretrainer from a preset folder or handle (e.g. a
         converted ccMIM checkpoint, `ccmim-convert-mae`), built, with its
         weights. An architecture name is refused: `from_architecture`."""
@@ -224,28 +237,28 @@ class CCMIMPretrainer(keras.Model):
     # -- the score's settings, read from the scorer ---------------------------
 
     @property
-    def score_layers(self):
+    def score_layers(self) -> ScoreLayers:
         return self.scorer.score_layers
 
     @property
-    def score_from(self):
+    def score_from(self) -> ScoreSource:
         return self.scorer.score_from
 
     @property
-    def score_scale(self):
+    def score_scale(self) -> ScoreScale:
         return self.scorer.score_scale
 
     # -- shapes --------------------------------------------------------------
 
     @property
-    def num_masked(self):
+    def num_masked(self) -> int:
         return self.selector.num_masked
 
     @property
-    def num_visible(self):
+    def num_visible(self) -> int:
         return self.selector.num_visible
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         enc = self.encoder
         h, w = enc.image_size
         shapes = [
@@ -260,16 +273,18 @@ class CCMIMPretrainer(keras.Model):
                 layer.build(shape)
         self.built = True
 
-    def get_build_config(self):
+    def get_build_config(self) -> dict[str, Any]:
         enc = self.encoder
         return {"input_shape": (None,) + tuple(enc.image_size) + (enc.num_channels,)}
 
-    def build_from_config(self, config):
+    def build_from_config(self, config: Mapping[str, Any]) -> None:
         self.build(config.get("input_shape"))
 
     # -- the step ------------------------------------------------------------
 
-    def score_patches(self, patch_tokens, training=None):
+    def score_patches(
+        self, patch_tokens: Tensor, training: bool | None = None
+    ) -> dict[str, Tensor]:
         """ccMIM step 2: importance scores from [CLS] attention, no gradient.
 
         Drop path is active here only with `scoring_drop_path=True`."""
@@ -285,7 +300,7 @@ class CCMIMPretrainer(keras.Model):
             result = scorer(maps)
         return {key: ops.stop_gradient(value) for key, value in result.items()}
 
-    def call(self, images, training=None):
+    def call(self, images: Tensor, training: bool | None = None) -> dict[str, Tensor]:
         self._check_images(images)
         if self.projector is not None and training:
             self._check_contrastive_batch(images.shape[0])
@@ -353,7 +368,14 @@ class CCMIMPretrainer(keras.Model):
                 f"the encoder's image_size or build the model for this size."
             )
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss(
+        self,
+        x: Tensor | Sequence[Tensor] | None = None,
+        y: Any = None,
+        y_pred: Mapping[str, Tensor] | None = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Tensor:
         images = x[0] if isinstance(x, (tuple, list)) else x
         target = patchify(images, self.encoder.patch_size)
         reconstruction = ccmim_losses.reconstruction_loss(
@@ -377,7 +399,7 @@ class CCMIMPretrainer(keras.Model):
         self.contrastive_tracker.update_state(contrastive)
         return backend_specific.scale_loss_for_replicas(total)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -408,7 +430,7 @@ class CCMIMPretrainer(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> CCMIMPretrainer:
         """Rebuilds a pretrainer from `get_config()`. A config saved before
         the passes' drop path became a choice (no `scoring_drop_path` or
         `teacher_drop_path`) had it active in both passes, and keeps it."""

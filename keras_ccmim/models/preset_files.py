@@ -15,25 +15,29 @@ A preset is a folder (or a `kaggle://` / `hf://` handle of one) holding:
 
 keras-hub itself is not a dependency: installing it pulls in
 tensorflow-text, which requires the full `tensorflow` wheel next to the
-`tensorflow-cpu` this project installs, plus tokenizer and hub clients
-(measured with `pip install keras-hub --dry-run`: 16 packages). The layout
-is simple enough to write here, and a keras-hub user can read it: the config
-is a plain Keras serialization of a registered class.
+`tensorflow-cpu` this project installs, plus tokenizer and hub clients.
+The layout is simple enough to write here, and a keras-hub user can read
+it: the config is a plain Keras serialization of a registered class.
 
 Loading deserializes with Keras `safe_mode` on (no Python code from the
 file runs) and only accepts the classes asked for.
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import keras
 
 from keras_ccmim.file_io import write_json_atomically
 from keras_ccmim.layers.image_normalization import ImageNormalization
 from keras_ccmim.models.presets import ALIASES, PRESETS
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +57,7 @@ def _image_encoder(model):
     return getattr(model, "encoder", model)
 
 
-def save_to_preset(model, preset_dir):
+def save_to_preset(model: keras.Model, preset_dir: PathLike) -> str:
     """Writes `model` (built) as a preset folder; returns the folder.
 
     `preprocessing.json` records the input contract of this package's
@@ -88,7 +92,7 @@ def save_to_preset(model, preset_dir):
     return preset_dir
 
 
-def is_preset_dir(path):
+def is_preset_dir(path: PathLike) -> bool:
     """Whether `path` is a folder holding a preset's config and weights."""
     path = os.fspath(path)
     return all(os.path.exists(os.path.join(path, n)) for n in (CONFIG_FILE, WEIGHTS_FILE))
@@ -104,7 +108,7 @@ def _unreadable(path, error):
     )
 
 
-def resolve_preset(preset):
+def resolve_preset(preset: PathLike) -> str:
     """The local folder of `preset`: a folder as is; `kaggle://<owner>/<model>/
     keras/<variant>[/<version>]` through `kagglehub.model_download`;
     `hf://<owner>/<repo>` through `huggingface_hub.snapshot_download`
@@ -150,7 +154,11 @@ def _refuse_architecture_name(preset, cls):
             )
 
 
-def load_from_preset(preset, classes, config_overrides=None):
+def load_from_preset(
+    preset: PathLike,
+    classes: type[keras.Model] | tuple[type[keras.Model], ...],
+    config_overrides: Mapping[str, Any] | None = None,
+) -> keras.Model:
     """The model a preset holds, built, with its weights.
 
     Args:
@@ -202,7 +210,7 @@ def load_from_preset(preset, classes, config_overrides=None):
     return model
 
 
-def upload_preset(uri, preset_dir):
+def upload_preset(uri: str, preset_dir: PathLike) -> Any:
     """Uploads a preset folder: `kaggle://<owner>/<model>/keras/<variant>`
     with `kagglehub.model_upload`, `hf://<owner>/<repo>` with
     `huggingface_hub.HfApi().upload_folder` (credentials as those tools
@@ -228,7 +236,7 @@ def upload_preset(uri, preset_dir):
 ENCODER_PRESET = "encoder"
 
 
-def encoder_preset(source):
+def encoder_preset(source: PathLike) -> str:
     """The encoder preset of `source`: a pretraining workdir (its `encoder/`
     preset), a preset folder, or a `kaggle://` / `hf://` handle (as is).
 
@@ -269,7 +277,9 @@ def encoder_preset(source):
     )
 
 
-def load_preprocessing(preset, image_size=None):
+def load_preprocessing(
+    preset: PathLike, image_size: int | Sequence[int] | None = None
+) -> ImageNormalization:
     """The `ImageNormalization` a preset records (`preprocessing.json`).
 
     A preset written before presets recorded it gets this package's input

@@ -1,6 +1,9 @@
 """Named architectures: ViT-T/4 at 32 px to ViT-H/14, with their decoders."""
 
+from __future__ import annotations
+
 import copy
+from typing import Any
 
 # The encoder's size arguments a preset fixes and a run may override.
 ENCODER_SIZE_FIELDS = ("image_size", "patch_size", "hidden_dim", "num_layers", "num_heads")
@@ -41,11 +44,11 @@ ALIASES = {
 }
 
 
-def preset_names():
+def preset_names() -> list[str]:
     return sorted(PRESETS)
 
 
-def get_preset(name):
+def get_preset(name: str) -> dict[str, dict[str, Any]]:
     """`{"encoder": {...}, "decoder": {...}}` for a preset name or alias."""
     key = ALIASES.get(name, name)
     if key not in PRESETS:

@@ -32,15 +32,23 @@ the segmenter's input size; `resized_encoder` makes a copy of a pretrained
 encoder at another size (the sin-cos position table is recomputed).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
 
 import keras
 from keras import ops
 
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import Tensor
+
+# The head over the encoder's features (`ViTSegmenter(head=...)`).
+SegmentationHead = Literal["fpn", "linear"]
 
 
-def feature_blocks(num_layers, count=4):
+def feature_blocks(num_layers: int, count: int = 4) -> list[int]:
     """`count` evenly spaced block indices ending at the last block:
     `[2, 5, 8, 11]` for 12 blocks, `[0, 0, 1, 1]` for 2."""
     return [
@@ -48,7 +56,11 @@ def feature_blocks(num_layers, count=4):
     ]
 
 
-def resized_encoder(encoder, image_size=None, drop_path_rate=None):
+def resized_encoder(
+    encoder: ViTEncoder,
+    image_size: int | Sequence[int] | None = None,
+    drop_path_rate: float | None = None,
+) -> ViTEncoder:
     """A built copy of `encoder` with its weights, at `image_size` (default
     its own) and with `drop_path_rate` (default its own). The position
     table is a function of the grid, so it is computed for the new size;
@@ -85,10 +97,17 @@ class ViTSegmenter(keras.Model):
     `[B, H, W, num_classes]`.
     """
 
-    HEADS = ("fpn", "linear")
+    HEADS = get_args(SegmentationHead)
 
-    def __init__(self, encoder, num_classes, feature_layers=None, head_dim=64, head="fpn",
-                 **kwargs):
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        num_classes: int,
+        feature_layers: Sequence[int] | None = None,
+        head_dim: int = 64,
+        head: SegmentationHead = "fpn",
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if not isinstance(encoder, ViTEncoder):
             raise TypeError(
@@ -150,14 +169,14 @@ class ViTSegmenter(keras.Model):
         self.fuse_norm = norm("fuse_norm")
         self.classifier = conv(self.num_classes, 1, "classifier")
 
-    def level_sizes(self):
+    def level_sizes(self) -> list[tuple[int, int]]:
         """`(rows, cols)` of the 4 pyramid levels: 4x, 2x, 1x and 0.5x the
         patch grid (the last rounded up)."""
         rows, cols = self.encoder.grid_size
         return [(4 * rows, 4 * cols), (2 * rows, 2 * cols), (rows, cols),
                 (-(-rows // 2), -(-cols // 2))]
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         if not self.encoder.built:
             self.encoder.build()
             self.encoder.built = True
@@ -208,7 +227,7 @@ class ViTSegmenter(keras.Model):
             features[-1] = self.encoder.norm(features[-1])
         return [norm(f) for norm, f in zip(self.feature_norms, features)]
 
-    def pyramid(self, images, training=None):
+    def pyramid(self, images: Tensor, training: bool | None = None) -> list[Tensor]:
         """The 4 pyramid levels, finest first (see `level_sizes`)."""
         if self.head != "fpn":
             raise ValueError(f"pyramid() belongs to the fpn head; this segmenter's is "
@@ -228,7 +247,7 @@ class ViTSegmenter(keras.Model):
         x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
         return ops.cast(ops.reshape(x, (-1, rows * p, cols * p, c)), "float32")
 
-    def call(self, images, training=None):
+    def call(self, images: Tensor, training: bool | None = None) -> Tensor:
         if self.head == "linear":
             return self._linear_logits(images, training)
         levels = [lateral(x) for lateral, x in zip(self.laterals, self.pyramid(images, training))]
@@ -243,10 +262,10 @@ class ViTSegmenter(keras.Model):
         logits = self._resize(self.classifier(x), self.encoder.image_size)
         return ops.cast(logits, "float32")
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return (input_shape[0], *self.encoder.image_size, self.num_classes)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -260,7 +279,7 @@ class ViTSegmenter(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> ViTSegmenter:
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)

@@ -1,10 +1,16 @@
 """`ViTClassifier`: a `ViTEncoder` with MAE's fine-tuning head, and the
 layer ids that layer-wise learning-rate decay scales by."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import keras
 
 from keras_ccmim.layers.token_ops import pool_tokens
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import Tensor
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -24,7 +30,9 @@ class ViTClassifier(keras.Model):
     Call: `images [B, H, W, C]` (normalised) -> logits `[B, num_classes]`.
     """
 
-    def __init__(self, encoder, num_classes, head_init_std=2e-5, **kwargs):
+    def __init__(
+        self, encoder: ViTEncoder, num_classes: int, head_init_std: float = 2e-5, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         if not isinstance(encoder, ViTEncoder):
             raise TypeError(
@@ -45,22 +53,22 @@ class ViTClassifier(keras.Model):
             name="head",
         )
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         if not self.encoder.built:
             self.encoder.build()
         self.fc_norm.build((None, self.encoder.hidden_dim))
         self.head.build((None, self.encoder.hidden_dim))
         self.built = True
 
-    def call(self, images, training=None):
+    def call(self, images: Tensor, training: bool | None = None) -> Tensor:
         encoder = self.encoder  # its stages: the tokens, whatever its `pooling`
         tokens = encoder.encode(encoder.embed(images), training=training)
         return self.head(self.fc_norm(pool_tokens(tokens, "mean")))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return (input_shape[0], self.num_classes)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -72,13 +80,13 @@ class ViTClassifier(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> ViTClassifier:
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
 
 
-def layer_ids(model):
+def layer_ids(model: ViTClassifier) -> dict[str, int]:
     """`{variable path: layer id}` over a `ViTClassifier`'s trainable variables.
 
     Layer 0 is the embedding (patch embedding, [CLS], positions), `i + 1` is

@@ -1,5 +1,10 @@
 """The ViT encoder: embeds patches and encodes any subset of them."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
 
@@ -8,8 +13,12 @@ from keras_ccmim.layers.image_normalization import check_image_shape
 from keras_ccmim.layers.layer_norm import LayerNormalization
 from keras_ccmim.layers.patching import PatchEmbedding
 from keras_ccmim.layers.position_embedding import SinCosPositionEmbedding
-from keras_ccmim.layers.token_ops import POOLINGS, gather_tokens, pool_tokens
-from keras_ccmim.layers.transformer_block import TransformerBlock
+from keras_ccmim.layers.token_ops import POOLINGS, Pooling, gather_tokens, pool_tokens
+from keras_ccmim.layers.transformer_block import (
+    ClsAttentionKind,
+    ClsLogitScale,
+    TransformerBlock,
+)
 from keras_ccmim.models.preset_files import (
     encoder_preset,
     load_from_preset,
@@ -17,6 +26,7 @@ from keras_ccmim.models.preset_files import (
     save_to_preset,
 )
 from keras_ccmim.models.presets import get_preset
+from keras_ccmim.type_aliases import PathLike, Tensor
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -68,20 +78,20 @@ class ViTEncoder(keras.Model):
 
     def __init__(
         self,
-        image_size,
-        patch_size,
-        hidden_dim,
-        num_layers,
-        num_heads,
-        mlp_ratio=4.0,
-        num_channels=3,
-        qkv_bias=True,
-        drop_path_rate=0.0,
-        layer_scale_init_value=None,
-        layer_norm_epsilon=1e-6,
-        seed=None,
-        pooling=None,
-        **kwargs,
+        image_size: int | Sequence[int],
+        patch_size: int,
+        hidden_dim: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        num_channels: int = 3,
+        qkv_bias: bool = True,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float | None = None,
+        layer_norm_epsilon: float = 1e-6,
+        seed: int | None = None,
+        pooling: Pooling = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if pooling not in POOLINGS:
@@ -154,7 +164,7 @@ class ViTEncoder(keras.Model):
             epsilon=self.layer_norm_epsilon, dtype=policy, name="norm"
         )
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         h, w = self.image_size
         d = self.hidden_dim
         self.patch_embedding.build((None, h, w, self.num_channels))
@@ -172,7 +182,7 @@ class ViTEncoder(keras.Model):
     def _owner(self):
         return f"ViTEncoder {self.name!r}"
 
-    def embed(self, images):
+    def embed(self, images: Tensor) -> Tensor:
         """`[B, H, W, C]` -> position-embedded patch tokens `[B, N, D]`."""
         check_image_shape(images.shape, self.image_size, self.num_channels, self._owner)
         self._ensure_built()
@@ -190,7 +200,9 @@ class ViTEncoder(keras.Model):
         )
         return ops.concatenate([cls, tokens], axis=1)
 
-    def encode(self, patch_tokens, ids=None, training=None):
+    def encode(
+        self, patch_tokens: Tensor, ids: Tensor | None = None, training: bool | None = None
+    ) -> Tensor:
         """Encode [CLS] plus the patches `ids` (all patches when None).
 
         Args:
@@ -208,8 +220,13 @@ class ViTEncoder(keras.Model):
         return self.norm(x)
 
     def cls_attention(
-        self, patch_tokens, layer_indices, kind="probabilities", scale="head_dim", training=None
-    ):
+        self,
+        patch_tokens: Tensor,
+        layer_indices: Sequence[int],
+        kind: ClsAttentionKind = "probabilities",
+        scale: ClsLogitScale = "head_dim",
+        training: bool | None = None,
+    ) -> list[Tensor]:
         """[CLS] attention maps at the given blocks, over all N patches.
 
         Blocks past the deepest requested one are not run, and in that block
@@ -245,7 +262,9 @@ class ViTEncoder(keras.Model):
                 x = block(x, training=training)
         return maps
 
-    def block_features(self, images, layer_indices, training=None):
+    def block_features(
+        self, images: Tensor, layer_indices: Sequence[int], training: bool | None = None
+    ) -> list[Tensor]:
         """Patch-token maps after the given blocks, for dense heads.
 
         Runs the blocks up to the deepest index (all patches, with [CLS])
@@ -275,16 +294,16 @@ class ViTEncoder(keras.Model):
                 outputs[i] = ops.reshape(x[:, 1:], (-1, rows, cols, self.hidden_dim))
         return [outputs[i] for i in indices]
 
-    def call(self, images, training=None):
+    def call(self, images: Tensor, training: bool | None = None) -> Tensor:
         return pool_tokens(self.encode(self.embed(images), training=training), self.pooling)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         check_image_shape(input_shape, self.image_size, self.num_channels, self._owner)
         if self.pooling is None:
             return (input_shape[0], self.num_patches + 1, self.hidden_dim)
         return (input_shape[0], self.hidden_dim)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -306,7 +325,7 @@ class ViTEncoder(keras.Model):
         return config
 
     @classmethod
-    def from_architecture(cls, name, **overrides):
+    def from_architecture(cls, name: str, **overrides: Any) -> ViTEncoder:
         """An encoder of a named architecture with random weights, unbuilt.
 
         Args:
@@ -318,7 +337,9 @@ class ViTEncoder(keras.Model):
         return cls(**dict(get_preset(name)["encoder"], **overrides))
 
     @classmethod
-    def from_preset(cls, preset, preprocessing=False, **overrides):
+    def from_preset(
+        cls, preset: PathLike, preprocessing: bool = False, **overrides: Any
+    ) -> ViTEncoder | keras.Sequential:
         """A trained encoder from a preset, built, with its weights.
 
         Args:
@@ -339,13 +360,13 @@ class ViTEncoder(keras.Model):
         images = load_preprocessing(preset, image_size=encoder.image_size)
         return keras.Sequential([images, encoder], name=f"{encoder.name}_with_preprocessing")
 
-    def save_to_preset(self, preset_dir):
+    def save_to_preset(self, preset_dir: PathLike) -> str:
         """Writes this (built) encoder as a preset folder in keras-hub's
         layout (see `keras_ccmim.models.preset_files`)."""
         return save_to_preset(self, preset_dir)
 
 
-def load_encoder(source, **overrides):
+def load_encoder(source: PathLike, **overrides: Any) -> ViTEncoder:
     """The trained `ViTEncoder` of a pretraining workdir (its `encoder/`
     preset) or of a preset folder or handle, built, with its weights.
 

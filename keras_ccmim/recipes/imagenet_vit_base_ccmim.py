@@ -18,7 +18,7 @@ given; on fewer devices, trade batch for accumulation
         --config.data_dir=<folder holding the TFDS datasets>
 
 `:runlocal` shrinks it to a smoke run of the same recipe (a tiny ViT on a
-few `synthetic_objects` images, 4 steps), seconds on a CPU:
+few `synthetic_objects` images, 4 steps), small enough for a CPU:
 
     ccmim-pretrain --config=imagenet_vit_base_ccmim:runlocal --workdir=runs/smoke
 """

@@ -9,17 +9,22 @@ first, the callbacks that add entries to the epoch `logs` (`ForegroundLift`,
 `TensorBoardScalars`), and `TrainingCheckpoint` last.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
 from keras_ccmim.layers.patching import patchify
 from keras_ccmim.masking_metrics import masking_metrics
 from keras_ccmim.training.exact_resume import fixed_seeds
 from keras_ccmim.training.export import mask_picture_of_outputs
 from keras_ccmim.training.optimizer import training_steps
+from keras_ccmim.type_aliases import PathLike, Tensor
 
 # How often the host reads the loss by default (NaN guard, healthy-checkpoint
 # judgement, batch scalars): reading it makes the host wait for the device.
@@ -70,7 +75,7 @@ class PeriodicCallback(keras.callbacks.Callback):
         every_steps: int >= 0, steps between actions (0: epoch ends only).
     """
 
-    def __init__(self, every_steps):
+    def __init__(self, every_steps: int):
         super().__init__()
         if isinstance(every_steps, bool) or int(every_steps) < 0:
             raise ValueError(f"every_steps must be a non-negative integer, got {every_steps!r}.")
@@ -80,17 +85,17 @@ class PeriodicCallback(keras.callbacks.Callback):
         self._handled = 0
         self._epoch = 0
 
-    def due(self, step):
+    def due(self, step: int) -> bool:
         return bool(self.every_steps) and step % self.every_steps == 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._step = self._epoch_start = self._handled = iterations(self.model)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._epoch_start = self._step
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         step = self._epoch_start + batch
         self._step = step
         if step > self._handled and self.due(step):
@@ -98,13 +103,15 @@ class PeriodicCallback(keras.callbacks.Callback):
             metrics = float_logs(self.model.get_metrics_result())
             self.on_period_end(step, batch, metrics, epoch_end=False)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         step = iterations(self.model)
         self._step = step
         self._handled = step
         self.on_period_end(step, step - self._epoch_start, dict(logs or {}), epoch_end=True)
 
-    def on_period_end(self, step, batches, logs, epoch_end):
+    def on_period_end(
+        self, step: int, batches: int, logs: dict[str, Any], epoch_end: bool
+    ) -> None:
         """Override: act on the state after `step` global steps."""
 
 
@@ -133,7 +140,9 @@ class ForegroundLift(keras.callbacks.Callback):
         seed: int, seed of the measurement's mask sampling.
     """
 
-    def __init__(self, images, foreground, patch_size, seed=0):
+    def __init__(
+        self, images: ArrayLike, foreground: ArrayLike, patch_size: int, seed: int = 0
+    ):
         super().__init__()
         self.seed = int(seed)
         self.images = np.asarray(images, dtype="float32")
@@ -141,11 +150,11 @@ class ForegroundLift(keras.callbacks.Callback):
         self.values = None
 
     @property
-    def value(self):
+    def value(self) -> float | None:
         """The latest `foreground_lift` (None before the first epoch end)."""
         return None if self.values is None else self.values["foreground_lift"]
 
-    def compute(self, model):
+    def compute(self, model: keras.Model) -> dict[str, float]:
         outputs = seeded_predict_outputs(model, self.images, self.seed)
         values = self.metrics_of(outputs["mask"])
         if "scores" in outputs:
@@ -154,15 +163,15 @@ class ForegroundLift(keras.callbacks.Callback):
             )["mask_selectivity"]
         return values
 
-    def metrics_of(self, mask):
+    def metrics_of(self, mask: ArrayLike) -> dict[str, float]:
         """The three metrics of a `[B, N]` mask of these images (floats)."""
         return masking_metrics(mask, self.foreground_patches)
 
-    def lift_of(self, mask):
+    def lift_of(self, mask: ArrayLike) -> float:
         """The `foreground_lift` of a `[B, N]` mask of these images."""
         return self.metrics_of(mask)["foreground_lift"]
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.values = self.compute(self.model)
         if logs is not None:
             logs.update(self.values)
@@ -177,7 +186,7 @@ def top_k_mask(scores, mask):
     return (ranks < k[:, None]).astype("float32")
 
 
-def predict_outputs(model, images):
+def predict_outputs(model: keras.Model, images: Tensor) -> Any:
     """`model(images, training=False)` as one compiled batch, numpy outputs.
 
     `model.predict` rather than `predict_on_batch`: under `tf.distribute`
@@ -188,7 +197,7 @@ def predict_outputs(model, images):
     return model.predict(images, batch_size=len(images), verbose=0)
 
 
-def seeded_predict_outputs(model, images, seed=0):
+def seeded_predict_outputs(model: keras.Model, images: Tensor, seed: int = 0) -> Any:
     """`predict_outputs(model, images)` with the masks drawn from fixed seeds
     (see `fixed_seeds`): the same weights give the same outputs, whatever the
     training's `SeedGenerator` state, which it does not change."""
@@ -196,7 +205,7 @@ def seeded_predict_outputs(model, images, seed=0):
         return predict_outputs(model, images)
 
 
-def foreground_patches(foreground, patch_size):
+def foreground_patches(foreground: ArrayLike, patch_size: int) -> np.ndarray:
     """`[B, S, S]` pixel masks -> `[B, N]` float32, 1 where >= half a patch is
     foreground."""
     foreground = np.asarray(foreground, dtype="float32")[..., None]
@@ -208,10 +217,10 @@ class MetricsCSV(keras.callbacks.CSVLogger):
     """`keras.callbacks.CSVLogger` (append mode, so a resumed run adds rows)
     without the empty `val_*` columns it adds for runs without validation."""
 
-    def __init__(self, filename):
+    def __init__(self, filename: PathLike):
         super().__init__(filename, append=True)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.keys is None:
             self.keys = sorted(logs or {})
         super().on_epoch_end(epoch, logs)
@@ -221,7 +230,7 @@ class LogLearningRate(keras.callbacks.Callback):
     """Adds the optimizer's current `learning_rate` to the epoch `logs`, and
     `sampling_temperature` where the model anneals it."""
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is None:
             return
         logs["learning_rate"] = to_float(self.model.optimizer.learning_rate)
@@ -252,7 +261,7 @@ class TensorBoardScalars(keras.callbacks.TensorBoard):
     # Keras's default (no override), so Keras need not sync on every step.
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
 
-    def __init__(self, log_dir, update_freq=0):
+    def __init__(self, log_dir: PathLike, update_freq: int = 0):
         if isinstance(update_freq, bool) or int(update_freq) < 0:
             raise ValueError(f"update_freq must be a non-negative integer, got {update_freq!r}.")
         # "epoch" for the parent: the batch scalars are written here.
@@ -270,11 +279,11 @@ class TensorBoardScalars(keras.callbacks.TensorBoard):
                 self.summary.scalar(f"batch_{name}", value, step=step)
         self._train_writer.flush()
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         self._global_train_batch = self._written = iterations(self.model)
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # `_global_train_batch` counts the steps done before this one.
         step = self._global_train_batch
         if self._due(step):
@@ -282,7 +291,7 @@ class TensorBoardScalars(keras.callbacks.TensorBoard):
             self._write_batch_scalars(step, float_logs(self.model.get_metrics_result()))
         super().on_train_batch_begin(batch, logs)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         step = self._global_train_batch = iterations(self.model)
         if self._due(step):
             self._write_batch_scalars(step, float_logs(logs))
@@ -313,7 +322,14 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
         max_images: columns drawn (the first images).
     """
 
-    def __init__(self, log_dir, images, patch_size, seed=0, max_images=8):
+    def __init__(
+        self,
+        log_dir: PathLike,
+        images: Tensor,
+        patch_size: int,
+        seed: int = 0,
+        max_images: int = 8,
+    ):
         super().__init__()
         self.log_dir = os.fspath(log_dir)
         self.images = images
@@ -322,12 +338,12 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
         self.max_images = int(max_images)
         self._writer = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         import tensorflow as tf
 
         self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "train"))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         import tensorflow as tf
 
         outputs = seeded_predict_outputs(self.model, self.images, self.seed)
@@ -339,7 +355,7 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
             tf.summary.image("masks", picture[None], step=epoch)
         self._writer.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -9,12 +9,17 @@ by `TrainingCheckpoint`. A record adds to the weights what Keras does not
 save: the model's `SeedGenerator` states (`exact_resume.seed_states`).
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -32,6 +37,7 @@ from keras_ccmim.training.distribution import (
 )
 from keras_ccmim.training.exact_resume import seed_states
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +91,7 @@ def _read_record(text):
     return record
 
 
-def checkpoint_candidates(directory):
+def checkpoint_candidates(directory: PathLike) -> list[tuple[dict[str, Any], str]]:
     """Every checkpoint `directory` may be restored from, best first, as
     `(record, source)` pairs; `record["weights"]` is a path, `source` names
     where the record came from.
@@ -136,7 +142,7 @@ def checkpoint_candidates(directory):
     return candidates
 
 
-def holds_checkpoints(directory):
+def holds_checkpoints(directory: PathLike) -> bool:
     """Whether `directory` holds any trace of checkpoints (a pointer, a log
     or weights files), intact or not."""
     directory = os.fspath(directory)
@@ -146,7 +152,7 @@ def holds_checkpoints(directory):
     ) or bool(checkpoint_names(directory))
 
 
-def latest_checkpoint(directory):
+def latest_checkpoint(directory: PathLike) -> dict[str, Any] | None:
     """The record of the newest checkpoint in `directory` that has a readable
     record and weights file (see `checkpoint_candidates`), or None. Keys:
     `weights` (a path), `global_step`, and when its record has them `epoch`,
@@ -159,7 +165,7 @@ def latest_checkpoint(directory):
 ROLLBACK_PREFIX = "abandoned-after-step-"
 
 
-def roll_back_to_step(directory, step):
+def roll_back_to_step(directory: PathLike, step: int) -> str | None:
     """Makes the checkpoint of global step `step` the one a run resumes from.
 
     The checkpoints of later steps are moved (never deleted) into
@@ -271,8 +277,14 @@ class TrainingCheckpoint(PeriodicCallback):
         check_every_steps: int >= 1, steps between reads of the loss.
     """
 
-    def __init__(self, directory, steps_per_epoch, save_every_steps=0, max_to_keep=2,
-                 check_every_steps=DEFAULT_CHECK_EVERY_STEPS):
+    def __init__(
+        self,
+        directory: PathLike,
+        steps_per_epoch: int,
+        save_every_steps: int = 0,
+        max_to_keep: int = 2,
+        check_every_steps: int = DEFAULT_CHECK_EVERY_STEPS,
+    ):
         if int(steps_per_epoch) <= 0:
             raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}.")
         if int(save_every_steps) < 0:
@@ -298,7 +310,7 @@ class TrainingCheckpoint(PeriodicCallback):
         self.last_finite_loss = None
         self._last_saved = None
 
-    def restore(self, model):
+    def restore(self, model: keras.Model) -> int:
         """Loads the newest intact checkpoint into `model` (built and
         compiled) and logs which one it used.
 
@@ -359,26 +371,28 @@ class TrainingCheckpoint(PeriodicCallback):
             "over; its files are then kept aside, not deleted."
         )
 
-    def newest(self):
+    def newest(self) -> dict[str, Any] | None:
         """The record of the newest intact checkpoint in the folder (see
         `latest_checkpoint`), or None."""
         return latest_checkpoint(self.directory)
 
-    def due(self, step):
+    def due(self, step: int) -> bool:
         return super().due(step) or bool(
             self.save_every_steps and step % self.save_every_steps == 0)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         self._saved_step = None
         self._read_step = self._step
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_begin(epoch, logs)
         self._read_batches = 0
         self._read_mean = 0.0
 
-    def on_period_end(self, step, batches, logs, epoch_end):
+    def on_period_end(
+        self, step: int, batches: int, logs: dict[str, Any], epoch_end: bool
+    ) -> None:
         loss = logs.get("loss")
         if loss is not None and batches > self._read_batches:
             # `loss` is the running mean over this epoch's `batches` batches.
@@ -504,20 +518,20 @@ def _restore_seed_states(model, record):
 
 
 def fit_resumable(
-    model,
-    dataset,
+    model: keras.Model,
+    dataset: Any,
     *,
-    epochs,
-    steps_per_epoch,
-    checkpoint_dir,
-    callbacks=(),
-    save_every_steps=0,
-    max_to_keep=2,
-    verbose="auto",
-    resume_from_step=None,
-    nan_advice=None,
-    check_every_steps=DEFAULT_CHECK_EVERY_STEPS,
-):
+    epochs: int,
+    steps_per_epoch: int,
+    checkpoint_dir: PathLike,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    save_every_steps: int = 0,
+    max_to_keep: int = 2,
+    verbose: str | int = "auto",
+    resume_from_step: int | None = None,
+    nan_advice: Callable[[int | None], str] | None = None,
+    check_every_steps: int = DEFAULT_CHECK_EVERY_STEPS,
+) -> tuple[dict[str, list], int]:
     """Trains `model` for `epochs * steps_per_epoch` steps in total, resuming.
 
     If `checkpoint_dir` holds an intact checkpoint (see

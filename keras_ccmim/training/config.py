@@ -20,6 +20,8 @@ import importlib.util
 import inspect
 import json
 import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ml_collections import config_dict
 
@@ -28,6 +30,10 @@ from keras_ccmim.file_io import nearest_existing
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS, get_preset
 from keras_ccmim.training.distribution import DISTRIBUTIONS, plan_distribution, process_count
+from keras_ccmim.type_aliases import PathLike
+
+if TYPE_CHECKING:
+    from keras_ccmim.data.dataset_info import DatasetInfo
 
 # What a rerun on a workdir that holds a checkpointed run may do with a
 # field (`keras_ccmim.training.workdir.config_changes`):
@@ -260,11 +266,11 @@ class PretrainConfig:
                               _int(1))
     verbose: object = _field("auto", "Keras fit verbosity: auto, 0, 1 or 2.", _verbose, FREE)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values):
+    def from_dict(cls, values: Mapping[str, Any]) -> "PretrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
@@ -273,43 +279,43 @@ class PretrainConfig:
             )
         return cls(**values)
 
-    def save(self, path):
+    def save(self, path: PathLike) -> None:
         with open(path, "w") as f:
             json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: PathLike) -> "PretrainConfig":
         with open(path) as f:
             return cls.from_dict(json.load(f))
 
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> float:
         """`blr * batch_size * accum_steps / 256` (MAE's linear scaling rule
         on the effective batch)."""
         return self.blr * self.effective_batch_size / 256.0
 
     @property
-    def effective_batch_size(self):
+    def effective_batch_size(self) -> int:
         """Images per optimizer update: `batch_size * accum_steps`."""
         return self.batch_size * self.accum_steps
 
     @property
-    def total_steps(self):
+    def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
     @property
-    def temperature_schedule_steps(self):
+    def temperature_schedule_steps(self) -> int:
         """Steps of the sampling-temperature schedule (0 when `T_s` is constant)."""
         if self.sampling_temperature_start is None:
             return 0
         return self.sampling_temperature_steps or self.total_steps
 
     @property
-    def warmup_steps(self):
+    def warmup_steps(self) -> int:
         return int(round(self.warmup_epochs * self.steps_per_epoch))
 
 
-def fields(rerun=None, flag=None):
+def fields(rerun: str | None = None, flag: bool | None = None) -> tuple[str, ...]:
     """The names of `PretrainConfig`'s fields, in order; only those whose
     `rerun` rule (REFUSE, FREE, RESTART) or `flag` is the one given."""
     return tuple(
@@ -319,7 +325,7 @@ def fields(rerun=None, flag=None):
     )
 
 
-def describe_fields():
+def describe_fields() -> str:
     """The fields as a Markdown table: name, default, what it does, and
     whether a rerun of a checkpointed run may change it."""
     rerun = {REFUSE: "refused", FREE: "free", RESTART: "with resume_from_step"}
@@ -335,7 +341,9 @@ class ConfigError(ValueError):
     """A `PretrainConfig` that cannot run; the message names the fix."""
 
 
-def resolve_config(config):
+def resolve_config(
+    config: PretrainConfig | dict[str, Any],
+) -> "tuple[PretrainConfig, DatasetInfo]":
     """Validates `config` and fills its `None` fields.
 
     Checks every field (its own check, or the model's constructors for the
@@ -371,7 +379,7 @@ def resolve_config(config):
     return config, info
 
 
-def parse_score_layers(value):
+def parse_score_layers(value: str | Sequence[int]) -> str | Sequence[int]:
     """`"all"`, `"last"`, a list of ints, or a string of comma-separated ints
     (as `--config.score_layers=3,5` gives it) as the model takes it."""
     if isinstance(value, str) and value not in ("all", "last"):
@@ -395,7 +403,7 @@ def _fill_from_preset(config):
             setattr(config, f"decoder_{name}", value)
 
 
-def build_pretrainer(config, build=True):
+def build_pretrainer(config: PretrainConfig, build: bool = True) -> CCMIMPretrainer:
     """The `CCMIMPretrainer` of a `PretrainConfig` whose sizes are filled in
     (`resolve_config`), built unless `build=False`: every field that is an
     argument of its constructor is passed as it is, the encoder's sizes go to
@@ -534,7 +542,7 @@ _FROM_STRING = {
 }
 
 
-def recipe(**values):
+def recipe(**values: Any) -> config_dict.ConfigDict:
     """A ConfigDict with every recipe field of `PretrainConfig` (all but the
     run-level flags such as `workdir`): `values` where given, the library's
     default (the paper's recipe) elsewhere.
@@ -571,7 +579,7 @@ def recipe(**values):
     return config
 
 
-def recipe_values(config):
+def recipe_values(config: config_dict.ConfigDict | Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a recipe's ConfigDict (or a dict) as `PretrainConfig`
     takes them: "true"/"false" and "0"/"1"/"2" given on the command line for
     jit_compile and verbose become the bool or int they stand for."""
@@ -582,14 +590,16 @@ def recipe_values(config):
     return values
 
 
-def config_from_recipe(config, **run_values):
+def config_from_recipe(
+    config: config_dict.ConfigDict | Mapping[str, Any], **run_values: Any
+) -> PretrainConfig:
     """The `PretrainConfig` of a recipe's ConfigDict plus the run-level
     fields (`workdir=...`); unknown fields are an error naming the valid
     ones."""
     return PretrainConfig.from_dict(dict(recipe_values(config), **run_values))
 
 
-def recipe_path(spec):
+def recipe_path(spec: PathLike) -> str:
     """The file of recipe `spec`: a shipped recipe's name (`"demo"`) or a
     path (`"path/to/recipe.py"`), without its `:arg`."""
     path = os.fspath(spec).partition(":")[0]
@@ -599,7 +609,7 @@ def recipe_path(spec):
     return path
 
 
-def recipe_names():
+def recipe_names() -> list[str]:
     """The names of the shipped recipes."""
     return sorted(
         name[:-3] for name in os.listdir(RECIPES_DIR)
@@ -607,7 +617,7 @@ def recipe_names():
     )
 
 
-def load_recipe(spec):
+def load_recipe(spec: PathLike) -> config_dict.ConfigDict:
     """The ConfigDict of recipe `spec`: a shipped recipe's name (`"demo"`,
     see `recipe_names()`) or a file `"path/to/recipe.py"`, optionally with
     `":arg"` passed to its `get_config`, as `--config=spec` loads it."""

@@ -14,11 +14,11 @@
   the dataset is turned off.
 * TensorFlow, several workers: `"multi_worker"`,
   `tf.distribute.MultiWorkerMirroredStrategy` configured by `TF_CONFIG`
-  (see the README: Keras 3.15.1's `fit` does not run under it here).
-* torch: single device only. Keras 3.15.1 has no `keras.distribution`
-  backend for torch and its torch trainer no DDP; asking for `"mirrored"`
-  or `"data_parallel"` raises an error, and `"auto"` with several GPUs uses
-  the first and warns.
+  (Keras's `fit` has failed under it in the versions tried; see the README).
+* torch: single device only. Keras has no `keras.distribution` backend for
+  torch and its torch trainer no DDP (the README names the version
+  checked); asking for `"mirrored"` or `"data_parallel"` raises an error,
+  and `"auto"` with several GPUs uses the first and warns.
 
 Under `tf.distribute` the contrastive loss gathers the embeddings of every
 replica (`backend_specific.cross_replica_gather`), so its negatives come
@@ -35,15 +35,20 @@ This is the one module of `keras_ccmim.training` that imports a backend; each
 backend's lines are in a function named after it.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any, Literal, get_args
 
 import keras
 
-DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "data_parallel")
+Distribution = Literal["auto", "none", "mirrored", "multi_worker", "data_parallel"]
+DISTRIBUTIONS = get_args(Distribution)
 _BACKEND_CHOICE = {"tensorflow": "mirrored", "jax": "data_parallel"}
 _BACKEND_KINDS = {"tensorflow": ("mirrored", "multi_worker"), "jax": ("data_parallel",)}
 # The environment variables `keras.distribution.initialize` reads.
@@ -68,20 +73,20 @@ class DistributionSetup:
     """
 
     kind: str
-    devices: tuple
-    handle: object = None
+    devices: tuple[str, ...]
+    handle: Any = None
 
     @property
-    def num_replicas(self):
+    def num_replicas(self) -> int:
         return max(len(self.devices), 1)
 
     @property
-    def shard(self):
+    def shard(self) -> tuple[int, int]:
         """`(index, count)`: the share of each global batch this process
         feeds (`make_dataset(..., shard=...)`); `(0, 1)` in one process."""
         return process_index(), process_count()
 
-    def scope(self):
+    def scope(self) -> contextlib.AbstractContextManager:
         """Context to build, compile and fit the model in."""
         if self.handle is None:
             return contextlib.nullcontext()
@@ -151,14 +156,22 @@ def _jax_multi_process():
     return jax.distributed.is_initialized() and jax.process_count() > 1
 
 
-def wants_processes(coordinator_address=None, num_processes=None, process_id=None):
+def wants_processes(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
     """Whether these arguments or the `KERAS_DISTRIBUTION_*` variables ask
     for several processes."""
     values = (coordinator_address, num_processes, process_id)
     return any(v is not None for v in values) or any(name in os.environ for name in PROCESS_ENV)
 
 
-def initialize_processes(coordinator_address=None, num_processes=None, process_id=None):
+def initialize_processes(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> bool:
     """Joins this process to a multi-process JAX run (`keras.distribution.
     initialize`), from the arguments or the `KERAS_DISTRIBUTION_*`
     environment variables; nothing when neither asks for it.
@@ -197,26 +210,26 @@ def initialize_processes(coordinator_address=None, num_processes=None, process_i
     return True
 
 
-def process_index():
+def process_index() -> int:
     """This process's index in a multi-process run (0 otherwise)."""
     if keras.backend.backend() == "jax":
         return _jax_process()[0]
     return 0
 
 
-def process_count():
+def process_count() -> int:
     if keras.backend.backend() == "jax":
         return _jax_process()[1]
     return 1
 
 
-def is_primary():
+def is_primary() -> bool:
     """True in the process that writes the run's files (process 0)."""
     return process_index() == 0
 
 
 @contextlib.contextmanager
-def outside_distribution():
+def outside_distribution() -> Iterator[None]:
     """A context without the active `keras.distribution`, for what process 0
     does alone (saving): Keras' saving creates scratch variables, which under
     a multi-process distribution would be placed across every process and so
@@ -233,7 +246,7 @@ def outside_distribution():
         keras.distribution.set_distribution(current)
 
 
-def barrier(name):
+def barrier(name: str) -> None:
     """Waits until every process of a multi-process run reaches `name`."""
     if keras.backend.backend() == "jax" and _jax_multi_process():
         _jax_barrier(name)
@@ -253,7 +266,7 @@ def _visible_devices(backend, accelerators_only):
     return []
 
 
-def check_distribution_name(distribution):
+def check_distribution_name(distribution: str) -> None:
     if distribution not in DISTRIBUTIONS:
         raise ValueError(
             f"Unknown distribution {distribution!r}; choose one of "
@@ -261,7 +274,7 @@ def check_distribution_name(distribution):
         )
 
 
-def plan_distribution(distribution="auto"):
+def plan_distribution(distribution: Distribution = "auto") -> tuple[str, tuple[str, ...]]:
     """`(kind, devices)` that `setup_distribution` would use, without side
     effects: raises a `ValueError` for a name or backend that does not fit.
     """
@@ -298,7 +311,7 @@ def plan_distribution(distribution="auto"):
                 "backend, which trains on a single device here. Use "
                 "distribution='none' (or 'auto'), or run with "
                 "KERAS_BACKEND=jax (data_parallel) or KERAS_BACKEND=tensorflow "
-                "(mirrored). Keras 3.15.1's torch trainer has no multi-device support."
+                "(mirrored). Keras's torch trainer has no multi-device support."
             )
         raise ValueError(
             f"distribution={distribution!r} does not run on the {backend} "
@@ -309,7 +322,7 @@ def plan_distribution(distribution="auto"):
     return distribution, tuple(_visible_devices(backend, accelerators_only=False))
 
 
-def setup_distribution(distribution="auto"):
+def setup_distribution(distribution: Distribution = "auto") -> DistributionSetup:
     """Chooses data parallelism for the running backend.
 
     Call it before any model is built (TensorFlow logical devices and the JAX

@@ -3,8 +3,12 @@ infinite and names the checkpoint to train on from; `nan_advice` is the fix
 a pretraining run reports (the flags of a rerun with a lower learning
 rate)."""
 
+from __future__ import annotations
+
 import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS, PeriodicCallback
 
@@ -16,7 +20,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 
-def default_nan_advice(step):
+def default_nan_advice(step: int | None) -> str:
     """What to do after the loss became NaN, for `fit_resumable` callers;
     `step` is the checkpoint to train on from (None: start over)."""
     restart = (f"train on from step {step} (resume_from_step={step})" if step is not None
@@ -50,8 +54,12 @@ class StopOnNonFiniteLoss(PeriodicCallback):
         check_every_steps: int >= 1, steps between two reads of the loss.
     """
 
-    def __init__(self, checkpoint=None, advice=None,
-                 check_every_steps=DEFAULT_CHECK_EVERY_STEPS):
+    def __init__(
+        self,
+        checkpoint: Any = None,
+        advice: Callable[[int | None], str] | None = None,
+        check_every_steps: int = DEFAULT_CHECK_EVERY_STEPS,
+    ):
         if isinstance(check_every_steps, bool) or int(check_every_steps) < 1:
             raise ValueError(
                 f"check_every_steps must be a positive integer, got {check_every_steps!r}.")
@@ -62,12 +70,14 @@ class StopOnNonFiniteLoss(PeriodicCallback):
         self.resume_step = None
         self._checked = 0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         self.failure = None
         self._checked = self._step
 
-    def on_period_end(self, step, batches, logs, epoch_end):
+    def on_period_end(
+        self, step: int, batches: int, logs: dict[str, Any], epoch_end: bool
+    ) -> None:
         loss = logs.get("loss")
         last_checked, self._checked = self._checked, step
         if loss is None or math.isfinite(loss):

@@ -1,14 +1,21 @@
 """AdamW as in MAE and ccMIM: no weight decay on biases, norms, tokens,
 positions; and `LayerDecayAdamW`, fine-tuning's layer-wise lr decay."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import keras
 from keras import ops
+
+from keras_ccmim.type_aliases import Tensor
 
 # Variables with these names are never decayed, whatever their rank.
 NO_DECAY_NAMES = ("cls_token", "mask_token", "position_embedding")
 
 
-def scaled_learning_rate(base_learning_rate, global_batch_size):
+def scaled_learning_rate(base_learning_rate: float, global_batch_size: int) -> float:
     """MAE's linear scaling rule: `lr = blr * global_batch / 256`."""
     if not float(base_learning_rate) > 0:
         raise ValueError(f"base_learning_rate must be positive, got {base_learning_rate}.")
@@ -17,7 +24,7 @@ def scaled_learning_rate(base_learning_rate, global_batch_size):
     return float(base_learning_rate) * int(global_batch_size) / 256.0
 
 
-def training_steps(optimizer):
+def training_steps(optimizer: keras.optimizers.Optimizer) -> keras.Variable:
     """Training steps the optimizer has taken (batches it has seen): its
     `iterations`, except under gradient accumulation, where Keras'
     `iterations` counts updates and its step counter (`_iterations`, saved
@@ -26,7 +33,7 @@ def training_steps(optimizer):
     return optimizer.iterations if counter is None else counter
 
 
-def is_decayed(variable):
+def is_decayed(variable: keras.Variable) -> bool:
     """False for biases, norm scales/offsets and other vectors (`ndim <= 1`),
     and for variables named like `NO_DECAY_NAMES` ([CLS], mask token,
     position embeddings)."""
@@ -36,8 +43,14 @@ def is_decayed(variable):
     return not any(name in path for name in NO_DECAY_NAMES)
 
 
-def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0.95,
-                   accum_steps=1):
+def make_optimizer(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    weight_decay: float = 0.05,
+    beta_1: float = 0.9,
+    beta_2: float = 0.95,
+    accum_steps: int = 1,
+) -> keras.optimizers.AdamW:
     """AdamW over `model.trainable_variables`, decaying matrices only.
 
     Builds `model` first if needed (its variables decide what is excluded).
@@ -72,7 +85,7 @@ def make_optimizer(model, learning_rate, weight_decay=0.05, beta_1=0.9, beta_2=0
     return optimizer
 
 
-def layer_decay_scales(model, layer_decay=0.65):
+def layer_decay_scales(model: keras.Model, layer_decay: float = 0.65) -> dict[str, float]:
     """`{variable path: lr scale}`: `layer_decay ** (num_layers + 1 - layer id)`."""
     if not 0 < float(layer_decay) <= 1:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}.")
@@ -103,13 +116,13 @@ class LayerDecayAdamW(keras.optimizers.Adam):
 
     def __init__(
         self,
-        learning_rate=1e-3,
-        lr_scales=None,
-        weight_decay=0.05,
-        beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-8,
-        **kwargs,
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = 1e-3,
+        lr_scales: Mapping[str, float] | None = None,
+        weight_decay: float = 0.05,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        **kwargs: Any,
     ):
         super().__init__(
             learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **kwargs
@@ -119,21 +132,23 @@ class LayerDecayAdamW(keras.optimizers.Adam):
         self.lr_scales = {str(k): float(v) for k, v in (lr_scales or {}).items()}
         self.decoupled_weight_decay = float(weight_decay)
 
-    def build(self, var_list):
+    def build(self, var_list: Sequence[keras.Variable]) -> None:
         if self.built:
             return
         super().build(var_list)
         self._variable_lr_scales = [self.lr_scales.get(v.path, 1.0) for v in var_list]
         self._variable_decayed = [is_decayed(v) for v in var_list]
 
-    def update_step(self, gradient, variable, learning_rate):
+    def update_step(
+        self, gradient: Tensor, variable: keras.Variable, learning_rate: Tensor
+    ) -> None:
         index = self._get_variable_index(variable)
         learning_rate = ops.cast(learning_rate, variable.dtype) * self._variable_lr_scales[index]
         if self.decoupled_weight_decay and self._variable_decayed[index]:
             self.assign_sub(variable, variable * (learning_rate * self.decoupled_weight_decay))
         super().update_step(gradient, variable, learning_rate)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("weight_decay", None)
         config.update(lr_scales=dict(self.lr_scales), weight_decay=self.decoupled_weight_decay)

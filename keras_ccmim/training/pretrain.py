@@ -28,12 +28,16 @@ outputs (results.json keeps the history); the rules are in
 `keras_ccmim.training.workdir`.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 
@@ -114,18 +118,18 @@ class PretrainResults:
         workdir: the run's folder; `paths` maps output names to files in it.
     """
 
-    final_loss: float
-    foreground_lift: float
-    foreground_lift_max: float
-    mask_selectivity: float
-    random_masking: dict
+    final_loss: float | None
+    foreground_lift: float | None
+    foreground_lift_max: float | None
+    mask_selectivity: float | None
+    random_masking: dict[str, dict[str, float]] | None
     global_step: int
     initial_step: int
-    history: dict
+    history: dict[str, list]
     workdir: str
-    paths: dict
+    paths: dict[str, str | None]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
@@ -139,7 +143,11 @@ def _dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def pretrain(config=None, callbacks=(), fresh=None):
+def pretrain(
+    config: PretrainConfig | dict[str, Any] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    fresh: bool | None = None,
+) -> PretrainResults:
     """Runs (or resumes) a ccMIM pretraining run and saves its outputs.
 
     Validates the whole config first (`resolve_config`), then builds the

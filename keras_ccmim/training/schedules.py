@@ -1,11 +1,20 @@
 """Learning-rate schedules: Keras' own, with the arguments checked, and the
 one piece Keras lacks for gradient accumulation."""
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 import keras
 from keras import ops
 
+from keras_ccmim.type_aliases import Tensor
 
-def warmup_cosine(peak_learning_rate, warmup_steps, total_steps, accum_steps=1):
+
+def warmup_cosine(
+    peak_learning_rate: float, warmup_steps: int, total_steps: int, accum_steps: int = 1
+) -> keras.optimizers.schedules.LearningRateSchedule:
     """Linear warmup from 0 to `peak_learning_rate`, then cosine decay to 0.
 
     `lr(step) = peak * step / warmup_steps` for `step < warmup_steps`, then
@@ -59,22 +68,22 @@ class PerUpdate(keras.optimizers.schedules.LearningRateSchedule):
     follows the schedule of batch `a * B` exactly.
     """
 
-    def __init__(self, schedule, accum_steps):
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, accum_steps: int):
         super().__init__()
         if int(accum_steps) < 1:
             raise ValueError(f"accum_steps must be >= 1, got {accum_steps}.")
         self.schedule = schedule
         self.accum_steps = int(accum_steps)
 
-    def __call__(self, step):
+    def __call__(self, step: Tensor) -> Tensor:
         return self.schedule(ops.floor_divide(step, self.accum_steps) * self.accum_steps)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
                 "accum_steps": self.accum_steps}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> PerUpdate:
         config = dict(config)
         config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
         return cls(**config)
