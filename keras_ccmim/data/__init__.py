@@ -8,9 +8,9 @@ The names below load on first use (PEP 562), so that the numpy parts
 TensorFlow, as on a machine that has only JAX or torch.
 """
 
-import ast
-import importlib
 from typing import TYPE_CHECKING
+
+from keras_ccmim.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr__` loads them
     from keras_ccmim.data.augment import (
@@ -65,27 +65,4 @@ if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr_
     )
 
 
-def _homes():
-    """{name: module} of the imports under `if TYPE_CHECKING:` above (this file
-    is their one list)."""
-    with open(__file__) as f:
-        tree = ast.parse(f.read())
-    (block,) = [node for node in tree.body
-                if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
-    return {alias.name: node.module for node in block.body for alias in node.names}
-
-
-_HOME_OF = _homes()
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name):
-    if name not in _HOME_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

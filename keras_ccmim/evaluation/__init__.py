@@ -12,11 +12,9 @@ linear probe import without TensorFlow, as on a machine that has only JAX or
 torch.
 """
 
-import ast
-import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
+
+from keras_ccmim.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr__` loads them
     from keras_ccmim.evaluation.encoders import (
@@ -57,42 +55,4 @@ if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr_
     )
 
 
-def _homes():
-    """{name: module} of the imports under `if TYPE_CHECKING:` above (this file
-    is their one list)."""
-    with open(__file__) as f:
-        tree = ast.parse(f.read())
-    (block,) = [node for node in tree.body
-                if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
-    return {alias.name: node.module for node in block.body for alias in node.names}
-
-
-_HOME_OF = _homes()
-__all__ = sorted(_HOME_OF)
-
-
-def __getattr__(name):
-    if name not in _HOME_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOME_OF[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """`finetune` and `linear_probe` name both a module and its
-    function: when such a module loads, the import system sets the package's
-    attribute to the module; this binds the function instead, as the eager
-    imports did."""
-
-    def __setattr__(self, name, value):
-        if isinstance(value, types.ModuleType) and _HOME_OF.get(name) == value.__name__:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+__getattr__, __dir__, __all__ = lazy_exports(__name__)
