@@ -21,7 +21,7 @@ from keras_ccmim.data.folder_manifest import (
 )
 from keras_ccmim.data.image_folder import load_image_folder
 from keras_ccmim.data.image_folder_scan import ImageFolder, scan_image_folder
-from keras_ccmim.data.pipeline import make_dataset
+from keras_ccmim.data.pipeline import evenly_spaced_batch, make_dataset
 from keras_ccmim.data.sources import (
     describe_dataset,
     load_source,
