@@ -33,11 +33,7 @@ from keras_ccmim.evaluation.linear_probe import (
     linear_probe,
 )
 from keras_ccmim.evaluation.metrics import accuracies, top_k_accuracy
-from keras_ccmim.evaluation.visualize import (
-    colourize,
-    denormalize_prediction,
-    reconstruction_grid,
-)
+from keras_ccmim.evaluation.visualize import reconstruction_grid
 from keras_ccmim.evaluation.segment import SegmentResult, segment
 from keras_ccmim.evaluation.segmentation_metrics import (
     SegmentationScores,

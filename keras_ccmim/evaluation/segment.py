@@ -47,7 +47,7 @@ from keras_ccmim.evaluation.finetune_run_folder import (
     save_classifier,
 )
 from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
-from keras_ccmim.evaluation.visualize import grid_picture
+from keras_ccmim.pictures import grid_picture
 from keras_ccmim.models.segmenter import ViTSegmenter, resized_encoder
 from keras_ccmim.file_io import append_json_line, write_json_atomically
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
