@@ -79,7 +79,8 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, librar
     # and by ViTEncoder.from_preset.
     preset = os.path.join(workdir, "encoder")
     assert results.paths["encoder"] == preset
-    assert sorted(os.listdir(preset)) == ["config.json", "metadata.json", "model.weights.h5"]
+    assert sorted(os.listdir(preset)) == [
+        "config.json", "metadata.json", "model.weights.h5", "preprocessing.json"]
     with open(os.path.join(preset, "config.json")) as f:
         assert json.load(f)["registered_name"] == "keras_ccmim>ViTEncoder"
     with open(os.path.join(preset, "metadata.json")) as f:
