@@ -18,13 +18,15 @@ ALLOWED = {
     "layers": {"backend_specific", "utilities"},
     "models": {"backend_specific", "utilities", "layers"},
     "data": {"utilities"},
-    "training": {"backend_specific", "utilities", "layers", "models", "data"},
-    "evaluation": {"backend_specific", "utilities", "layers", "models", "data", "training"},
+    "pictures": {"backend_specific", "utilities", "layers", "data"},
+    "training": {"backend_specific", "utilities", "layers", "models", "data", "pictures"},
+    "evaluation": {"backend_specific", "utilities", "layers", "models", "data", "pictures",
+                   "training"},
     # Only the programs import "conversion": the models <-> conversion direction is one way.
     "conversion": {"backend_specific", "utilities", "layers", "models"},
     "recipes": {"training"},
-    "cli": {"backend_specific", "utilities", "flops", "layers", "models", "data", "training",
-            "evaluation", "conversion"},
+    "cli": {"backend_specific", "utilities", "flops", "layers", "models", "data", "pictures",
+            "training", "evaluation", "conversion"},
 }
 
 

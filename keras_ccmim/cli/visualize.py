@@ -1,9 +1,9 @@
 r"""`ccmim-visualize`: draws masks, reconstructions and importance maps of
 a pretrainer as a PNG.
 
-Rows are images; columns: original, visible patches (masked ones grey),
-reconstruction (visible patches pasted back), importance heat map (or the
-mask, for random / block masking).
+Rows are images; labelled columns: image, masked input (masked patches
+grey), reconstruction (visible patches pasted back) and, for masking with
+scores, the importance heat map.
 
     ccmim-visualize --workdir=runs/demo --output=runs/demo/recon.png
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr_
     )
     from keras_ccmim.data.image_folder import load_image_folder
     from keras_ccmim.data.image_folder_scan import ImageFolder, scan_image_folder
-    from keras_ccmim.data.pipeline import make_dataset
+    from keras_ccmim.data.pipeline import evenly_spaced_batch, make_dataset
     from keras_ccmim.data.sources import (
         describe_dataset,
         load_source,

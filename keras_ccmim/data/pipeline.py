@@ -1,4 +1,6 @@
-"""`make_dataset`: the one input pipeline for training, evaluation and notebooks.
+"""`make_dataset`: the one input pipeline for training, evaluation and
+notebooks; `evenly_spaced_batch`: a few of its evaluation examples spread
+over a split, for pictures.
 
 The dataset names it reads (`"synthetic_objects"`, `"folder:/path"`, TFDS
 names) are described in `keras_ccmim.data.sources`; the order of the
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from keras_ccmim.data import augment
+from keras_ccmim.data.decode_failures import LOST_RECORD
 from keras_ccmim.data.image_header import (
     DEFAULT_MAX_PIXELS,
     check_decoded_pixels,
@@ -27,8 +30,10 @@ from keras_ccmim.data.sources import (
     is_folder,
     load_source,
 )
+from keras_ccmim.data.splits import parse_split, split_bounds
 from keras_ccmim.data.tfds_records import decode_records, end_of_pass
-from keras_ccmim.data.training_stream import training_stream
+from keras_ccmim.data.tfds_source import describe_tfds, load_tfds
+from keras_ccmim.data.training_stream import indexed_examples, training_stream
 from keras_ccmim.type_aliases import PathLike
 
 # Salt that keeps the augmentation drawn from one `seed` apart from the order.
@@ -55,6 +60,17 @@ def _extras(example, mask):
     if mask is not None:
         extras["foreground"] = mask
     return extras
+
+
+def _evaluation_example(example, image_size, crop_fraction, max_pixels):
+    """`(image, extras)` of one example under the evaluation transform."""
+    image, mask = augment.eval_transform(
+        _decode(example["image"], max_pixels),
+        image_size,
+        mask=example.get("foreground"),
+        crop_fraction=crop_fraction,
+    )
+    return image, _extras(example, mask)
 
 
 def make_dataset(
@@ -264,13 +280,7 @@ def make_dataset(
             dataset = dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         def transform(example):
-            image, mask = augment.eval_transform(
-                _decode(example["image"], max_pixels),
-                image_size,
-                mask=example.get("foreground"),
-                crop_fraction=crop_fraction,
-            )
-            return image, _extras(example, mask)
+            return _evaluation_example(example, image_size, crop_fraction, max_pixels)
 
         if tfds_records:
             records = tf.data.Dataset.zip((
@@ -305,3 +315,81 @@ def make_dataset(
         )
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def evenly_spaced_batch(
+    name,
+    *,
+    split="train",
+    count,
+    image_size,
+    data_dir=None,
+    num_images=None,
+    crop_fraction=1.0,
+    max_pixels=DEFAULT_MAX_PIXELS,
+):
+    """One batch of `count` examples spread evenly over a split, for pictures.
+
+    The examples at positions `(2i + 1) * N // (2 * count)`, `i < count`, of
+    the split's evaluation order (`make_dataset(..., training=False)`, whose
+    transform they get), `N` its number of images: the centres of `count`
+    equal parts of the split, so a folder whose files are listed class by
+    class is pictured across its classes, not by its first images.
+    Synthetic data and image folders are read by index; a TFDS split by
+    one-record slices, so nothing else of it is read. A TFDS record that
+    cannot be read or decoded is left out of the batch.
+
+    Args:
+        name, split, image_size, data_dir, num_images, crop_fraction,
+            max_pixels: as in `make_dataset`.
+        count: int > 0, the examples wanted; a split with fewer gives all
+            of its own.
+
+    Returns:
+        `(images, extras)` as one batch of `make_dataset(...,
+        training=False)`: float32 `[B, image_size, image_size, 3]` and the
+        extras, `B = min(count, N)` (less for TFDS records left out).
+    """
+    check_name(name)
+    check_positive_int("count", count)
+    check_positive_int("image_size", image_size)
+    max_pixels = check_max_pixels(max_pixels)
+    indexed = indexed_examples(
+        name, split=split, image_size=int(image_size), num_images=num_images,
+        max_pixels=max_pixels,
+    )
+    if indexed is not None:
+        lookup, info = indexed
+    else:
+        info = describe_tfds(name, split=split, data_dir=data_dir, num_images=num_images)
+    total = info.num_images or 0
+    if total == 0:
+        raise ValueError(f"Split {split!r} of {name!r} has no images to picture.")
+    count = min(int(count), total)
+    positions = [(2 * i + 1) * total // (2 * count) for i in range(count)]
+    if indexed is not None:
+        examples = tf.data.Dataset.from_tensor_slices(
+            tf.constant(positions, tf.int64)).map(lookup)
+    else:
+        # TFDS reads a one-record slice of the named split without the rest.
+        base = parse_split(split)[0]
+        size = describe_tfds(name, split=base, data_dir=data_dir).num_images
+        _, start, _ = split_bounds(split, size)
+        examples = None
+        for position in positions:
+            one, _ = load_tfds(
+                name, split=f"{base}[{start + position}:{start + position + 1}]",
+                data_dir=data_dir,
+            )
+            examples = one if examples is None else examples.concatenate(one)
+        examples = examples.filter(lambda example: example["label"] != LOST_RECORD)
+    dataset = examples.map(
+        lambda example: _evaluation_example(
+            example, int(image_size), crop_fraction, max_pixels)
+    ).ignore_errors()
+    for batch in dataset.batch(count).take(1):
+        return batch
+    raise ValueError(
+        f"None of the {count} records picked from split {split!r} of {name!r} could be read "
+        "and decoded. Check the dataset's files (evaluation reads name the damaged ones)."
+    )

@@ -16,7 +16,7 @@ from keras_ccmim.data.tfds_source import load_tfds
 ORDER_SALT = 0x0D5E
 
 
-def _indexed_examples(name, *, split, image_size, num_images, max_pixels):
+def indexed_examples(name, *, split, image_size, num_images, max_pixels):
     """`(lookup, info)` for the sources read by index (`synthetic_objects`,
     image folders): `lookup(index)` gives the example at an int64 index;
     None for TFDS record files, which can only be read in order."""
@@ -69,7 +69,7 @@ def training_stream(name, *, split, data_dir, image_size, num_images, seed,
     with `end_of_pass`, for `decode_records`. `max_pixels` is the cap of an
     image folder's scan (see `scan_image_folder`).
     """
-    indexed = _indexed_examples(
+    indexed = indexed_examples(
         name, split=split, image_size=image_size, num_images=num_images,
         max_pixels=max_pixels,
     )

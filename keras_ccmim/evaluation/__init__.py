@@ -42,11 +42,7 @@ if TYPE_CHECKING:  # for type checkers and Bazel's deps; at run time `__getattr_
         linear_probe,
     )
     from keras_ccmim.evaluation.metrics import accuracies, top_k_accuracy
-    from keras_ccmim.evaluation.visualize import (
-        colourize,
-        denormalize_prediction,
-        reconstruction_grid,
-    )
+    from keras_ccmim.evaluation.visualize import reconstruction_grid
     from keras_ccmim.evaluation.segmentation import SegmentationResult, finetune_segmenter
     from keras_ccmim.evaluation.segmentation_metrics import (
         SegmentationScores,

@@ -44,7 +44,7 @@ from keras_ccmim.evaluation.finetune_run import (
     run_finetuning,
 )
 from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
-from keras_ccmim.evaluation.visualize import grid_picture
+from keras_ccmim.pictures import grid_picture
 from keras_ccmim.models.segmenter import ViTSegmenter, resized_encoder
 from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS
 

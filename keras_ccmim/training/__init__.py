@@ -39,7 +39,6 @@ from keras_ccmim.training.distribution import (
     plan_distribution,
     setup_distribution,
 )
-from keras_ccmim.training.export import mask_picture, save_mask_picture
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
 from keras_ccmim.training.optimizer import is_decayed, make_optimizer, scaled_learning_rate
 from keras_ccmim.training.pretrain import PretrainResults, build_pretrainer, pretrain

@@ -21,8 +21,8 @@ from numpy.typing import ArrayLike
 
 from keras_ccmim.layers.patching import patchify
 from keras_ccmim.masking_metrics import masking_metrics
+from keras_ccmim.pictures import mask_picture
 from keras_ccmim.training.exact_resume import fixed_seeds
-from keras_ccmim.training.export import mask_picture_of_outputs
 from keras_ccmim.training.optimizer import training_steps
 from keras_ccmim.type_aliases import PathLike, Tensor
 
@@ -302,11 +302,10 @@ class TensorBoardScalars(keras.callbacks.TensorBoard):
 
 class TensorBoardMaskPictures(keras.callbacks.Callback):
     """Writes, at each epoch end, the picture of the model's masks and
-    reconstructions on a fixed batch (`keras_ccmim.training.export.mask_picture`:
-    the images, their masked patches greyed out, the reconstruction (the
-    decoder's masked patches pasted in) and, with importance masking, the
-    importance heat map) as the TensorBoard image `masks` under
-    `log_dir/train/`, indexed by epoch.
+    reconstructions on fixed images (`keras_ccmim.pictures.mask_picture`:
+    one row per image; labelled columns image, masked input,
+    reconstruction and, with importance masking, importance) as the
+    TensorBoard image `masks` under `log_dir/train/`, indexed by epoch.
 
     The masks are drawn from fixed seeds (`seeded_predict_outputs`), so the
     training's random draws are left as they were. The image is written
@@ -319,7 +318,7 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
             (predicted as one batch).
         patch_size: the model's patch size.
         seed: int, seed of the masks' sampling.
-        max_images: columns drawn (the first images).
+        max_images: rows drawn (the first images).
     """
 
     def __init__(
@@ -347,9 +346,9 @@ class TensorBoardMaskPictures(keras.callbacks.Callback):
         import tensorflow as tf
 
         outputs = seeded_predict_outputs(self.model, self.images, self.seed)
-        picture = mask_picture_of_outputs(
-            self.images, outputs, self.patch_size, max_images=self.max_images,
-            norm_pix_loss=bool(getattr(self.model, "norm_pix_loss", False)),
+        picture = mask_picture(
+            self.images, outputs, self.patch_size,
+            bool(getattr(self.model, "norm_pix_loss", False)), max_images=self.max_images,
         )
         with self._writer.as_default():
             tf.summary.image("masks", picture[None], step=epoch)

@@ -12,7 +12,9 @@ The workdir of a run:
                             layout (config.json, model.weights.h5,
                             metadata.json): `ViTEncoder.from_preset(...)`
     pretrainer.keras        the final pretrainer, whole
-    masks.png               masks of the final model on a few images
+    masks.png               the final model's masks, reconstructions and
+                            importance on 8 images spread over the
+                            split (`keras_ccmim.pictures.mask_picture`)
     results.json            final loss, the masking metrics and what random
                             masking gets on the same images
     image_folder_manifest.json
@@ -53,6 +55,7 @@ from keras_ccmim.models.preset_files import (
     save_to_preset,
 )
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.pictures import mask_picture, save_png
 from keras_ccmim.training.callbacks import (
     ForegroundLift,
     LogLearningRate,
@@ -77,7 +80,6 @@ from keras_ccmim.training.distribution import (
     setup_distribution,
 )
 from keras_ccmim.training.exact_resume import training_batches
-from keras_ccmim.training.export import save_mask_picture
 from keras_ccmim.training.nan_guard import nan_advice
 from keras_ccmim.training.optimizer import make_optimizer, training_steps
 from keras_ccmim.training.workdir import (
@@ -213,9 +215,10 @@ def _run(config, info, distribution, processes, callbacks):
     dataset_at = training_batches(config, distribution, processes)
     # The masking figures predict on a fixed batch in one process; with
     # several, each process would feed a share (see the README).
-    images = foreground = None
+    images = foreground = pictured = None
     if processes == 1:
         images, foreground = fixed_batch(config, info, distribution.num_replicas)
+        pictured = picture_batch(config, distribution.num_replicas)
 
     with _dtype_policy(policy), distribution.scope():
         model = build_pretrainer(config)
@@ -246,12 +249,9 @@ def _run(config, info, distribution, processes, callbacks):
                     update_freq=config.tensorboard_every_steps,
                 ),
             ]
-            if images is not None:
-                # The first images, a multiple of the replicas (one batch).
-                count = -(-PICTURE_IMAGES // distribution.num_replicas)
-                count = min(count * distribution.num_replicas, len(images))
+            if pictured is not None:
                 run_callbacks.append(TensorBoardMaskPictures(
-                    os.path.join(workdir, "tensorboard"), images[:count], config.patch_size,
+                    os.path.join(workdir, "tensorboard"), pictured, config.patch_size,
                     seed=config.seed, max_images=PICTURE_IMAGES,
                 ))
         run_callbacks += [data.SkippedRecordsReport(), *callbacks]
@@ -270,18 +270,16 @@ def _run(config, info, distribution, processes, callbacks):
             check_every_steps=config.check_every_steps,
         )
 
-        # One inference call on the fixed batch, its masks drawn from fixed
-        # seeds (the same weights give the same figures), gives the picture
-        # and the masking metrics, next to random masking's on the same images.
-        outputs = None
-        if images is not None:
-            outputs = seeded_predict_outputs(model, images, config.seed)
         masking = dict.fromkeys(MASKING_METRICS)
         random_masking = None
         if lift is not None:
-            masking = lift.metrics_of(outputs["mask"])
+            # One inference call on the fixed batch, its masks drawn from
+            # fixed seeds (the same weights give the same figures), gives the
+            # masking metrics, next to random masking's on the same images.
+            mask = seeded_predict_outputs(model, images, config.seed)["mask"]
+            masking = lift.metrics_of(mask)
             random_masking = random_masking_metrics(
-                outputs["mask"], lift.foreground_patches, seed=config.seed
+                mask, lift.foreground_patches, seed=config.seed
             )
         paths = {
             "config": os.path.join(workdir, CONFIG_FILE),
@@ -294,11 +292,12 @@ def _run(config, info, distribution, processes, callbacks):
             "results": os.path.join(workdir, RESULTS_FILE),
         }
         if is_primary():
-            if outputs is not None:
-                paths["masks"] = save_mask_picture(
-                    os.path.join(workdir, "masks.png"), images, outputs, config.patch_size,
-                    max_images=PICTURE_IMAGES,
+            if pictured is not None:
+                picture = mask_picture(
+                    pictured, seeded_predict_outputs(model, pictured, config.seed),
+                    config.patch_size, model.norm_pix_loss, max_images=PICTURE_IMAGES,
                 )
+                paths["masks"] = save_png(os.path.join(workdir, "masks.png"), picture)
             with outside_distribution():  # process 0 alone
                 with large_write(paths["pretrainer"]):
                     paths["encoder"] = save_to_preset(model.encoder, paths["encoder"])
@@ -449,3 +448,26 @@ def fixed_batch(config, info, num_replicas):
     images, extras = next(iter(dataset.take(1)))
     foreground = extras.get("foreground")
     return images.numpy(), None if foreground is None else foreground.numpy()
+
+
+def picture_batch(config, num_replicas):
+    """The images of `masks.png` and the TensorBoard picture (numpy): about
+    `PICTURE_IMAGES` (a multiple of `num_replicas`, as a predicted batch
+    must be) spread evenly over the training split
+    (`keras_ccmim.data.evenly_spaced_batch`), so that a folder listed class
+    by class is pictured across its classes; None for a split with fewer
+    images than replicas."""
+    from keras_ccmim import data
+
+    count = -(-PICTURE_IMAGES // num_replicas) * num_replicas
+    images, _ = data.evenly_spaced_batch(
+        config.dataset,
+        split=config.split,
+        count=count,
+        image_size=config.image_size,
+        data_dir=config.data_dir,
+        num_images=config.num_images,
+        max_pixels=config.max_pixels,
+    )
+    usable = len(images) // num_replicas * num_replicas
+    return images.numpy()[:usable] if usable else None

@@ -13,6 +13,7 @@ from keras_ccmim.training import (
     fit_resumable,
     warmup_cosine,
 )
+from keras_ccmim.pictures import LABEL_HEIGHT
 from tests.testing_utils import CrashAtStep, read_events
 
 
@@ -88,14 +89,17 @@ def test_mask_pictures_are_an_image_of_each_epoch(tmp_path):
     assert plugins["masks"] == "images"
     assert [step for step, _ in values["masks"]] == [3, 4]
     picture = values["masks"][0][1]
-    # Two rows (image, masked) of two 4 px columns with 2 px gaps, scaled 4x.
-    assert picture.shape == (4 * (2 * 6 + 2), 4 * (2 * 6 + 2), 3)
-    # Image 0's patch 0 is masked (grey in the second row), its patch 1 is
-    # not (as in the first row).
-    masked_row, image_row = picture[4 * 8 : 4 * 10], picture[4 * 2 : 4 * 4]
-    assert (masked_row[:, 4 * 2 : 4 * 4] == 128).all()
-    np.testing.assert_array_equal(masked_row[:, 4 * 4 : 4 * 6], image_row[:, 4 * 4 : 4 * 6])
-    assert not (image_row[:, 4 * 2 : 4 * 4] == 128).all()
+    # One row per image, two labelled columns (image, masked input): 4 px
+    # images scaled 24x to 96 px, 2 px gaps, the labels on top.
+    assert picture.shape == (LABEL_HEIGHT + 2 * 98 + 2, 2 * 98 + 2, 3)
+    assert (picture[:LABEL_HEIGHT, 2:98] < 128).any()  # a label
+    # Image 0's patch 0 is masked (grey in the second column), its patch 1
+    # is not (as in the first column).
+    row = picture[LABEL_HEIGHT + 2 : LABEL_HEIGHT + 2 + 48]
+    image_cell, masked_cell = row[:, 2:98], row[:, 100:196]
+    assert (masked_cell[:, :48] == 128).all()
+    np.testing.assert_array_equal(masked_cell[:, 48:], image_cell[:, 48:])
+    assert not (image_cell[:, :48] == 128).all()
 
 
 class PerfectReconstructionModel(MaskOnlyModel):
@@ -118,7 +122,7 @@ def test_mask_pictures_show_the_reconstruction(tmp_path):
     pictures.on_train_end()
     values, _ = read_events(tmp_path / "train")
     picture = values["masks"][0][1]
-    # Three rows: image, masked, reconstruction (here the image itself).
-    assert picture.shape[0] == 4 * (3 * 6 + 2)
-    image_row, reconstruction_row = picture[4 * 2 : 4 * 6], picture[4 * 14 : 4 * 18]
-    np.testing.assert_array_equal(reconstruction_row, image_row)
+    # Three columns: image, masked input, reconstruction (here the image itself).
+    assert picture.shape[1] == 3 * 98 + 2
+    cells = picture[LABEL_HEIGHT + 2 :]
+    np.testing.assert_array_equal(cells[:, 198:294], cells[:, 2:98])

@@ -20,6 +20,7 @@ from keras_ccmim.training import (
     pretrain,
 )
 from keras_ccmim.models import load_encoder
+from keras_ccmim.pictures import LABEL_HEIGHT
 from keras_ccmim.training.nan_guard import NAN_ADVICE_BLR
 
 pytestmark = pytest.mark.slow  # minutes: see the `slow` marker in pyproject.toml
@@ -70,14 +71,16 @@ def test_pretrain_writes_the_workdir_and_resumes_a_finished_run(tiny_run, librar
     ]
 
     picture = Image.open(os.path.join(workdir, "masks.png"))
-    # Three rows (image, masked, importance) of 8 images of 16 px, 2 px gaps, x4.
-    assert picture.size == ((8 * 18 + 2) * 4, (3 * 18 + 2) * 4)
+    # One row for each of 8 images of 16 px (x6), 2 px gaps, under the labels
+    # image, masked input, reconstruction, importance.
+    assert picture.size == (4 * 98 + 2, LABEL_HEIGHT + 8 * 98 + 2)
 
     # The encoder is a preset in keras-hub's layout, loaded by the one loader
     # and by ViTEncoder.from_preset.
     preset = os.path.join(workdir, "encoder")
     assert results.paths["encoder"] == preset
-    assert sorted(os.listdir(preset)) == ["config.json", "metadata.json", "model.weights.h5"]
+    assert sorted(os.listdir(preset)) == [
+        "config.json", "metadata.json", "model.weights.h5", "preprocessing.json"]
     with open(os.path.join(preset, "config.json")) as f:
         assert json.load(f)["registered_name"] == "keras_ccmim>ViTEncoder"
     with open(os.path.join(preset, "metadata.json")) as f:

@@ -6,8 +6,12 @@ import json
 import logging
 import os
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from keras_ccmim import data
+from keras_ccmim.pictures import LABEL_HEIGHT
 from keras_ccmim.training import pretrain
 
 from tests.data.image_folder_testing import (
@@ -46,6 +50,16 @@ def test_pretraining_on_a_folder_scans_it_once(tiny_run, folder, monkeypatch, ca
     assert manifest["skipped"] == [os.path.join("b", "broken.jpg")]
     assert manifest["class_names"] == ["a", "b"]
     assert sorted(os.listdir(folder)) == ["a", "b"]  # nothing written there
+    # The folder lists class a, then class b; masks.png pictures both: its
+    # image column is the images spread over the split, 8 of the 12.
+    spread, extras = data.evenly_spaced_batch(
+        f"folder:{folder}", count=8, image_size=values["image_size"])
+    assert sorted(set(extras["label"].numpy())) == [0, 1]
+    picture = np.asarray(Image.open(os.path.join(workdir, "masks.png")))
+    cells = [picture[LABEL_HEIGHT + 2 + b * 98 : LABEL_HEIGHT + 2 + b * 98 + 96, 2:98]
+             for b in range(8)]
+    expected = data.unnormalize(spread.numpy()).repeat(6, axis=1).repeat(6, axis=2)
+    np.testing.assert_allclose(np.stack(cells) / 255, expected, atol=0.5 / 255 + 1e-6)
 
     # A later process (rerunning the finished run) takes the manifest.
     new_process(monkeypatch)
