@@ -35,7 +35,7 @@ from keras_ccmim.training.distribution import (
     is_primary,
     outside_distribution,
 )
-from keras_ccmim.training.exact_resume import seed_states
+from keras_ccmim.training.exact_resume import seed_state_owners, seed_states
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
 from keras_ccmim.type_aliases import PathLike
 
@@ -445,6 +445,7 @@ class TrainingCheckpoint(PeriodicCallback):
             "seed_states": [
                 np.asarray(ops.convert_to_numpy(v)).tolist() for v in seed_states(model)
             ],
+            "seed_state_owners": seed_state_owners(model),
             "time": time.time(),
             "pid": os.getpid(),
         }
@@ -504,7 +505,23 @@ def _restore_seed_states(model, record):
                 "is not the run an uninterrupted one would have been."
             )
         return
-    if len(saved) != len(states):
+    owners = seed_state_owners(model)
+    saved_owners = record.get("seed_state_owners")
+    if saved_owners is not None and len(saved_owners) == len(saved):
+        # Each state goes back to the layer that drew it, whatever order this
+        # version of the model creates its SeedGenerators in.
+        if sorted(saved_owners) != sorted(owners):
+            missing = sorted(set(owners) - set(saved_owners))
+            extra = sorted(set(saved_owners) - set(owners))
+            raise CheckpointError(
+                f"Checkpoint {record['weights']} records the random states of other "
+                f"layers than this model's (model only: {missing[:3]}; checkpoint only: "
+                f"{extra[:3]}): it was written by a different model. Resume with the "
+                "configuration that wrote it, or pass --fresh."
+            )
+        by_owner = dict(zip(saved_owners, saved))
+        saved = [by_owner[owner] for owner in owners]
+    elif len(saved) != len(states):
         raise CheckpointError(
             f"Checkpoint {record['weights']} records {len(saved)} random states but the "
             f"model has {len(states)} SeedGenerators: it was written by a different "

@@ -19,6 +19,40 @@ def seed_states(model):
     return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
+def seed_state_owners(model):
+    """Where each of `seed_states(model)` lives, as the path of layer
+    attributes from the model (e.g. `"encoder/blocks/3/drop_path"`).
+
+    The paths name a state whatever order the model creates them in, so a
+    checkpoint's states go back to the layers that drew them even when
+    another version of the model assigns its layers in another order (the
+    variables' own paths are numbered in creation order, which is why they
+    are not used)."""
+    import keras
+
+    owners = {}
+
+    def visit(value, path, seen):
+        if isinstance(value, keras.random.SeedGenerator):
+            owners.setdefault(id(value.state), "/".join(path[:-1]) or "model")
+        elif isinstance(value, keras.layers.Layer) and id(value) not in seen:
+            seen.add(id(value))
+            children = dict(vars(value))
+            # On torch, layers are `torch.nn.Module`s that keep their sublayers in `_modules`.
+            children.update(getattr(value, "_modules", None) or {})
+            public = sorted((n, c) for n, c in children.items() if not n.startswith("_"))
+            for name, child in public:
+                visit(child, path + [name], seen)
+            for index, child in enumerate(getattr(value, "_layers", ())):  # unnamed sublayers
+                visit(child, path + [f"layer_{index}"], seen)
+        elif isinstance(value, (list, tuple)):
+            for index, child in enumerate(value):
+                visit(child, path + [str(index)], seen)
+
+    visit(model, [], set())
+    return [owners.get(id(v), v.path) for v in seed_states(model)]
+
+
 @contextlib.contextmanager
 def fixed_seeds(model, seed):
     """Within the block the model's `SeedGenerator`s start from states

@@ -465,3 +465,35 @@ def test_the_foreground_measurement_is_seeded_and_leaves_training_draws_alone(
     # makes the figures repeatable.
     assert not np.array_equal(predict_outputs(model, images)["mask"],
                               predict_outputs(model, images)["mask"])
+
+
+def test_seed_states_go_back_to_the_layers_that_drew_them(tiny_pretrainer):
+    """A checkpoint's random states are put back by the layer that owns
+    them, not by their position: a version of the model that creates its
+    SeedGenerators in another order (as one did between two commits: the
+    selector's and the encoder's were swapped) must resume the same draws.
+    A checkpoint of other layers is refused."""
+    from keras_ccmim.training.checkpoints import _restore_seed_states
+    from keras_ccmim.training.exact_resume import seed_state_owners, seed_states
+
+    written = tiny_pretrainer(masking="importance_sampling")
+    written.build()
+    owners = seed_state_owners(written)
+    assert "selector" in owners and any(o.endswith("drop_path") for o in owners)
+    assert len(set(owners)) == len(owners)
+    for index, variable in enumerate(seed_states(written)):
+        variable.assign(keras.ops.convert_to_tensor(np.array([index, 100 + index]),
+                                                    dtype=variable.dtype))
+    want = dict(zip(owners, _seed_states(written)))
+    # The record as another creation order writes it: states and owners reversed.
+    record = {"weights": "ckpt-00000001.weights.h5",
+              "seed_states": _seed_states(written)[::-1], "seed_state_owners": owners[::-1]}
+
+    restored = tiny_pretrainer(masking="importance_sampling")
+    restored.build()
+    _restore_seed_states(restored, record)
+    assert dict(zip(seed_state_owners(restored), _seed_states(restored))) == want
+
+    record["seed_state_owners"] = ["encoder/blocks/9/drop_path"] + owners[::-1][1:]
+    with pytest.raises(CheckpointError, match="other layers than this model's"):
+        _restore_seed_states(restored, record)
