@@ -6,9 +6,12 @@ to its caller; the binaries use `run_messages_to_stdout` so that a user
 sees these lines on the console as plain text, as before they were logged.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator, Sequence
 
 LOGGER_NAME = "keras_ccmim"
 
@@ -30,7 +33,7 @@ class _Stdout(logging.StreamHandler):
 
 
 @contextlib.contextmanager
-def run_messages_to_stdout(level=logging.INFO):
+def run_messages_to_stdout(level: int = logging.INFO) -> Iterator[None]:
     """Within the block, the `keras_ccmim` messages of `level` and above are
     written to stdout, one plain line each, and not passed on to the root
     logger's handlers (absl's, under `app.run`, would repeat them on stderr
@@ -51,14 +54,14 @@ def run_messages_to_stdout(level=logging.INFO):
         logger.propagate = previous[1]
 
 
-def fail(error, code=2):
+def fail(error: BaseException | str, code: int = 2) -> int:
     """Prints `Error: <error>` on stderr, one line, and returns `code` (the
     exit status: 2 for bad input, as absl's usage errors)."""
     print(f"Error: {' '.join(str(error).split())}", file=sys.stderr)
     return code
 
 
-def parse_flags(argv):
+def parse_flags(argv: Sequence[str]) -> list[str]:
     """absl's flag parsing (`app.run(main, flags_parser=parse_flags)`), except
     that a bad flag value, an unknown flag, or a `--config` recipe that
     cannot be loaded ends the program with one `Error:` line and exit status

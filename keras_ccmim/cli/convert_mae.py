@@ -16,8 +16,11 @@ PyTorch to read a `.pth` (any Keras backend); a `.safetensors` state dict in
 the same naming (timm's weights files, `ccmim-export-timm`'s) needs none.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from collections.abc import Sequence
 
 from absl import app, flags
 
@@ -38,7 +41,7 @@ flags.DEFINE_enum(
 flags.DEFINE_boolean("overwrite", False, "Replace model.weights.h5 / config.json in --output.")
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         return console.fail(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
@@ -61,7 +64,7 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The `ccmim-convert-mae` console script."""
     app.run(main, flags_parser=console.parse_flags)
 

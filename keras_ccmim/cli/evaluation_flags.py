@@ -7,15 +7,23 @@ The flags are defined by the `define_*` functions, which each program calls
 once at import; the logic the programs run lives in `keras_ccmim.evaluation`.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import re
 import sys
+import types
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from absl import app, flags
 
 from keras_ccmim.cli import console
+
+if TYPE_CHECKING:
+    from keras_ccmim.models.vit_encoder import ViTEncoder
 
 FLAGS = flags.FLAGS
 # Flags that describe the --random_init encoder; an encoder read from a
@@ -32,7 +40,7 @@ FINE_TUNING_RANGES = {
 }
 
 
-def define_encoder_flags(saved_model=False):
+def define_encoder_flags(saved_model: bool = False) -> None:
     """--workdir | --random_init (+ model size flags) [| --saved_model]."""
     flags.DEFINE_string(
         "workdir", None,
@@ -52,7 +60,7 @@ def define_encoder_flags(saved_model=False):
     flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and training.")
 
 
-def define_data_flags(batch_size=256):
+def define_data_flags(batch_size: int = 256) -> None:
     """--dataset, --data_dir, the two splits, their sizes and --batch_size."""
     flags.DEFINE_string(
         "dataset", "synthetic_objects", "synthetic_objects, folder:/path or a TFDS name."
@@ -73,12 +81,19 @@ def define_data_flags(batch_size=256):
     flags.DEFINE_integer("batch_size", batch_size, "Batch size.")
 
 
-def define_output_flag():
+def define_output_flag() -> None:
     flags.DEFINE_string("output", None, "Write the results as JSON to this file.")
 
 
-def define_fine_tuning_flags(*, epochs, warmup_epochs, blr, lr_batch_size, verbose,
-                             outputs):
+def define_fine_tuning_flags(
+    *,
+    epochs: int,
+    warmup_epochs: float,
+    blr: float,
+    lr_batch_size: int,
+    verbose: str,
+    outputs: str,
+) -> None:
     """The flags of a fine-tuning run (`keras_ccmim.evaluation.finetune_run`):
     its length and optimiser, with the program's defaults, and its folder
     (`outputs`: what the folder holds besides checkpoints, for the help)."""
@@ -114,13 +129,15 @@ def define_fine_tuning_flags(*, epochs, warmup_epochs, blr, lr_batch_size, verbo
     )
 
 
-def check_no_arguments(argv):
+def check_no_arguments(argv: Sequence[str]) -> None:
     """Refuses words on the command line that are not flags."""
     if len(argv) > 1:
         raise ValueError(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
 
 
-def encoder_source(random_init_flags=RANDOM_INIT_FLAGS, saved_model_input=False):
+def encoder_source(
+    random_init_flags: Sequence[str] = RANDOM_INIT_FLAGS, saved_model_input: bool = False
+) -> str:
     """The flag naming the encoder: exactly one of them must be set, and
     `random_init_flags` only with --random_init. With `saved_model_input`
     (a program that called `define_encoder_flags(saved_model=True)`) the
@@ -159,7 +176,7 @@ def _interval_text(low, high, low_open, high_open):
     return f"in {'(' if low_open else '['}{low:g}, {high_text}{')' if high_open else ']'}"
 
 
-def check_float_flags(ranges):
+def check_float_flags(ranges: Mapping[str, str]) -> None:
     """Every float flag named in `ranges` is finite and in its interval.
 
     Args:
@@ -193,7 +210,7 @@ def check_float_flags(ranges):
             raise ValueError(f"--{name} must be a finite number {shown}{where}, got {value!r}.")
 
 
-def check_not_in_a_running_workdir(path, what):
+def check_not_in_a_running_workdir(path: str, what: str) -> None:
     """Refuses `path` when it is, or lies inside, the workdir of a running
     pretraining (one whose run.lock is held): the programs read a workdir
     without its lock, but never write into a running one."""
@@ -208,7 +225,7 @@ def check_not_in_a_running_workdir(path, what):
         )
 
 
-def check_output_path(path, what="--output"):
+def check_output_path(path: str | None, what: str = "--output") -> None:
     """`path` can be written: not a folder, its nearest existing parent is a
     writable folder, and it is not inside a running pretraining's workdir.
     Checked before any work."""
@@ -232,7 +249,7 @@ def check_output_path(path, what="--output"):
     check_not_in_a_running_workdir(path, what)
 
 
-def check_output_dir(path, what="--output_dir"):
+def check_output_dir(path: str | None, what: str = "--output_dir") -> None:
     """A run's folder: not a file, and not inside a running pretraining's
     workdir."""
     if not path:
@@ -242,7 +259,7 @@ def check_output_dir(path, what="--output_dir"):
     check_not_in_a_running_workdir(path, what)
 
 
-def choose_splits(segmentation=False):
+def choose_splits(segmentation: bool = False) -> tuple[str, str]:
     """`(train_split, eval_split)` from --train_split and --eval_split, a
     held-out slice of `train` for those unset where --dataset has no `test`
     split (one line says so): see `keras_ccmim.evaluation.held_out`. The
@@ -254,7 +271,7 @@ def choose_splits(segmentation=False):
                              data_dir=FLAGS.data_dir, segmentation=segmentation)
 
 
-def load_encoder():
+def load_encoder() -> ViTEncoder:
     """The encoder selected by the flags (workdir or random init)."""
     from keras_ccmim import evaluation
 
@@ -271,7 +288,7 @@ def load_encoder():
     )
 
 
-def fine_tuning_arguments(train_split, eval_split):
+def fine_tuning_arguments(train_split: str, eval_split: str) -> dict[str, Any]:
     """The keyword arguments `evaluation.finetune` and
     `evaluation.finetune_segmenter` take from the same flags: data,
     schedule, optimiser, seed, output and checkpoints."""
@@ -304,7 +321,9 @@ def fine_tuning_arguments(train_split, eval_split):
 FLAG_OF_ARGUMENT = {"base_learning_rate": "blr", "drop_path_rate": "drop_path"}
 
 
-def with_flag_names(error, flag_of_argument=FLAG_OF_ARGUMENT):
+def with_flag_names(
+    error: Exception, flag_of_argument: Mapping[str, str] = FLAG_OF_ARGUMENT
+) -> Exception:
     """A refused rerun's error (`FinetuneConfigError`, which lists the
     changed fields by their library names) with the flags of the fields
     whose flags are named otherwise (`flag_of_argument`); any other error
@@ -324,7 +343,7 @@ def with_flag_names(error, flag_of_argument=FLAG_OF_ARGUMENT):
     return ValueError(f"{text} (Flags: {', '.join(named)}.)")
 
 
-def describe_source(saved_model_input=False):
+def describe_source(saved_model_input: bool = False) -> dict[str, Any]:
     """Where the encoder came from, for the results (`saved_model_input` as
     in `encoder_source`)."""
     if FLAGS.workdir:
@@ -335,7 +354,9 @@ def describe_source(saved_model_input=False):
     return {"random_init": True, "preset": FLAGS.preset, "seed": FLAGS.seed}
 
 
-def extract_train_and_eval_features(feature, train_split, eval_split):
+def extract_train_and_eval_features(
+    feature: str, train_split: str, eval_split: str
+) -> types.SimpleNamespace:
     """Features and labels of the two splits, from the encoder the flags
     select (a workdir, a random init or a SavedModel): see
     `keras_ccmim.evaluation.train_eval_features.train_and_eval_features`."""
@@ -359,7 +380,7 @@ def extract_train_and_eval_features(feature, train_split, eval_split):
     )
 
 
-def write_results(results):
+def write_results(results: Mapping[str, Any]) -> None:
     """Prints the results and writes them to --output (JSON) when set."""
     text = json.dumps(results, indent=1, sort_keys=True)
     print(text)
@@ -370,7 +391,7 @@ def write_results(results):
             f.write(text + "\n")
 
 
-def report_error(error, code=2):
+def report_error(error: BaseException, code: int = 2) -> int:
     """Prints `error` as one `Error:` line (an `OSError` with its path and
     the fix) and returns `code`, the exit status."""
     if isinstance(error, OSError):
@@ -380,7 +401,7 @@ def report_error(error, code=2):
     return console.fail(error, code)
 
 
-def run_program(main, doc):
+def run_program(main: Callable[[list[str]], int | None], doc: str | None) -> None:
     """Runs `main` as absl does (`app.run`), its flags parsed by
     `console.parse_flags`, with the program's `doc` as the text of --help
     (absl shows the docstring of `__main__`: a thin script's or a console

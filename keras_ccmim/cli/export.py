@@ -19,6 +19,10 @@ one left beside the target. From a checkout,
 `python evaluate/export.py` is the same program.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from absl import flags
 
 from keras_ccmim.cli import evaluation_flags
@@ -43,7 +47,7 @@ flags.DEFINE_boolean(
 )
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     try:
         evaluation_flags.check_no_arguments(argv)
         if not FLAGS.saved_model:
@@ -78,6 +82,6 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The console script `ccmim-export`."""
     evaluation_flags.run_program(main, __doc__)

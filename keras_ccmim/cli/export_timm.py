@@ -13,8 +13,11 @@ normalisation. docs/guides/export_to_pytorch.md loads the result in timm
 and in detection and segmentation frameworks.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from collections.abc import Sequence
 
 from absl import app, flags
 
@@ -29,7 +32,7 @@ flags.DEFINE_string("output", None, "The weights file, .safetensors or .pth (req
 flags.DEFINE_boolean("overwrite", False, "Replace the weights and JSON files of that name.")
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         return console.fail(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
@@ -46,7 +49,7 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The `ccmim-export-timm` console script."""
     app.run(main, flags_parser=console.parse_flags)
 

@@ -31,6 +31,10 @@ evaluation and fine-tunes on `train[:80%]`. From a checkout,
 `python evaluate/finetune.py` is the same program.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from absl import flags
 
 from keras_ccmim.cli import console, evaluation_flags
@@ -70,7 +74,7 @@ FLAG_OF_ARGUMENT = {
 }
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     try:
         evaluation_flags.check_no_arguments(argv)
         evaluation_flags.check_float_flags(FLOAT_RANGES)
@@ -111,6 +115,6 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The console script `ccmim-finetune`."""
     evaluation_flags.run_program(main, __doc__)

@@ -13,6 +13,10 @@ banks `train[:80%]`. From a checkout, `python evaluate/knn.py` is the same
 program.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from absl import flags
 
 from keras_ccmim.cli import evaluation_flags
@@ -29,7 +33,7 @@ flags.DEFINE_float("temperature", 0.07, "Temperature of the vote weights exp(sim
 FLOAT_RANGES = {"temperature": "(0, inf)"}
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     try:
         evaluation_flags.check_no_arguments(argv)
         evaluation_flags.check_float_flags(FLOAT_RANGES)
@@ -64,6 +68,6 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The console script `ccmim-knn`."""
     evaluation_flags.run_program(main, __doc__)

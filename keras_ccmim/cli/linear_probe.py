@@ -15,6 +15,10 @@ for the evaluation and trains the probe on `train[:80%]`. From a checkout,
 `python evaluate/linear_probe.py` is the same program.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from absl import flags
 
 from keras_ccmim.cli import evaluation_flags
@@ -40,7 +44,7 @@ FLOAT_RANGES = {
 }
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     try:
         evaluation_flags.check_no_arguments(argv)
         evaluation_flags.check_float_flags(FLOAT_RANGES)
@@ -83,6 +87,6 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The console script `ccmim-linear-probe`."""
     evaluation_flags.run_program(main, __doc__)

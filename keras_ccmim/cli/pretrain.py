@@ -21,10 +21,13 @@ earlier outputs moved to <workdir>/previous-<n>/. One run at a time holds a
 workdir.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import difflib
 import os
 import sys
+from collections.abc import Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -59,7 +62,7 @@ for _field in dataclasses.fields(training.PretrainConfig):
         _DEFINE[_field.type](_field.name, _field.default, _field.metadata["doc"])
 
 
-def config_from_flags():
+def config_from_flags() -> training.PretrainConfig:
     """The run's `PretrainConfig`: the --config recipe with its
     --config.<field> overrides, and the run-level flags."""
     run_values = {name: FLAGS[name].value for name in config_lib.fields(flag=True)}
@@ -67,7 +70,7 @@ def config_from_flags():
     return config_lib.config_from_recipe(recipe, **run_values)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         return console.fail(f"Unexpected arguments: {' '.join(argv[1:])}. Use --flag=value.")
     try:
@@ -87,7 +90,7 @@ def main(argv):
     return 0
 
 
-def parse_flags(argv):
+def parse_flags(argv: Sequence[str]) -> list[str]:
     """`console.parse_flags`, with `--config=<name>` naming a shipped recipe
     (`demo` when none is given), and one line for a recipe that does not
     exist, an unknown `--config.<field>`, a run-level field given as
@@ -128,7 +131,7 @@ def parse_flags(argv):
     return console.parse_flags(resolved)
 
 
-def run():
+def run() -> None:
     """The `ccmim-pretrain` console script."""
     app.run(main, flags_parser=parse_flags)
 

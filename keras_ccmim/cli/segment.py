@@ -38,6 +38,10 @@ the features rather than the run):
 From a checkout, `python evaluate/segment.py` is the same program.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from absl import flags
 
 from keras_ccmim.cli import console, evaluation_flags
@@ -66,7 +70,7 @@ flags.DEFINE_integer("num_pictures", 4, "Images in predictions.png (0: none).")
 FLAG_OF_ARGUMENT = {**evaluation_flags.FLAG_OF_ARGUMENT, "image_size": "segment_image_size"}
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     try:
         evaluation_flags.check_no_arguments(argv)
         evaluation_flags.check_float_flags(evaluation_flags.FINE_TUNING_RANGES)
@@ -101,6 +105,6 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The console script `ccmim-segment`."""
     evaluation_flags.run_program(main, __doc__)

@@ -12,6 +12,10 @@ The images come from --split: by default `test`, or the held-out
 `python evaluate/visualize.py` is the same program.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 from absl import flags
 
 from keras_ccmim.cli import console, evaluation_flags
@@ -33,7 +37,7 @@ flags.DEFINE_integer("scale", None, "Upscaling factor; default: at least 96 px p
 flags.DEFINE_string("output", None, "Output PNG path (required).")
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> int:
     try:
         evaluation_flags.check_no_arguments(argv)
         if not FLAGS.output:
@@ -78,6 +82,6 @@ def main(argv):
     return 0
 
 
-def run():
+def run() -> None:
     """The console script `ccmim-visualize`."""
     evaluation_flags.run_program(main, __doc__)

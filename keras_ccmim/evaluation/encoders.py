@@ -8,15 +8,19 @@ need (from a workdir or any encoder preset); the reconstruction pictures
 need the pretrainer.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import zipfile
+from typing import Any
 
 import keras
 
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.models.presets import get_preset
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import PathLike
 
 PRETRAINER = "pretrainer.keras"
 
@@ -63,7 +67,7 @@ def _cannot_rebuild(path, error):
     )
 
 
-def load_pretrainer(workdir):
+def load_pretrainer(workdir: PathLike) -> CCMIMPretrainer:
     """The final `CCMIMPretrainer` of a pretraining workdir (`pretrainer.keras`).
 
     Raises:
@@ -94,7 +98,9 @@ def _encoder_config(preset, overrides):
     return config
 
 
-def random_encoder(preset="vit_tiny_patch4_32", seed=0, **overrides):
+def random_encoder(
+    preset: str = "vit_tiny_patch4_32", seed: int = 0, **overrides: Any
+) -> ViTEncoder:
     """A randomly initialised `ViTEncoder`, built: the baseline of every protocol.
 
     Args:
@@ -109,7 +115,12 @@ def random_encoder(preset="vit_tiny_patch4_32", seed=0, **overrides):
     return encoder
 
 
-def random_pretrainer(preset="vit_tiny_patch4_32", seed=0, encoder_overrides=None, **kwargs):
+def random_pretrainer(
+    preset: str = "vit_tiny_patch4_32",
+    seed: int = 0,
+    encoder_overrides: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> CCMIMPretrainer:
     """A randomly initialised `CCMIMPretrainer`, built (for pictures)."""
     keras.utils.set_random_seed(int(seed))
     overrides = {k: v for k, v in (encoder_overrides or {}).items() if v is not None}

@@ -30,14 +30,17 @@ Two ways to write it (`method`):
 `"auto"` (default) uses the archive on TensorFlow, the subprocess on torch
 (Keras cannot write a SavedModel from torch without `torch_xla`), and on JAX
 the archive, checked by loading the result and running it once; when that
-fails it warns and uses the subprocess. (With this repository's JAX GELU,
-`jax.lax.erf` lowers to a StableHLO `composite` op that TensorFlow 2.21 cannot
-deserialize, so JAX currently takes the subprocess.)
+fails it warns and uses the subprocess. (The installed TensorFlow must
+read back what jax2tf wrote: this repository's JAX GELU calls `jax.lax.erf`,
+which lowers to a StableHLO `composite` op, and a TensorFlow that cannot
+deserialize that op sends JAX to the subprocess.)
 
 The export never deletes what it did not write: it writes beside the target
 and renames the finished SavedModel into place, and the next export cleans
 up after a killed one (`keras_ccmim.evaluation.export_target`).
 """
+
+from __future__ import annotations
 
 import os
 import shutil
@@ -45,6 +48,8 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
+from typing import Literal, get_args
 
 import keras
 import numpy as np
@@ -60,9 +65,11 @@ from keras_ccmim.evaluation.export_target import (
 from keras_ccmim.evaluation.features import EncoderFeatures
 from keras_ccmim.file_io import nearest_existing
 from keras_ccmim.models.vit_encoder import ViTEncoder, load_encoder
+from keras_ccmim.type_aliases import PathLike
 
 ENDPOINTS = {"serve": "float32", "serve_uint8": "uint8"}
-METHODS = ("auto", "archive", "tensorflow_subprocess")
+ExportMethod = Literal["auto", "archive", "tensorflow_subprocess"]
+METHODS = get_args(ExportMethod)
 
 
 def _check_encoder(encoder):
@@ -133,8 +140,14 @@ def _export_in_subprocess(encoder, path, timeout):
 
 
 def export_saved_model(
-    encoder, path, method="auto", verbose=False, timeout=600, overwrite=False, protected=()
-):
+    encoder: ViTEncoder,
+    path: PathLike,
+    method: ExportMethod = "auto",
+    verbose: bool = False,
+    timeout: float = 600,
+    overwrite: bool = False,
+    protected: Sequence[PathLike | None] = (),
+) -> str:
     """Writes `encoder` as a standalone TensorFlow SavedModel (see module doc).
 
     Args:
@@ -146,7 +159,7 @@ def export_saved_model(
         timeout: seconds allowed for the TensorFlow subprocess.
         overwrite: replace an existing SavedModel at `path`.
         protected: folders the target must not be, hold or lie inside (the
-            pretraining workdir).
+            pretraining workdir); None entries are skipped.
 
     Returns:
         `path` (absolute, symbolic links resolved).
@@ -193,7 +206,7 @@ def _write(encoder, path, method, verbose, timeout):
         _export_in_subprocess(encoder, path, timeout)
 
 
-def main(argv):
+def main(argv: Sequence[str]) -> None:
     """`[_, ENCODER_PRESET, SAVED_MODEL_PATH]`: exports an encoder preset
     (`ViTEncoder.save_to_preset`) to a new path (the subprocess of
     `method="tensorflow_subprocess"`; the caller checks and places it)."""

@@ -18,14 +18,18 @@ inside a folder passed as `protected`: the binary passes the pretraining
 workdir, so its checkpoints and encoder are never touched.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 
 from keras_ccmim.file_io import nearest_existing
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +41,7 @@ SAVED_MODEL_FOLDERS = ("variables", "assets", "assets.extra")
 STAGED, REPLACED, LOCK_FILE = "saved_model", "replaced", "export.lock"
 
 
-def is_saved_model(path):
+def is_saved_model(path: PathLike) -> bool:
     """Whether `path` is a folder with a `saved_model.pb` (or `.pbtxt`)."""
     path = os.fspath(path)
     return os.path.isdir(path) and any(
@@ -45,7 +49,7 @@ def is_saved_model(path):
     )
 
 
-def holds_only_saved_model(path):
+def holds_only_saved_model(path: PathLike) -> bool:
     """Whether folder `path` holds a SavedModel and nothing else: the files
     and folders TensorFlow writes there, `variables/` holding only
     `variables.index` and `variables.data-*`. Only such a folder is replaced
@@ -81,14 +85,17 @@ def _within(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def check_export_target(path, overwrite=False, protected=()):
+def check_export_target(
+    path: PathLike, overwrite: bool = False, protected: Sequence[PathLike | None] = ()
+) -> str:
     """Checks that `export_saved_model` may write `path` (see module doc).
 
     Args:
         path: the target folder.
         overwrite: whether an existing SavedModel there may be replaced.
         protected: folders (e.g. the pretraining workdir) that must not be
-            the target, contain it, or lie inside it.
+            the target, contain it, or lie inside it; None entries are
+            skipped.
 
     Returns:
         The target as an absolute path with symbolic links resolved.
@@ -178,7 +185,7 @@ def _lock(staging):
 
 
 @contextlib.contextmanager
-def staging_folder(target):
+def staging_folder(target: str) -> Iterator[str]:
     """A new folder beside `target`, locked while the export runs, deleted
     with everything in it at the end."""
     staging = tempfile.mkdtemp(prefix=_staging_prefix(target), dir=os.path.dirname(target))
@@ -204,7 +211,7 @@ def _abandoned(folder):
     return lock
 
 
-def remove_leftovers(target):
+def remove_leftovers(target: str) -> None:
     """Removes the staging folders of killed exports to `target` (see the
     module doc); only folders named `.NAME.export-XXXXXXXX` beside it,
     holding the lock file and only what an export writes there."""
@@ -240,7 +247,9 @@ def remove_leftovers(target):
             logger.warning("Removed %s, left by a killed export to %s.", folder, target)
 
 
-def move_into_place(staged, target, staging, overwrite, protected):
+def move_into_place(
+    staged: str, target: str, staging: str, overwrite: bool, protected: Sequence[PathLike | None]
+) -> None:
     """Renames the finished SavedModel `staged` to `target`; an existing
     SavedModel there is first moved into `staging` (deleted with it) and
     put back if the rename fails."""

@@ -1,5 +1,10 @@
 """Frozen-encoder features: [CLS], mean patch embedding, patch tokens."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal, get_args
+
 import keras
 import numpy as np
 from keras import ops
@@ -7,10 +12,16 @@ from keras import ops
 from keras_ccmim.layers.image_normalization import ImageNormalization
 from keras_ccmim.layers.token_ops import pool_tokens
 from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import Tensor
 
-FEATURE_NAMES = ("mean_patch", "cls")
-OUTPUT_NAMES = ("cls", "mean_patch", "patch_tokens")
-INPUT_FORMATS = ("normalized", "unit")
+# The image features the protocols (k-NN, linear probe) take.
+Feature = Literal["mean_patch", "cls"]
+FEATURE_NAMES = get_args(Feature)
+# What `EncoderFeatures` can return.
+OutputName = Literal["cls", "mean_patch", "patch_tokens"]
+OUTPUT_NAMES = get_args(OutputName)
+InputFormat = Literal["normalized", "unit"]
+INPUT_FORMATS = get_args(InputFormat)
 
 
 @keras.saving.register_keras_serializable(package="keras_ccmim")
@@ -33,7 +44,13 @@ class EncoderFeatures(keras.Model):
         encoder's stages, whatever its `pooling`.
     """
 
-    def __init__(self, encoder, input_format="normalized", names=OUTPUT_NAMES, **kwargs):
+    def __init__(
+        self,
+        encoder: ViTEncoder,
+        input_format: InputFormat = "normalized",
+        names: Sequence[OutputName] = OUTPUT_NAMES,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if not isinstance(encoder, ViTEncoder):
             raise TypeError(
@@ -55,12 +72,12 @@ class EncoderFeatures(keras.Model):
         if encoder.built:
             self.built = True
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Any = None) -> None:
         if not self.encoder.built:
             self.encoder.build()
         self.built = True
 
-    def preprocess(self, images):
+    def preprocess(self, images: Tensor) -> Tensor:
         """Images in `input_format` -> the encoder's normalised float input."""
         if self.input_format == "normalized":
             return ops.cast(images, "float32")
@@ -68,7 +85,7 @@ class EncoderFeatures(keras.Model):
             return self.from_uint8(images)
         return self.from_unit(images)
 
-    def call(self, images):
+    def call(self, images: Tensor) -> dict[str, Tensor]:
         encoder = self.encoder
         tokens = encoder.encode(encoder.embed(self.preprocess(images)), training=False)
         everything = {
@@ -78,7 +95,7 @@ class EncoderFeatures(keras.Model):
         }
         return {name: everything[name] for name in self.names}
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
             {
@@ -90,13 +107,13 @@ class EncoderFeatures(keras.Model):
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Mapping[str, Any]) -> EncoderFeatures:
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
 
 
-def whole_batch_size(num_images, batch_size):
+def whole_batch_size(num_images: int | None, batch_size: int) -> int:
     """A batch size that covers a split of `num_images` without remainder.
 
     `make_dataset` drops the last partial batch (every batch has a static
@@ -116,7 +133,7 @@ def whole_batch_size(num_images, batch_size):
     return divisor if divisor >= max(1, batch_size // 8) else batch_size
 
 
-def check_feature_name(feature):
+def check_feature_name(feature: str) -> None:
     if feature not in FEATURE_NAMES:
         raise ValueError(
             f"Unknown feature {feature!r}; choose 'mean_patch' (ccMIM's image feature, "
@@ -154,7 +171,12 @@ def _collect(batches):
     return np.concatenate(features), np.concatenate(labels)
 
 
-def extract_features(encoder, dataset, feature="mean_patch", max_batches=None):
+def extract_features(
+    encoder: ViTEncoder,
+    dataset: Iterable[Any],
+    feature: Feature = "mean_patch",
+    max_batches: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Frozen features of every image of a dataset, as numpy arrays.
 
     Args:
@@ -180,7 +202,12 @@ def extract_features(encoder, dataset, feature="mean_patch", max_batches=None):
     return _collect(batches())
 
 
-def extract_saved_model_features(saved_model, dataset, feature="mean_patch", max_batches=None):
+def extract_saved_model_features(
+    saved_model: str | Any,
+    dataset: Iterable[Any],
+    feature: Feature = "mean_patch",
+    max_batches: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Like `extract_features`, from an encoder exported by `export_saved_model`.
 
     Args:

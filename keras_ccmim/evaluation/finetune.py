@@ -16,9 +16,13 @@ validation, the best epoch, `fresh`). Its output folder:
     results.json           what `FinetuneResult.to_dict` gives
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -35,6 +39,7 @@ from keras_ccmim.evaluation.train_eval_features import evaluation_batches
 from keras_ccmim.models.vit_classifier import ViTClassifier
 from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +63,11 @@ class FinetuneResult(FinetuneRun):
     top1: float
     top5: float
     num_eval: int
-    best_top1: float
-    best_top5: float
+    best_top1: float | None
+    best_top5: float | None
 
 
-def finetune_summary(result):
+def finetune_summary(result: FinetuneResult) -> str:
     """One line: the final and the best epoch's accuracies, where the
     classifier went."""
     best = "n/a"
@@ -78,7 +83,9 @@ def finetune_summary(result):
     )
 
 
-def evaluate_classifier(model, dataset, max_batches=None):
+def evaluate_classifier(
+    model: keras.Model, dataset: Iterable[Any], max_batches: int | None = None
+) -> dict[str, float]:
     """Top-1/top-5 (percent) and `num_eval` of a classifier over
     `(images, extras)` batches."""
     scores, labels = [], []
@@ -98,7 +105,7 @@ def evaluate_classifier(model, dataset, max_batches=None):
     return result
 
 
-def finetune_encoder(encoder, drop_path_rate=0.1):
+def finetune_encoder(encoder: ViTEncoder, drop_path_rate: float = 0.1) -> ViTEncoder:
     """A copy of `encoder` with its weights and the given stochastic depth."""
     config = encoder.get_config()
     config["drop_path_rate"] = float(drop_path_rate)
@@ -109,38 +116,38 @@ def finetune_encoder(encoder, drop_path_rate=0.1):
 
 
 def finetune(
-    encoder,
-    dataset="synthetic_objects",
+    encoder: ViTEncoder,
+    dataset: str = "synthetic_objects",
     *,
-    train_split="train",
-    eval_split="test",
-    data_dir=None,
-    image_size=None,
-    num_classes=None,
-    train_num_images=None,
-    eval_num_images=None,
-    epochs=100,
-    steps_per_epoch=None,
-    warmup_epochs=5,
-    batch_size=128,
-    base_learning_rate=5e-4,
-    weight_decay=0.05,
-    layer_decay=0.65,
-    drop_path_rate=0.1,
-    rand_augment_magnitude=9,
-    random_erasing_probability=0.25,
-    mixup_alpha=0.8,
-    cutmix_alpha=1.0,
-    label_smoothing=0.1,
-    seed=0,
-    verbose=0,
-    output_dir=None,
-    fresh=False,
-    checkpoint_every_steps=0,
-    keep_checkpoints=2,
-    check_every_steps=DEFAULT_CHECK_EVERY_STEPS,
-    callbacks=(),
-):
+    train_split: str = "train",
+    eval_split: str = "test",
+    data_dir: PathLike | None = None,
+    image_size: int | None = None,
+    num_classes: int | None = None,
+    train_num_images: int | None = None,
+    eval_num_images: int | None = None,
+    epochs: int = 100,
+    steps_per_epoch: int | None = None,
+    warmup_epochs: float = 5,
+    batch_size: int = 128,
+    base_learning_rate: float = 5e-4,
+    weight_decay: float = 0.05,
+    layer_decay: float = 0.65,
+    drop_path_rate: float = 0.1,
+    rand_augment_magnitude: float = 9,
+    random_erasing_probability: float = 0.25,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    label_smoothing: float = 0.1,
+    seed: int = 0,
+    verbose: str | int = 0,
+    output_dir: PathLike | None = None,
+    fresh: bool = False,
+    checkpoint_every_steps: int = 0,
+    keep_checkpoints: int = 2,
+    check_every_steps: int = DEFAULT_CHECK_EVERY_STEPS,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> FinetuneResult:
     """Fine-tunes a copy of `encoder` end to end and evaluates it each epoch.
 
     MAE / ccMIM's recipe by default: AdamW (betas 0.9, 0.999), `lr =

@@ -18,6 +18,8 @@ trains on, so a resumed fine-tuning reads what the killed one would have.
 The pipeline runs in `tf.data` whatever the Keras backend.
 """
 
+from __future__ import annotations
+
 import math
 
 import keras
@@ -25,6 +27,7 @@ import tensorflow as tf
 
 from keras_ccmim.data import augment as data_augment
 from keras_ccmim.data.pipeline import make_dataset
+from keras_ccmim.type_aliases import PathLike
 
 FINETUNE_CROP_SCALE = (0.08, 1.0)
 ERASE_AREA = (0.02, 1.0 / 3.0)
@@ -62,7 +65,7 @@ class PositionedRandAugment(keras.layers.RandAugment):
     `_SeedDraws(seed)` there while `augment` is traced.
     """
 
-    def augment(self, image, seed):
+    def augment(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """RandAugment of one image `[H, W, C]` in `value_range`, drawn from
         `seed` (int tensor `[2]`)."""
         # object.__setattr__: a Layer would track a SeedGenerator attribute.
@@ -90,7 +93,7 @@ def _sample_beta(seed, alpha):
     return a / tf.maximum(a + b, 1e-12)
 
 
-def random_erasing(image, seed, probability):
+def random_erasing(image: tf.Tensor, seed: tf.Tensor, probability: float) -> tf.Tensor:
     """timm's random erasing ("pixel" mode, one box) of a normalised image."""
     seeds = tf.unstack(tf.random.experimental.stateless_split(seed, num=6))
     height, width = tf.shape(image)[0], tf.shape(image)[1]
@@ -109,7 +112,13 @@ def random_erasing(image, seed, probability):
     return tf.where(inside & apply, noise, image)
 
 
-def mix_batch(images, targets, seed, mixup_alpha=0.8, cutmix_alpha=1.0):
+def mix_batch(
+    images: tf.Tensor,
+    targets: tf.Tensor,
+    seed: tf.Tensor,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+) -> tuple[tf.Tensor, tf.Tensor]:
     """MixUp or CutMix of a batch with its mirror image (timm's batch mode).
 
     Args:
@@ -159,9 +168,12 @@ def mix_batch(images, targets, seed, mixup_alpha=0.8, cutmix_alpha=1.0):
 
 
 def check_augmentation(
-    rand_augment_magnitude, random_erasing_probability, mixup_alpha, cutmix_alpha,
-    label_smoothing,
-):
+    rand_augment_magnitude: float,
+    random_erasing_probability: float,
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    label_smoothing: float,
+) -> None:
     """Raises a ValueError naming the first augmentation argument of
     `make_finetune_dataset` out of its range."""
     if not 0 <= rand_augment_magnitude <= 10:
@@ -181,23 +193,23 @@ def check_augmentation(
 
 
 def make_finetune_dataset(
-    name,
+    name: str,
     *,
-    split,
-    batch_size,
-    image_size,
-    num_classes,
-    data_dir=None,
-    seed=0,
-    num_images=None,
-    rand_augment_magnitude=9,
-    rand_augment_ops=2,
-    random_erasing_probability=0.25,
-    mixup_alpha=0.8,
-    cutmix_alpha=1.0,
-    label_smoothing=0.1,
-    start_batch=0,
-):
+    split: str,
+    batch_size: int,
+    image_size: int,
+    num_classes: int,
+    data_dir: PathLike | None = None,
+    seed: int = 0,
+    num_images: int | None = None,
+    rand_augment_magnitude: float = 9,
+    rand_augment_ops: int = 2,
+    random_erasing_probability: float = 0.25,
+    mixup_alpha: float = 0.8,
+    cutmix_alpha: float = 1.0,
+    label_smoothing: float = 0.1,
+    start_batch: int = 0,
+) -> tf.data.Dataset:
     """Endless training batches `(images [B, H, W, 3], soft targets [B, C])`.
 
     Batch `k` is a function of `seed` and `start_batch + k` alone (see the

@@ -29,6 +29,8 @@ earlier run's files to `previous-<n>/` first. Nothing is deleted but old
 checkpoints the run wrote itself (`keep_checkpoints`).
 """
 
+from __future__ import annotations
+
 import copy
 import dataclasses
 import hashlib
@@ -36,7 +38,8 @@ import json
 import logging
 import math
 import os
-from typing import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import keras
 import numpy as np
@@ -47,6 +50,7 @@ from keras_ccmim.training.checkpoints import fit_resumable
 from keras_ccmim.training.nan_guard import NonFiniteLossError, StopOnNonFiniteLoss
 from keras_ccmim.training.optimizer import LayerDecayAdamW, layer_decay_scales
 from keras_ccmim.training.workdir import describe_changes
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -94,33 +98,41 @@ class FinetuneTask:
     model_file: str
     model_name: str
     lr_batch_size: int
-    build_model: Callable
+    build_model: Callable[[], keras.Model]
     loss: keras.losses.Loss
-    train_at: Callable
-    score: Callable
-    score_names: tuple
-    extra_outputs: tuple = ()
-    added_fields: dict = None
+    train_at: Callable[[int], Any]
+    score: Callable[[keras.Model], dict[str, float]]
+    score_names: tuple[str, ...]
+    extra_outputs: tuple[str, ...] = ()
+    added_fields: dict[str, Any] | None = None
 
     @property
-    def outputs(self):
+    def outputs(self) -> tuple[str, ...]:
         """What the run writes in its folder; `fresh=True` moves these aside."""
         return (CHECKPOINT_DIR, self.config_file, HISTORY_FILE, self.model_file,
                 *self.extra_outputs, RESULTS_FILE)
 
     @property
-    def history_keys(self):
+    def history_keys(self) -> tuple[str, ...]:
         return ("epoch", "loss", *(f"val_{name}" for name in self.score_names))
 
 
-def check_count(name, value, low):
+def check_count(name: str, value: Any, low: int) -> None:
     """Raises a ValueError naming `name` unless `value` is an int >= `low`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
 
 
-def check_run_arguments(*, epochs, batch_size, warmup_epochs, fresh, checkpoint_every_steps,
-                        keep_checkpoints, check_every_steps):
+def check_run_arguments(
+    *,
+    epochs: int,
+    batch_size: int,
+    warmup_epochs: float,
+    fresh: bool,
+    checkpoint_every_steps: int,
+    keep_checkpoints: int,
+    check_every_steps: int,
+) -> None:
     """The checks of the arguments every fine-tuning run takes, before any
     work."""
     if int(epochs) < 1 or int(batch_size) < 1:
@@ -134,7 +146,7 @@ def check_run_arguments(*, epochs, batch_size, warmup_epochs, fresh, checkpoint_
         raise ValueError(f"fresh must be True or False, got {fresh!r}.")
 
 
-def nan_advice(base_learning_rate, warmup_epochs, step):
+def nan_advice(base_learning_rate: float, warmup_epochs: float, step: int | None) -> str:
     """The fix printed when the fine-tuning loss became NaN."""
     return (
         f"Lower the base learning rate (--blr / base_learning_rate, now "
@@ -144,7 +156,7 @@ def nan_advice(base_learning_rate, warmup_epochs, step):
     )
 
 
-def encoder_digest(encoder):
+def encoder_digest(encoder: keras.Model) -> str:
     """A sha256 (hex, 16 digits) of an encoder's weights, shapes and order
     (its `SeedGenerator` states left out): two encoders with the same digest
     start the same fine-tuning."""
@@ -156,7 +168,9 @@ def encoder_digest(encoder):
     return digest.hexdigest()[:16]
 
 
-def flat_changes(saved, config):
+def flat_changes(
+    saved: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[tuple[str, Any, Any]]:
     """`(field, old, new)` for each field (one level of dicts flattened to
     `outer.inner`) outside `RESUMABLE_CHANGES` that differs."""
 
@@ -184,7 +198,9 @@ _FRESH_FIX = (
 )
 
 
-def prepare_output_dir(output_dir, config, fresh, task):
+def prepare_output_dir(
+    output_dir: PathLike, config: dict[str, Any], fresh: bool, task: FinetuneTask
+) -> tuple[str, str]:
     """Creates the run's folder and writes its config (`task.config_file`).
     A folder that holds an earlier run's outputs (`task.outputs`) must hold
     the same run (the same `config` but for `RESUMABLE_CHANGES`), which then
@@ -236,7 +252,7 @@ def prepare_output_dir(output_dir, config, fresh, task):
     return output_dir, checkpoint_dir
 
 
-def read_history(path):
+def read_history(path: PathLike) -> dict[int, dict[str, Any]]:
     """`{epoch: record}` from a history file, the last record of each epoch
     (a resumed run appends the epochs it ran again); cut lines are skipped."""
     records = {}
@@ -253,7 +269,7 @@ def read_history(path):
     return records
 
 
-def save_model(model, path):
+def save_model(model: keras.Model, path: str) -> str:
     """Saves `model` in the Keras format at `path` (written beside it, then
     moved into place, so a kill leaves the old file or the new one)."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.keras")
@@ -286,14 +302,19 @@ class EpochValidation(keras.callbacks.Callback):
         history_path: optional JSON-lines file to append the records to.
     """
 
-    def __init__(self, score, names, history_path=None):
+    def __init__(
+        self,
+        score: Callable[[keras.Model], dict[str, float]],
+        names: Sequence[str],
+        history_path: PathLike | None = None,
+    ):
         super().__init__()
         self.score = score
         self.names = tuple(names)
         self.history_path = history_path
         self.records = []
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         scores = self.score(self.model)
         values = {f"val_{name}": float(scores[name]) for name in self.names}
         record = {
@@ -307,6 +328,10 @@ class EpochValidation(keras.callbacks.Callback):
         self.records.append(record)
         if self.history_path:
             append_json_line(self.history_path, record)
+
+
+# `FinetuneRun.from_run` gives the class it is called on.
+_Run = TypeVar("_Run", bound="FinetuneRun")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -334,41 +359,56 @@ class FinetuneRun:
     steps: int
     learning_rate: float
     final_loss: float
-    best_epoch: int
-    history: dict
+    best_epoch: int | None
+    history: dict[str, list]
     global_step: int
     initial_step: int
     model: keras.Model = dataclasses.field(repr=False)
-    output_dir: str = None
-    paths: dict = None
+    output_dir: str | None = None
+    paths: dict[str, str] | None = None
 
     @classmethod
-    def from_run(cls, run, **scores):
+    def from_run(cls: type[_Run], run: FinetuneRun, **scores: Any) -> _Run:
         """A task's result: the fields of `run` and the task's `scores`."""
         return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(FinetuneRun)},
                    **scores)
 
-    def best(self, key):
+    def best(self, key: str) -> float | None:
         """`history[key]` at the best epoch (None when there is none)."""
         if self.best_epoch is None:
             return None
         return self.history[key][self.history["epoch"].index(self.best_epoch)]
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """Every field but the model (copies)."""
         return {f.name: copy.deepcopy(getattr(self, f.name))
                 for f in dataclasses.fields(self) if f.name != "model"}
 
-    def write(self):
+    def write(self) -> None:
         """Writes `to_dict()` to results.json in the run's folder (when the
         run has one)."""
         if self.paths is not None:
             write_json_atomically(self.paths["results"], self.to_dict())
 
 
-def run_finetuning(task, encoder, *, data, recipe, epochs, steps_per_epoch, batch_size, seed,
-                   verbose, output_dir, fresh, checkpoint_every_steps, keep_checkpoints,
-                   check_every_steps, callbacks):
+def run_finetuning(
+    task: FinetuneTask,
+    encoder: keras.Model,
+    *,
+    data: dict[str, Any],
+    recipe: dict[str, Any],
+    epochs: int,
+    steps_per_epoch: int,
+    batch_size: int,
+    seed: int,
+    verbose: str | int,
+    output_dir: PathLike | None,
+    fresh: bool,
+    checkpoint_every_steps: int,
+    keep_checkpoints: int,
+    check_every_steps: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+) -> FinetuneRun:
     """Trains `task`'s model (see the module docstring); the arguments have
     been checked (`check_run_arguments`).
 

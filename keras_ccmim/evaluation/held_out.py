@@ -11,12 +11,15 @@ says so in one log line, and checks that the named splits exist, all
 before any image is read.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 
 from keras_ccmim.data.sources import SYNTHETIC_OBJECTS, folder_path, is_folder
 from keras_ccmim.data.splits import parse_split
 from keras_ccmim.data.synthetic_objects import SYNTHETIC_OBJECTS_SPLIT_SEEDS
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,9 @@ HELD_OUT_EVAL_SPLIT = "train[80%:]"
 SYNTHETIC_DATASETS = (SYNTHETIC_OBJECTS, f"{SYNTHETIC_OBJECTS}_foreground")
 
 
-def split_names(dataset, *, data_dir=None, segmentation=False):
+def split_names(
+    dataset: str, *, data_dir: PathLike | None = None, segmentation: bool = False
+) -> tuple[str, ...]:
     """The names of the splits of `dataset` (before slicing), read without
     decoding an image.
 
@@ -81,8 +86,14 @@ def _check_splits(dataset, splits, data_dir, segmentation):
     return names
 
 
-def choose_splits(dataset, train_split=None, eval_split=None, *, data_dir=None,
-                  segmentation=False):
+def choose_splits(
+    dataset: str,
+    train_split: str | None = None,
+    eval_split: str | None = None,
+    *,
+    data_dir: PathLike | None = None,
+    segmentation: bool = False,
+) -> tuple[str, str]:
     """The `(train_split, eval_split)` an evaluation of `dataset` reads.
 
     An unset `eval_split` is `"test"` where the dataset has one, else
@@ -109,7 +120,13 @@ def choose_splits(dataset, train_split=None, eval_split=None, *, data_dir=None,
     return train_split, HELD_OUT_EVAL_SPLIT
 
 
-def choose_eval_split(dataset, split=None, *, data_dir=None, segmentation=False):
+def choose_eval_split(
+    dataset: str,
+    split: str | None = None,
+    *,
+    data_dir: PathLike | None = None,
+    segmentation: bool = False,
+) -> str:
     """The one split a look at held-out images of `dataset` reads: `split`
     (checked as in `choose_splits`), else `"test"`, else
     `HELD_OUT_EVAL_SPLIT` (logged in one line)."""

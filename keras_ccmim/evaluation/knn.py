@@ -1,6 +1,11 @@
 """Weighted k-NN classification of frozen features (DINO / MAE practice)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_ccmim.evaluation.metrics import accuracies, check_labelled, infer_num_classes
 
@@ -10,14 +15,14 @@ def _l2_normalize(x):
 
 
 def knn_scores(
-    train_features,
-    train_labels,
-    query_features,
-    num_classes,
-    k=20,
-    temperature=0.07,
-    batch_size=1024,
-):
+    train_features: ArrayLike,
+    train_labels: ArrayLike,
+    query_features: ArrayLike,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    batch_size: int = 1024,
+) -> np.ndarray:
     """Class scores of weighted k-NN with cosine similarity.
 
     Each query takes its `k` most similar training features (cosine
@@ -72,15 +77,15 @@ def knn_scores(
 
 
 def knn_classify(
-    train_features,
-    train_labels,
-    eval_features,
-    eval_labels,
-    num_classes=None,
-    k=20,
-    temperature=0.07,
-    batch_size=1024,
-):
+    train_features: ArrayLike,
+    train_labels: ArrayLike,
+    eval_features: ArrayLike,
+    eval_labels: ArrayLike,
+    num_classes: int | None = None,
+    k: int = 20,
+    temperature: float = 0.07,
+    batch_size: int = 1024,
+) -> dict[str, Any]:
     """Weighted k-NN accuracy (cosine, `k=20`, `T=0.07` by default).
 
     Args:

@@ -1,9 +1,13 @@
 """Linear probing: BatchNorm without affine + Dense on frozen features."""
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from typing import Any
 
 import keras
+from numpy.typing import ArrayLike
 
 from keras_ccmim.evaluation.metrics import accuracies, check_labelled, infer_num_classes
 
@@ -27,11 +31,11 @@ class LinearProbeResult:
     learning_rate: float
     model: keras.Model = dataclasses.field(repr=False)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
 
 
-def build_linear_probe(feature_dim, num_classes, seed=None):
+def build_linear_probe(feature_dim: int, num_classes: int, seed: int | None = None) -> keras.Model:
     """`features [B, D]` -> `BatchNorm(affine=False, eps=1e-6)` -> `Dense(C)`.
 
     MAE's probe head: the BatchNorm (no scale, no offset) standardises the
@@ -54,20 +58,20 @@ def build_linear_probe(feature_dim, num_classes, seed=None):
 
 
 def linear_probe(
-    train_features,
-    train_labels,
-    eval_features,
-    eval_labels,
-    num_classes=None,
-    epochs=90,
-    batch_size=256,
-    base_learning_rate=0.1,
-    momentum=0.9,
-    weight_decay=0.0,
-    warmup_epochs=10,
-    seed=0,
-    verbose=0,
-):
+    train_features: ArrayLike,
+    train_labels: ArrayLike,
+    eval_features: ArrayLike,
+    eval_labels: ArrayLike,
+    num_classes: int | None = None,
+    epochs: int = 90,
+    batch_size: int = 256,
+    base_learning_rate: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    warmup_epochs: float = 10,
+    seed: int | None = 0,
+    verbose: str | int = 0,
+) -> LinearProbeResult:
     """Trains a linear probe on precomputed features and evaluates it.
 
     SGD with momentum (MAE uses LARS at ImageNet scale; SGD is fine at small

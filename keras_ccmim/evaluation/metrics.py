@@ -1,9 +1,12 @@
 """Top-k accuracy of class scores, and checks of labelled feature sets."""
 
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def top_k_accuracy(scores, labels, k):
+def top_k_accuracy(scores: ArrayLike, labels: ArrayLike, k: int) -> float:
     """Fraction of rows whose label is among the `k` highest scores.
 
     Ties are broken towards the lower class index (a stable sort), so the
@@ -31,7 +34,7 @@ def top_k_accuracy(scores, labels, k):
     return float(np.mean(np.any(order == labels[:, None], axis=1)))
 
 
-def accuracies(scores, labels):
+def accuracies(scores: ArrayLike, labels: ArrayLike) -> dict[str, float]:
     """`{"top1": ..., "top5": ...}` in percent (top-5 over `min(5, C)` classes)."""
     return {
         "top1": 100.0 * top_k_accuracy(scores, labels, 1),
@@ -39,7 +42,9 @@ def accuracies(scores, labels):
     }
 
 
-def check_labelled(features, labels, num_classes, what):
+def check_labelled(
+    features: ArrayLike, labels: ArrayLike, num_classes: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Validates a `[M, D]` feature matrix and its `[M]` labels in `[0, C)`.
 
     Returns:
@@ -67,7 +72,7 @@ def check_labelled(features, labels, num_classes, what):
     return features, labels.astype("int64")
 
 
-def infer_num_classes(*label_arrays):
+def infer_num_classes(*label_arrays: ArrayLike) -> int:
     """`max(label) + 1` over the given label arrays."""
     largest = max(int(np.max(labels)) for labels in label_arrays if np.size(labels))
     if largest < 0:

@@ -1,12 +1,16 @@
 """An encoder SavedModel (what `export_saved_model` writes) read back as the
 input of an evaluation: the folder checked, loaded, its image size read."""
 
+from __future__ import annotations
+
 import os
+from typing import Any
 
 from keras_ccmim.evaluation.export_target import SAVED_MODEL_PROTOS
+from keras_ccmim.type_aliases import PathLike
 
 
-def check_saved_model_input(path):
+def check_saved_model_input(path: PathLike) -> None:
     """`path` is a folder with a `saved_model.pb` (what evaluate/export.py
     writes); checks the files only (no TensorFlow import).
 
@@ -27,7 +31,7 @@ def check_saved_model_input(path):
         )
 
 
-def load_saved_model(path):
+def load_saved_model(path: PathLike) -> Any:
     """`tf.saved_model.load(path)`; a damaged SavedModel is a ValueError
     naming the path and the fix."""
     import tensorflow as tf
@@ -43,7 +47,7 @@ def load_saved_model(path):
         ) from error
 
 
-def saved_model_image_size(saved_model):
+def saved_model_image_size(saved_model: Any) -> int:
     """The image size a SavedModel's `serve` endpoint takes."""
     try:
         spec = saved_model.serve.concrete_functions[0].structured_input_signature[0][0]

@@ -27,13 +27,17 @@ linear map from each patch's features to its pixels' logits is trained
 features and hardly on the initialisation or the run.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
 import logging
 import os
+from collections.abc import Sequence
 
 import keras
 import numpy as np
+from numpy.typing import ArrayLike
 
 from keras_ccmim.data.segmentation_sources import IGNORE_LABEL
 from keras_ccmim.evaluation.finetune_run import (
@@ -45,8 +49,10 @@ from keras_ccmim.evaluation.finetune_run import (
 )
 from keras_ccmim.evaluation.segmentation_metrics import evaluate_segmenter
 from keras_ccmim.pictures import grid_picture
-from keras_ccmim.models.segmenter import ViTSegmenter, resized_encoder
+from keras_ccmim.models.segmenter import SegmentationHead, ViTSegmenter, resized_encoder
+from keras_ccmim.models.vit_encoder import ViTEncoder
 from keras_ccmim.training.callbacks import DEFAULT_CHECK_EVERY_STEPS
+from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -74,15 +80,15 @@ class SegmentationResult(FinetuneRun):
     miou: float
     aacc: float
     macc: float
-    per_class_iou: list
+    per_class_iou: list[float | None]
     num_pixels: int
     num_eval: int
     num_classes: int
     image_size: int
-    best_miou: float
+    best_miou: float | None
 
 
-def label_colours(num_classes):
+def label_colours(num_classes: int) -> np.ndarray:
     """A fixed `[num_classes, 3]` palette in `[0, 1]`: background black,
     the classes spread over the hue circle."""
     import colorsys
@@ -93,7 +99,14 @@ def label_colours(num_classes):
     return np.asarray(colours, dtype="float32")
 
 
-def prediction_picture(images, labels, predictions, num_classes, path=None, count=4):
+def prediction_picture(
+    images: ArrayLike,
+    labels: ArrayLike,
+    predictions: ArrayLike,
+    num_classes: int,
+    path: PathLike | None = None,
+    count: int = 4,
+) -> np.ndarray:
     """Rows of image | ground truth | prediction (ignored pixels white);
     saved as PNG at `path` when given. Returns the uint8 picture."""
     from keras_ccmim.data.augment import unnormalize
@@ -113,8 +126,15 @@ def prediction_picture(images, labels, predictions, num_classes, path=None, coun
     return picture
 
 
-def build_segmenter(encoder, num_classes, image_size=None, drop_path_rate=0.1, head_dim=64,
-                    head="fpn", freeze_encoder=False):
+def build_segmenter(
+    encoder: ViTEncoder,
+    num_classes: int,
+    image_size: int | None = None,
+    drop_path_rate: float = 0.1,
+    head_dim: int = 64,
+    head: SegmentationHead = "fpn",
+    freeze_encoder: bool = False,
+) -> ViTSegmenter:
     """A built `ViTSegmenter` over a copy of `encoder` at `image_size`; a
     frozen copy (`freeze_encoder`) gets no drop path."""
     copy = resized_encoder(encoder, image_size=image_size,
@@ -126,37 +146,37 @@ def build_segmenter(encoder, num_classes, image_size=None, drop_path_rate=0.1, h
 
 
 def finetune_segmenter(
-    encoder,
-    dataset="synthetic_objects",
+    encoder: ViTEncoder,
+    dataset: str = "synthetic_objects",
     *,
-    train_split="train",
-    eval_split="test",
-    data_dir=None,
-    image_size=None,
-    num_classes=None,
-    train_num_images=None,
-    eval_num_images=None,
-    epochs=20,
-    steps_per_epoch=None,
-    warmup_epochs=1,
-    batch_size=16,
-    base_learning_rate=1e-4,
-    weight_decay=0.05,
-    layer_decay=0.65,
-    drop_path_rate=0.1,
-    head_dim=64,
-    head="fpn",
-    freeze_encoder=False,
-    seed=0,
-    verbose=0,
-    output_dir=None,
-    fresh=False,
-    checkpoint_every_steps=0,
-    keep_checkpoints=2,
-    check_every_steps=DEFAULT_CHECK_EVERY_STEPS,
-    num_pictures=4,
-    callbacks=(),
-):
+    train_split: str = "train",
+    eval_split: str = "test",
+    data_dir: PathLike | None = None,
+    image_size: int | None = None,
+    num_classes: int | None = None,
+    train_num_images: int | None = None,
+    eval_num_images: int | None = None,
+    epochs: int = 20,
+    steps_per_epoch: int | None = None,
+    warmup_epochs: float = 1,
+    batch_size: int = 16,
+    base_learning_rate: float = 1e-4,
+    weight_decay: float = 0.05,
+    layer_decay: float = 0.65,
+    drop_path_rate: float = 0.1,
+    head_dim: int = 64,
+    head: SegmentationHead = "fpn",
+    freeze_encoder: bool = False,
+    seed: int = 0,
+    verbose: str | int = 0,
+    output_dir: PathLike | None = None,
+    fresh: bool = False,
+    checkpoint_every_steps: int = 0,
+    keep_checkpoints: int = 2,
+    check_every_steps: int = DEFAULT_CHECK_EVERY_STEPS,
+    num_pictures: int = 4,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> SegmentationResult:
     """Fine-tunes a `ViTSegmenter` over a copy of `encoder` (see the module
     docstring). `image_size` defaults to the encoder's; any multiple of its
     patch size works (the position table is recomputed). `num_classes`

@@ -14,14 +14,21 @@ From the matrix, as mmsegmentation and Keras define them:
 All three are reported in percent.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
+from numpy.typing import ArrayLike
 
 from keras_ccmim.data.segmentation_sources import IGNORE_LABEL
+from keras_ccmim.type_aliases import Tensor
 
 
-def scores_from_confusion(confusion):
+def scores_from_confusion(confusion: ArrayLike) -> dict[str, Any]:
     """`{"miou", "aacc", "macc", "per_class_iou", "num_pixels"}` (percent;
     a class absent from labels and predictions has IoU None) of a `[C, C]`
     confusion matrix (rows true, columns predicted)."""
@@ -54,7 +61,7 @@ class SegmentationScores:
         ignore_label: label value left out of the scores.
     """
 
-    def __init__(self, num_classes, ignore_label=IGNORE_LABEL):
+    def __init__(self, num_classes: int, ignore_label: int = IGNORE_LABEL):
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
         self.metric = keras.metrics.MeanIoU(
@@ -63,7 +70,9 @@ class SegmentationScores:
         )
         self.confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
 
-    def update(self, labels, logits=None, predictions=None):
+    def update(
+        self, labels: Tensor, logits: Tensor | None = None, predictions: Tensor | None = None
+    ) -> None:
         """Adds a batch: `labels [B, H, W]` and `logits [B, H, W, C]` (or
         the predicted classes `predictions [B, H, W]`)."""
         if predictions is None:
@@ -77,11 +86,16 @@ class SegmentationScores:
         batch = np.rint(ops.convert_to_numpy(self.metric.total_cm)).astype(np.int64)
         self.confusion += batch
 
-    def result(self):
+    def result(self) -> dict[str, Any]:
         return scores_from_confusion(self.confusion)
 
 
-def evaluate_segmenter(model, dataset, num_classes, max_batches=None):
+def evaluate_segmenter(
+    model: keras.Model,
+    dataset: Iterable[Any],
+    num_classes: int,
+    max_batches: int | None = None,
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Scores of a segmenter over `(images, labels)` batches, and the
     first batch's predictions `(images, labels, predictions)` (numpy)."""
     scores = SegmentationScores(num_classes)

@@ -1,19 +1,37 @@
 """The features and labels of a training and an evaluation split, from an
 encoder or its SavedModel: the input of the k-NN and linear-probe protocols."""
 
+from __future__ import annotations
+
 import types
+from typing import TYPE_CHECKING, Any
 
 from keras_ccmim.data import describe_dataset, make_dataset
 from keras_ccmim.evaluation.features import (
+    Feature,
     extract_features,
     extract_saved_model_features,
     whole_batch_size,
 )
 from keras_ccmim.evaluation.saved_model_input import saved_model_image_size
+from keras_ccmim.models.vit_encoder import ViTEncoder
+from keras_ccmim.type_aliases import PathLike
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from keras_ccmim.data.dataset_info import DatasetInfo
 
 
-def evaluation_batches(dataset, *, split, batch_size, image_size, data_dir=None,
-                       num_images=None):
+def evaluation_batches(
+    dataset: str,
+    *,
+    split: str,
+    batch_size: int,
+    image_size: int,
+    data_dir: PathLike | None = None,
+    num_images: int | None = None,
+) -> tuple[tf.data.Dataset, DatasetInfo]:
     """`(batches, info)`: `split` of `dataset` unaugmented, in batches of
     `whole_batch_size` (every image once), and its `describe_dataset`."""
     info = describe_dataset(dataset, split=split, data_dir=data_dir, num_images=num_images,
@@ -25,18 +43,18 @@ def evaluation_batches(dataset, *, split, batch_size, image_size, data_dir=None,
 
 
 def train_and_eval_features(
-    dataset,
+    dataset: str,
     *,
-    encoder=None,
-    saved_model=None,
-    feature="mean_patch",
-    train_split="train",
-    eval_split="test",
-    train_num_images=None,
-    eval_num_images=None,
-    data_dir=None,
-    batch_size=256,
-):
+    encoder: ViTEncoder | None = None,
+    saved_model: Any = None,
+    feature: Feature = "mean_patch",
+    train_split: str = "train",
+    eval_split: str = "test",
+    train_num_images: int | None = None,
+    eval_num_images: int | None = None,
+    data_dir: PathLike | None = None,
+    batch_size: int = 256,
+) -> types.SimpleNamespace:
     """Features and labels of `train_split` and `eval_split` of `dataset`.
 
     Args:
