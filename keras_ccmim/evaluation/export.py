@@ -27,13 +27,11 @@ Two ways to write it (`method`):
   (weights load across backends) and exports it with the archive: a plain TF
   graph from any backend.
 
-`"auto"` (default) uses the archive on TensorFlow, the subprocess on torch
-(Keras cannot write a SavedModel from torch without `torch_xla`), and on JAX
-the archive, checked by loading the result and running it once; when that
-fails it warns and uses the subprocess. (The installed TensorFlow must
-read back what jax2tf wrote: this repository's JAX GELU calls `jax.lax.erf`,
-which lowers to a StableHLO `composite` op, and a TensorFlow that cannot
-deserialize that op sends JAX to the subprocess.)
+`"auto"` (default) uses the archive on TensorFlow and the subprocess on JAX
+and torch, so every backend gives the same plain TF graph, whose size check
+is the one-line message above. (Keras cannot write a SavedModel from torch
+without `torch_xla`; jax2tf's graph refuses another size only with XLA's
+shape-refinement error, and runs only where its StableHLO can be read.)
 
 The export never deletes what it did not write: it writes beside the target
 and renames the finished SavedModel into place, and the next export cleans
@@ -43,16 +41,13 @@ up after a killed one (`keras_ccmim.evaluation.export_target`).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from typing import Literal, get_args
 
 import keras
-import numpy as np
 
 from keras_ccmim import backend_specific
 from keras_ccmim.evaluation.export_target import (
@@ -63,7 +58,6 @@ from keras_ccmim.evaluation.export_target import (
     staging_folder,
 )
 from keras_ccmim.evaluation.features import EncoderFeatures
-from keras_ccmim.file_io import nearest_existing
 from keras_ccmim.models.vit_encoder import ViTEncoder, load_encoder
 from keras_ccmim.type_aliases import PathLike
 
@@ -107,15 +101,6 @@ def _export_in_process(encoder, path, verbose):
             name, serve, input_signature=[keras.InputSpec(shape=shape, dtype=dtype)]
         )
     archive.write_out(path, verbose=verbose)
-
-
-def _check_runs(encoder, path):
-    """Loads the SavedModel with TensorFlow and runs `serve` once."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    images = np.zeros((1,) + tuple(encoder.image_size) + (encoder.num_channels,), "float32")
-    loaded.serve(tf.constant(images))["cls"].numpy()
 
 
 def _export_in_subprocess(encoder, path, timeout):
@@ -184,22 +169,9 @@ def export_saved_model(
 def _write(encoder, path, method, verbose, timeout):
     """Writes the SavedModel at `path`, a new path inside this call's
     staging folder."""
-    backend = keras.backend.backend()
     if method == "auto":
-        method = "tensorflow_subprocess" if backend == "torch" else "archive"
-        if backend == "jax":
-            try:
-                _export_in_process(encoder, path, verbose)
-                _check_runs(encoder, path)
-                return
-            except Exception as error:  # jax2tf / StableHLO incompatibilities
-                warnings.warn(
-                    "The JAX export (jax2tf) does not run in this TensorFlow "
-                    f"({type(error).__name__}: {' '.join(str(error).split())[:400]}); "
-                    "exporting through a TensorFlow-backend subprocess instead."
-                )
-                shutil.rmtree(path, ignore_errors=True)  # the staged copy only
-                method = "tensorflow_subprocess"
+        backend = keras.backend.backend()
+        method = "archive" if backend == "tensorflow" else "tensorflow_subprocess"
     if method == "archive":
         _export_in_process(encoder, path, verbose)
     else:

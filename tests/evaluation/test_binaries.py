@@ -2,7 +2,6 @@
 
 import json
 
-import keras
 import pytest
 
 from tests.evaluation.conftest import TINY_ENCODER, run_python
@@ -41,16 +40,12 @@ def test_knn_from_workdir(pretrained_workdir, tmp_path):
 
 def test_export_then_probe_the_saved_model(tmp_path):
     saved_model = tmp_path / "saved_model"
-    # On JAX "auto" first tries jax2tf, which this TensorFlow cannot run (see
-    # keras_ccmim.evaluation.export; test_export covers it): go straight to
-    # the subprocess here.
-    method = "tensorflow_subprocess" if keras.backend.backend() == "jax" else "auto"
     # --overwrite replaces an older SavedModel (fake files here) in place.
     (saved_model / "variables").mkdir(parents=True)
     for name in ("saved_model.pb", "fingerprint.pb", "variables/variables.index"):
         (saved_model / name).write_bytes(b"old")
     run_ok(["evaluate/export.py", "--random_init", *TINY_FLAGS, f"--saved_model={saved_model}",
-            f"--method={method}", "--overwrite", f"--output={tmp_path / 'export.json'}"])
+            "--overwrite", f"--output={tmp_path / 'export.json'}"])
     assert (saved_model / "saved_model.pb").read_bytes() != b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "saved_model"]
     output = tmp_path / "probe.json"
