@@ -158,7 +158,8 @@ def main(argv):
         return 0
     import keras
 
-    from keras_ccmim.evaluation.encoders import load_encoder, random_encoder
+    from keras_ccmim.evaluation.encoders import random_encoder
+    from keras_ccmim.models.vit_encoder import load_encoder
 
     rows_dir = os.path.abspath(FLAGS.rows_dir or os.path.join(out, "rows"))
     os.makedirs(rows_dir, exist_ok=True)

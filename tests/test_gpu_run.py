@@ -95,7 +95,7 @@ def test_dry_run_of_jax_and_torch_needs_no_tensorflow(tmp_path):
                      "summary.json"]
     with zipfile.ZipFile(out / "encoder_mae.zip") as archive:
         archive.extractall(tmp_path / "presets")
-    from keras_ccmim.models.preset_files import load_encoder
+    from keras_ccmim.models.vit_encoder import load_encoder
 
     config = json.loads((tmp_path / "presets" / "encoder_mae" / "config.json").read_text())
     assert config["config"]["dtype"]["config"]["name"] == "float16"
