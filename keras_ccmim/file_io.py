@@ -53,6 +53,24 @@ def nearest_existing(path: str) -> str:
     return path
 
 
+def check_writable_location(path: PathLike, subject: str, what_to_pass: str) -> None:
+    """Raises a one-line `ValueError` unless what `subject` names (e.g.
+    `"workdir 'runs/x'"`) can be created at `path`: its nearest existing
+    ancestor must be a folder this process may write into. `what_to_pass`
+    ("a workdir", "a path") completes the fix the message gives."""
+    existing = nearest_existing(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"{subject} cannot be created: {existing!r} is a file, not a folder. "
+            f"Pass {what_to_pass} whose parents are folders."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{subject} cannot be written: {existing!r} is read-only (its permissions or a "
+            f"read-only file system). Pass {what_to_pass} in a writable location."
+        )
+
+
 def write_json_atomically(path: PathLike, data: Any) -> None:
     """Writes `data` as JSON to `path` through a synced temporary file, so a
     kill leaves the old file or the new one, never half of one."""

@@ -233,19 +233,9 @@ def check_output_path(path: str | None, what: str = "--output") -> None:
         return
     if os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a folder; pass a file path.")
-    from keras_ccmim.file_io import nearest_existing
+    from keras_ccmim.file_io import check_writable_location
 
-    existing = nearest_existing(os.path.dirname(os.path.abspath(path)))
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"{what} {path!r} cannot be written: {existing!r} is a file, not a folder. "
-            "Pass a path whose parents are folders."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"{what} {path!r} cannot be written: {existing!r} is read-only (its "
-            "permissions or a read-only file system). Pass a path in a writable location."
-        )
+    check_writable_location(os.path.dirname(os.path.abspath(path)), f"{what} {path!r}", "a path")
     check_not_in_a_running_workdir(path, what)
 
 

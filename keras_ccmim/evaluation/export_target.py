@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 
-from keras_ccmim.file_io import nearest_existing
+from keras_ccmim.file_io import check_writable_location
 from keras_ccmim.type_aliases import PathLike
 
 logger = logging.getLogger(__name__)
@@ -128,18 +128,8 @@ def check_export_target(
             f"The SavedModel path {given!r} is a file, not a folder; the export does not "
             "replace it. Pass a new folder path."
         )
-    existing = nearest_existing(os.path.dirname(target))  # where the staging folder goes
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"The SavedModel folder {given!r} cannot be created: {existing!r} is a file, "
-            "not a folder. Pass a path whose parents are folders."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"The SavedModel folder {given!r} cannot be written: {existing!r} is read-only "
-            "(its permissions or a read-only file system). Pass a folder in a writable "
-            "location."
-        )
+    # Where the staging folder goes.
+    check_writable_location(os.path.dirname(target), f"The SavedModel folder {given!r}", "a folder")
     if os.path.isdir(target) and os.listdir(target):
         if not overwrite:
             what = "a SavedModel" if is_saved_model(target) else "files"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ml_collections import config_dict
 
 from keras_ccmim import checks
-from keras_ccmim.file_io import nearest_existing
+from keras_ccmim.file_io import check_writable_location
 from keras_ccmim.models.ccmim_pretrainer import CCMIMPretrainer
 from keras_ccmim.models.presets import ENCODER_SIZE_FIELDS, get_preset
 from keras_ccmim.training.distribution import DISTRIBUTIONS, plan_distribution, process_count
@@ -114,18 +114,7 @@ def _workdir(name, value):
             f"workdir {workdir!r} is a file, not a folder. Pass a folder path (a new one "
             "starts a new run)."
         )
-    existing = nearest_existing(os.path.abspath(workdir))
-    if not os.path.isdir(existing):
-        raise ValueError(
-            f"workdir {workdir!r} cannot be created: {existing!r} is a file, not a folder. "
-            "Pass a workdir whose parents are folders."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"workdir {workdir!r} is not writable: {existing!r} is read-only (its "
-            "permissions or a read-only file system). Pass a workdir in a writable "
-            "location."
-        )
+    check_writable_location(workdir, f"workdir {workdir!r}", "a workdir")
 
 
 _MODEL = "checked by the model's constructors"

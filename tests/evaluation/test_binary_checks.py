@@ -255,7 +255,7 @@ def test_an_output_that_cannot_be_written(binary, tmp_path):
     extra = [f"--saved_model={tmp_path / 'saved_model'}"] if binary == "export" else []
     outputs = {
         f"--output '{tmp_path}' is a folder; pass a file path": tmp_path,
-        f"cannot be written: '{a_file}' is a file, not a folder": a_file / "out.json",
+        f"cannot be created: '{a_file}' is a file, not a folder": a_file / "out.json",
         f"cannot be written: '{read_only}' is read-only": read_only / "out.json",
     }
     workdir = f"--workdir={tmp_path / 'never_read'}"  # fails fast should a check let it by

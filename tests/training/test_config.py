@@ -222,7 +222,7 @@ def test_a_read_only_workdir_is_rejected(tiny_run, tmp_path, monkeypatch):
         os, "access", lambda p, mode: False if p == read_only else real_access(p, mode)
     )
     for workdir in (read_only, os.path.join(read_only, "new", "run")):
-        with pytest.raises(ConfigError, match=r"is not writable: '.*read_only' is read-only"):
+        with pytest.raises(ConfigError, match=r"cannot be written: '.*read_only' is read-only"):
             resolve_config(tiny_run(workdir=workdir))
     assert os.listdir(read_only) == []
 
