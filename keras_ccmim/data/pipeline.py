@@ -340,10 +340,15 @@ def evenly_spaced_batch(
     cannot be read or decoded is left out of the batch.
 
     Args:
-        name, split, image_size, data_dir, num_images, crop_fraction,
-            max_pixels: as in `make_dataset`.
+        name: the dataset, as in `make_dataset`.
+        split: as in `make_dataset`.
         count: int > 0, the examples wanted; a split with fewer gives all
             of its own.
+        image_size: as in `make_dataset`.
+        data_dir: as in `make_dataset`.
+        num_images: as in `make_dataset`.
+        crop_fraction: as in `make_dataset`.
+        max_pixels: as in `make_dataset`.
 
     Returns:
         `(images, extras)` as one batch of `make_dataset(...,
