@@ -507,7 +507,8 @@ def _restore_seed_states(model, record):
         return
     owners = seed_state_owners(model)
     saved_owners = record.get("seed_state_owners")
-    if saved_owners is not None and len(saved_owners) == len(saved):
+    by_name = saved_owners is not None and len(saved_owners) == len(saved)
+    if by_name and len(set(owners)) == len(owners) == len(states):
         # Each state goes back to the layer that drew it, whatever order this
         # version of the model creates its SeedGenerators in.
         if sorted(saved_owners) != sorted(owners):
