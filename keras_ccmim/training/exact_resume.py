@@ -10,6 +10,7 @@ call from the batch its first step trains on.
 import contextlib
 import functools
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -28,11 +29,9 @@ def seed_state_owners(model):
     another version of the model assigns its layers in another order (the
     variables' own paths are numbered in creation order, which is why they
     are not used)."""
-    import keras
+    owners, seen = {}, set()
 
-    owners = {}
-
-    def visit(value, path, seen):
+    def visit(value, path):
         if isinstance(value, keras.random.SeedGenerator):
             owners.setdefault(id(value.state), "/".join(path[:-1]) or "model")
         elif isinstance(value, keras.layers.Layer) and id(value) not in seen:
@@ -42,14 +41,14 @@ def seed_state_owners(model):
             children.update(getattr(value, "_modules", None) or {})
             public = sorted((n, c) for n, c in children.items() if not n.startswith("_"))
             for name, child in public:
-                visit(child, path + [name], seen)
+                visit(child, path + [name])
             for index, child in enumerate(getattr(value, "_layers", ())):  # unnamed sublayers
-                visit(child, path + [f"layer_{index}"], seen)
+                visit(child, path + [f"layer_{index}"])
         elif isinstance(value, (list, tuple)):
             for index, child in enumerate(value):
-                visit(child, path + [str(index)], seen)
+                visit(child, path + [str(index)])
 
-    visit(model, [], set())
+    visit(model, [])
     return [owners.get(id(v), v.path) for v in seed_states(model)]
 
 
